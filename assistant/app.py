@@ -1,0 +1,190 @@
+"""The HTTP API: `create_app(settings)` builds everything once per process; routes stay thin."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from werkzeug.exceptions import HTTPException
+
+from assistant import knowledge
+from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
+from assistant.db import Database, DatabaseUnavailable, open_database
+from assistant.llm import make_provider
+from assistant.rag import Answer, Assistant
+from assistant.search import Retriever
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class QuestionRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    question: str
+    session_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    conversation_id: str = Field(min_length=1, max_length=128)
+    feedback: StrictInt
+    comment: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("feedback")
+    @classmethod
+    def _thumb(cls, value: int) -> int:
+        if value not in (1, -1):
+            raise ValueError("must be 1 (thumbs up) or -1 (thumbs down)")
+        return value
+
+
+def build_assistant(settings: Settings) -> Assistant:
+    kb = knowledge.load_configured(settings)
+    log.info("knowledge base: %d documents from %s", len(kb), kb.source)
+    return Assistant(
+        Retriever(kb.documents),
+        make_provider(settings),
+        knowledge.load_profile(settings.profile_path),
+        k=settings.num_results,
+        knowledge_source=kb.source,
+    )
+
+
+def conversation_row(answer: Answer, cost_usd: float = 0.0) -> dict[str, Any]:
+    row = asdict(answer)
+    row["id"] = answer.conversation_id
+    row["total_tokens"] = answer.total_tokens
+    row["cost_usd"] = cost_usd
+    return row
+
+
+def _error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=False)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers malformed JSON and invalid UTF-8; RecursionError, absurd nesting.
+        raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _validate(model: type[Model], data: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ApiError(400, "invalid_request", problems) from exc
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    assistant: Assistant | None = None,
+    database: Database | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    assistant = assistant or build_assistant(settings)
+    database = database or open_database(settings)
+    database.migrate()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["assistant"] = assistant
+    app.extensions["database"] = database
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(DatabaseUnavailable)
+    @app.errorhandler(psycopg.OperationalError)
+    def database_error(exc: Exception):
+        log.error("database unavailable: %s", type(exc).__name__)
+        return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return _error(500, "internal_error", "an unexpected error occurred")
+
+    @app.post("/question")
+    def question():
+        body = _validate(QuestionRequest, _json_body())
+        text = body.question.strip()
+        if not text:
+            raise ApiError(400, "invalid_request", "question: must not be blank")
+        if len(text) > MAX_QUESTION_CHARS:
+            raise ApiError(
+                413, "question_too_long", f"question: at most {MAX_QUESTION_CHARS} characters"
+            )
+        answer = assistant.answer(text, body.session_id)
+        database.save_conversation(conversation_row(answer))
+        return jsonify(answer.public())
+
+    @app.post("/feedback")
+    def feedback():
+        body = _validate(FeedbackRequest, _json_body())
+        if not database.save_feedback(body.conversation_id, body.feedback, body.comment):
+            raise ApiError(
+                404, "conversation_not_found", f"no conversation {body.conversation_id!r}"
+            )
+        return jsonify(
+            {"conversation_id": body.conversation_id, "feedback": body.feedback, "status": "saved"}
+        )
+
+    @app.get("/conversations/<conversation_id>")
+    def conversation(conversation_id: str):
+        row = database.get_conversation(conversation_id)
+        if row is None:
+            raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
+        return jsonify(_jsonable(row))
+
+    @app.get("/health")
+    def health():
+        database_ok = database.ping()
+        body = {
+            "status": "ok" if database_ok else "unavailable",
+            "database": "ok" if database_ok else "down",
+            "provider": assistant.provider.name,
+            "model": assistant.provider.model,
+            "knowledge_base": {
+                "documents": len(assistant.retriever.documents),
+                "source": assistant.knowledge_source,
+            },
+        }
+        return jsonify(body), 200 if database_ok else 503
+
+    return app

@@ -1,0 +1,117 @@
+"""Settings: one frozen dataclass read from the environment and an optional `.env` file.
+
+The original project's variable names (POSTGRES_*, OPENAI_API_KEY, OLLAMA_BASE_URL, TZ) keep
+working so an existing `.env` carries over unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+BITEXT_URL = (
+    "https://huggingface.co/datasets/bitext/Bitext-media-llm-chatbot-training-dataset/"
+    "resolve/main/bitext-media-llm-chatbot-training-dataset.csv"
+)
+
+MAX_QUESTION_CHARS = 2000
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _postgres_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL wins; else the original POSTGRES_* variables when POSTGRES_HOST is set."""
+    if env.get("DATABASE_URL"):
+        return env["DATABASE_URL"]
+    host = env.get("POSTGRES_HOST")
+    if not host:
+        return None
+    user = quote(env.get("POSTGRES_USER", "postgres"), safe="")
+    password = env.get("POSTGRES_PASSWORD")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    port = env.get("POSTGRES_PORT", "5432")
+    return f"postgresql://{auth}@{host}:{port}/{env.get('POSTGRES_DB', 'postgres')}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = field(default=None, repr=False)
+    data_dir: Path = PROJECT_ROOT / "data"
+    migrations_dir: Path = PROJECT_ROOT / "initdb"
+    kb_source: str = "auto"
+    demo_kb: Path = PROJECT_ROOT / "data" / "demo-kb.csv"
+    kb_url: str = BITEXT_URL
+    download_timeout: float = 10.0
+    profile_path: Path = PROJECT_ROOT / "data" / "business-profile.yaml"
+    llm_provider: str = "auto"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    ollama_base_url: str = "http://localhost:11434"
+    ollama_model: str = "phi3"
+    llm_connect_timeout: float = 5.0
+    llm_read_timeout: float = 60.0
+    llm_max_retries: int = 2
+    num_results: int = 5
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    threads: int = 4
+    tz: str = "UTC"
+    log_level: str = "INFO"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+        """Read settings; process environment beats `.env`, which beats the defaults."""
+        if env is None:
+            dotenv_path = dotenv or Path(".env")
+            file_values = dotenv_values(dotenv_path) if dotenv_path.is_file() else {}
+            env = {**{k: v for k, v in file_values.items() if v is not None}, **os.environ}
+        data_dir = Path(env.get("DATA_DIR", PROJECT_ROOT / "data"))
+        values = {
+            "database_url": _postgres_url(env),
+            "data_dir": data_dir,
+            "migrations_dir": Path(env.get("MIGRATIONS_DIR", PROJECT_ROOT / "initdb")),
+            "kb_source": env.get("KB_PATH", "auto"),
+            "kb_url": env.get("KB_URL", BITEXT_URL),
+            "download_timeout": float(env.get("KB_DOWNLOAD_TIMEOUT", 10)),
+            "profile_path": Path(
+                env.get("BUSINESS_PROFILE", PROJECT_ROOT / "data" / "business-profile.yaml")
+            ),
+            "llm_provider": env.get("LLM_PROVIDER", "auto").strip().lower(),
+            "openai_api_key": env.get("OPENAI_API_KEY") or None,
+            "openai_base_url": env.get("OPENAI_BASE_URL") or None,
+            "openai_model": env.get("OPENAI_MODEL", "gpt-4o-mini"),
+            "ollama_base_url": env.get("OLLAMA_BASE_URL", "http://localhost:11434"),
+            "ollama_model": env.get("OLLAMA_MODEL", "phi3"),
+            "llm_connect_timeout": float(env.get("LLM_CONNECT_TIMEOUT", 5)),
+            "llm_read_timeout": float(env.get("LLM_READ_TIMEOUT", 60)),
+            "llm_max_retries": int(env.get("LLM_MAX_RETRIES", 2)),
+            "num_results": int(env.get("NUM_RESULTS", 5)),
+            "host": env.get("HOST", "127.0.0.1"),
+            "port": int(env.get("PORT", 5000)),
+            "workers": int(env.get("WEB_CONCURRENCY", 2)),
+            "threads": int(env.get("GUNICORN_THREADS", 4)),
+            "tz": env.get("TZ", "UTC"),
+            "log_level": env.get("LOG_LEVEL", "INFO").upper(),
+        }
+        return cls(**values)
+
+    def public(self) -> dict[str, object]:
+        """Settings safe to log or show: secrets are left out."""
+        hidden = {"database_url", "openai_api_key"}
+        return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}

@@ -1,0 +1,118 @@
+"""Shared fixtures: real PostgreSQL servers (embedded, and the local service when configured)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from assistant.config import PROJECT_ROOT, Settings
+from assistant.db import Database
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+BITEXT_DEV = SHARED_DATA / "bitext-media-dev.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory):
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+def _scratch_database(admin_url: str):
+    """A throwaway database on `admin_url`'s server, so tests never touch existing data."""
+    name = f"msa_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    return name, url
+
+
+def _drop_scratch(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)
+            )
+        )
+
+
+@pytest.fixture(scope="session", params=["embedded", "service"])
+def database_url(request, embedded_server):
+    """Each database test runs on the embedded cluster and, when TEST_DATABASE_URL is set, on
+    that server too."""
+    if request.param == "embedded":
+        admin = embedded_server.get_uri()
+    else:
+        admin = os.environ.get("TEST_DATABASE_URL")
+        if not admin:
+            pytest.skip("TEST_DATABASE_URL is not set (.ci/run sets it to 127.0.0.1:5432)")
+    name, url = _scratch_database(admin)
+    yield url
+    _drop_scratch(admin, name)
+
+
+@pytest.fixture
+def fresh_database_url(database_url):
+    """A brand-new empty database on the same server, for tests of migrations."""
+    admin = database_url
+    name, url = _scratch_database(admin)
+    yield url
+    _drop_scratch(admin, name)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory) -> Settings:
+    return replace(
+        Settings.from_env(env={}),
+        kb_source="demo",
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
+
+
+@pytest.fixture(scope="session")
+def assistant(settings):
+    from assistant.app import build_assistant
+
+    return build_assistant(settings)
+
+
+@pytest.fixture(scope="session")
+def database(database_url, settings) -> Database:
+    db = Database(database_url, settings.migrations_dir)
+    db.migrate()
+    yield db
+    db.close()
+
+
+@pytest.fixture(scope="session")
+def app(settings, assistant, database):
+    from assistant.app import create_app
+
+    return create_app(
+        replace(settings, database_url=database.url), assistant=assistant, database=database
+    )
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def repo_data() -> Path:
+    return PROJECT_ROOT / "data"

@@ -1,0 +1,74 @@
+import json
+
+import psycopg
+from click.testing import CliRunner
+
+from assistant.cli import main
+from tests.conftest import BITEXT_DEV
+
+
+def _env(database_url, settings):
+    return {
+        "DATABASE_URL": database_url,
+        "KB_PATH": "demo",
+        "DATA_DIR": str(settings.data_dir),
+        "OPENAI_API_KEY": "",
+    }
+
+
+def test_ask_json_prints_the_question_body_and_logs_it(database_url, settings):
+    result = CliRunner().invoke(
+        main,
+        ["ask", "how do I cancel my subscription?", "--json"],
+        env=_env(database_url, settings),
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["intent"] == "cancel_subscription" and "{{" not in body["answer"]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM conversations WHERE id = %s", (body["conversation_id"],)
+        ).fetchone() == (1,)
+
+
+def test_ask_plain_prints_answer_and_status(database_url, settings):
+    result = CliRunner().invoke(
+        main, ["ask", "I forgot my password"], env=_env(database_url, settings)
+    )
+    assert result.exit_code == 0, result.output
+    assert "intent recover_password" in result.output
+
+
+def test_db_init_and_listing(database_url, settings):
+    runner = CliRunner()
+    result = runner.invoke(main, ["db", "init"], env=_env(database_url, settings))
+    assert result.exit_code == 0 and "up to date" in result.output
+    runner.invoke(
+        main, ["ask", "what payment methods do you accept"], env=_env(database_url, settings)
+    )
+    result = runner.invoke(main, ["db", "--limit", "3"], env=_env(database_url, settings))
+    assert result.exit_code == 0, result.output
+    assert "conversations:" in result.output and "payment_methods" in result.output
+
+
+def test_ingest_reports_counts_per_intent(settings):
+    result = CliRunner().invoke(main, ["ingest", "--kb", str(settings.demo_kb)])
+    assert result.exit_code == 0, result.output
+    assert "125 documents, 25 intents, 8 categories" in result.output
+    assert "cancel_subscription" in result.output
+
+
+def test_ingest_rejects_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(main, ["ingest", "--kb", str(bad)])
+    assert result.exit_code != 0 and "expected Bitext columns" in result.output
+
+
+def test_ingest_reads_the_shared_dataset_when_present(settings):
+    import pytest
+
+    if not BITEXT_DEV.is_file():
+        pytest.skip("../shared/data is absent on this machine")
+    result = CliRunner().invoke(main, ["ingest", "--kb", str(BITEXT_DEV)])
+    assert result.exit_code == 0 and "25 intents, 8 categories" in result.output

@@ -1,0 +1,189 @@
+import csv
+import http.server
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from assistant import knowledge
+from assistant.knowledge import Document, KnowledgeBaseError, Profile, humanize
+from tests.conftest import BITEXT_DEV, free_port
+
+CATEGORIES = {
+    "CONTACT": {"customer_service", "human_agent"},
+    "CONTENT": {"report_copyright_infringement", "report_inappropiate_content"},
+    "FUNCTIONING": {"devices", "general_use", "quickstart_guide"},
+    "PAYMENT": {"pay", "payment_methods", "report_payment_issue"},
+    "PLATFORM": {"fees"},
+    "PROGRAM_SCHEDULE": {"program_schedule", "releases"},
+    "SETTINGS": {
+        "change_language",
+        "change_subtitle_language",
+        "parental_control",
+        "recover_password",
+    },
+    "SUBSCRIPTION": {
+        "cancel_subscription",
+        "change_subscription",
+        "free_trial",
+        "premium_subscription",
+        "renew_subscription",
+        "subscribe",
+        "subscription",
+        "subscription_prices",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def demo(settings) -> list[Document]:
+    return knowledge.read_csv(settings.demo_kb)
+
+
+@pytest.fixture(scope="module")
+def profile(settings) -> Profile:
+    return knowledge.load_profile(settings.profile_path)
+
+
+def test_demo_kb_covers_every_category_and_intent(demo):
+    found = {}
+    for doc in demo:
+        found.setdefault(doc.category, set()).add(doc.intent)
+    assert found == CATEGORIES
+    variants = Counter(doc.intent for doc in demo)
+    assert min(variants.values()) >= 3
+    responses = {}
+    for doc in demo:
+        responses.setdefault(doc.intent, set()).add(doc.response)
+    assert all(len(r) == 1 for r in responses.values()), "one response per intent"
+    assert any("{{" in doc.response for doc in demo)
+
+
+def test_ids_are_stable_short_hashes_and_unique(demo, settings):
+    again = knowledge.read_csv(settings.demo_kb)
+    assert [d.id for d in demo] == [d.id for d in again]
+    assert len({d.id for d in demo}) == len(demo)
+    assert all(len(d.id) == 12 for d in demo)
+    assert knowledge.document_id("q", "r", "i") != knowledge.document_id("q", "r", "j")
+
+
+def test_exact_duplicates_are_removed(tmp_path: Path):
+    path = tmp_path / "kb.csv"
+    rows = [
+        ["instruction", "intent", "category", "tags", "response"],
+        ["how to pay", "pay", "PAYMENT", "B", "Pay here."],
+        ["how to pay", "pay", "PAYMENT", "B", "Pay here."],
+        ["how to pay?", "pay", "PAYMENT", "B", "Pay here."],
+    ]
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    docs = knowledge.read_csv(path)
+    assert [d.question for d in docs] == ["how to pay", "how to pay?"]
+
+
+def test_json_list_keeps_given_ids(tmp_path: Path):
+    path = tmp_path / "kb.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "abc123",
+                    "question": "q1",
+                    "response": "r1",
+                    "intent": "pay",
+                    "category": "PAYMENT",
+                },
+                {"instruction": "q2", "response": "r2", "intent": "fees", "category": "PLATFORM"},
+            ]
+        )
+    )
+    docs = knowledge.read_file(path)
+    assert docs[0].id == "abc123"
+    assert docs[1].id == knowledge.document_id("q2", "r2", "fees")
+
+
+@pytest.mark.parametrize(
+    "content, suffix",
+    [
+        ("not,a,kb\n1,2,3\n", ".csv"),
+        ('{"question": "not a list"}', ".json"),
+        ('[{"question": "no response"}]', ".json"),
+        ("[1, 2", ".json"),
+    ],
+)
+def test_bad_files_raise_a_clear_error(tmp_path: Path, content, suffix):
+    path = tmp_path / f"kb{suffix}"
+    path.write_text(content)
+    with pytest.raises(KnowledgeBaseError):
+        knowledge.read_file(path)
+
+
+def test_auto_falls_back_to_demo_when_the_dataset_is_unreachable(settings, tmp_path):
+    kb = knowledge.load(
+        "auto",
+        demo=settings.demo_kb,
+        cache_dir=tmp_path,
+        url=f"http://127.0.0.1:{free_port()}/data.csv",
+        timeout=2,
+    )
+    assert kb.source == "demo" and len(kb) >= 75
+
+
+def test_download_is_cached_and_reused(settings, tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "data.csv").write_bytes(settings.demo_kb.read_bytes())
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=served, **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/data.csv"
+    cache = tmp_path / "cache"
+    try:
+        first = knowledge.load("auto", demo=settings.demo_kb, cache_dir=cache, url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first.source == str(cache / "data.csv")
+    second = knowledge.load("auto", demo=settings.demo_kb, cache_dir=cache, url=url, timeout=1)
+    assert second.source == first.source and len(second) == len(first)
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("CONTACT_US_SECTION", "Contact Us section"),
+        ("SUBMIT_BUTTON", "Submit button"),
+        ("WEBSITE_URL", "Website Url"),
+        ("LANGUAGE", "Language"),
+    ],
+)
+def test_humanize(name, words):
+    assert humanize(name) == words
+
+
+def test_fill_uses_profile_values_then_words():
+    profile = Profile("Acme", {"WEBSITE_URL": "https://acme.example"})
+    text = "Visit {{WEBSITE_URL}}, open the {{CONTACT_US_SECTION}} section, {{ odd name }} {{"
+    assert (
+        profile.fill(text) == "Visit https://acme.example, open the Contact Us section, Odd Name "
+    )
+
+
+def test_every_demo_response_is_filled(demo, profile):
+    for doc in demo:
+        filled = profile.fill(doc.response)
+        assert "{{" not in filled and "}}" not in filled, doc.id
+    # The profile, not the fallback wording, fills the demo KB's own placeholders.
+    used = {m for doc in demo for m in knowledge._PLACEHOLDER.findall(doc.response)}
+    assert used <= set(profile.placeholders)
+
+
+@pytest.mark.skipif(not BITEXT_DEV.is_file(), reason="../shared/data is absent on this machine")
+def test_every_bitext_dev_response_is_filled(profile):
+    docs = knowledge.read_csv(BITEXT_DEV)
+    assert len(docs) > 900
+    for doc in docs:
+        for text in (doc.response, doc.question):
+            assert "{{" not in profile.fill(text), doc.id
