@@ -81,16 +81,18 @@ class Settings:
             dotenv_path = dotenv or Path(".env")
             file_values = dotenv_values(dotenv_path) if dotenv_path.is_file() else {}
             env = {**{k: v for k, v in file_values.items() if v is not None}, **os.environ}
-        data_dir = Path(env.get("DATA_DIR", PROJECT_ROOT / "data"))
+        # ASSISTANT_HOME: where initdb/ and the bundled data/ live when installed elsewhere.
+        home = Path(env.get("ASSISTANT_HOME", PROJECT_ROOT))
         values = {
             "database_url": _postgres_url(env),
-            "data_dir": data_dir,
-            "migrations_dir": Path(env.get("MIGRATIONS_DIR", PROJECT_ROOT / "initdb")),
+            "data_dir": Path(env.get("DATA_DIR", home / "data")),
+            "migrations_dir": Path(env.get("MIGRATIONS_DIR", home / "initdb")),
             "kb_source": env.get("KB_PATH", "auto"),
+            "demo_kb": home / "data" / "demo-kb.csv",
             "kb_url": env.get("KB_URL", BITEXT_URL),
             "download_timeout": float(env.get("KB_DOWNLOAD_TIMEOUT", 10)),
             "profile_path": Path(
-                env.get("BUSINESS_PROFILE", PROJECT_ROOT / "data" / "business-profile.yaml")
+                env.get("BUSINESS_PROFILE", home / "data" / "business-profile.yaml")
             ),
             "llm_provider": env.get("LLM_PROVIDER", "auto").strip().lower(),
             "openai_api_key": env.get("OPENAI_API_KEY") or None,

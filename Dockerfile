@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+FROM python:3.12-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY assistant ./assistant
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+
+FROM python:3.12-slim
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=5000 ASSISTANT_HOME=/app
+RUN useradd --create-home --uid 10001 assistant
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY initdb ./initdb
+COPY data/demo-kb.csv data/business-profile.yaml ./data/
+RUN mkdir -p /app/data/cache && chown -R assistant /app/data
+USER assistant
+EXPOSE 5000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"
+CMD ["assistant", "serve"]
