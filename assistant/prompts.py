@@ -20,3 +20,35 @@ CONTEXT_ENTRY = """\
 [{number}] Q: {question}
 A: {response}
 """
+
+JUDGE_SYSTEM = """\
+You are an expert evaluator of a customer-support assistant for a streaming service.
+Classify how relevant the assistant's answer is to the customer's question:
+- RELEVANT: it addresses the question directly and usefully.
+- PARTLY_RELEVANT: it is on topic but incomplete, vague or only partly answers it.
+- NON_RELEVANT: it does not address the question.
+Reply with one JSON object and nothing else, without code fences:
+{"Relevance": "RELEVANT" | "PARTLY_RELEVANT" | "NON_RELEVANT", "Explanation": "<one sentence>"}
+"""
+
+JUDGE_USER = """\
+Customer question: {question}
+
+Knowledge-base entries the answer was built from:
+{sources}
+
+Assistant's answer: {answer}
+"""
+
+GROUND_TRUTH = """\
+You emulate customers of a streaming service who contact its support.
+Here is one entry of the support knowledge base:
+
+intent: {intent}
+question: {question}
+answer: {response}
+
+Write {count} different questions a customer could ask that this entry answers. Vary the
+wording and the length; use your own words rather than the entry's. Write one question per
+line, with no numbering, quotes or other text.
+"""

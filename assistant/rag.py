@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -14,10 +15,56 @@ from assistant.search import Hit, Retriever
 
 log = logging.getLogger(__name__)
 
-NO_MATCH = (
-    "I'm sorry, I can't help with that from our support knowledge base. "
-    "You can reach a person at {{CUSTOMER_SUPPORT_EMAIL}} or {{CUSTOMER_SUPPORT_PHONE}}."
+OUT_OF_SCOPE_REPLY = (
+    "I'm sorry, I can't help with that: I'm {{COMPANY_NAME}}'s support assistant. I can help "
+    "with your subscription and plans, payments and billing, your account and password, "
+    "languages and subtitles, parental controls, devices, the program schedule and new "
+    "releases, and reporting content. For anything else, our team is at "
+    "{{CUSTOMER_SUPPORT_EMAIL}} or {{CUSTOMER_SUPPORT_PHONE}}."
 )
+HANDOFF_REPLY = (
+    "Let me connect you with a person from our support team. You can reach them by live chat "
+    "at {{LIVE_CHAT_URL}}, by email at {{CUSTOMER_SUPPORT_EMAIL}} or by phone at "
+    "{{CUSTOMER_SUPPORT_PHONE}} ({{CUSTOMER_SUPPORT_HOURS}})."
+)
+UNSURE_PREFIX = "I want to be sure you get the right answer. "
+SMALL_TALK_REPLIES = {
+    "greeting": "Hello! I'm {{COMPANY_NAME}}'s support assistant. What can I help you with?",
+    "thanks": "You're welcome! Is there anything else I can help you with?",
+    "goodbye": "Goodbye, and enjoy watching {{COMPANY_NAME}}!",
+}
+HUMAN_INTENT = "human_agent"
+
+# A message is small talk only when these phrases make up all of it: "hi, how do I cancel?"
+# is a question.
+_SMALL_TALK = {
+    "greeting": r"hi+|hello+|hey+|hiya|howdy|greetings|good (morning|afternoon|evening|day)"
+    r"|how are you( doing)?|what'?s up",
+    "thanks": r"thanks?( you)?( so much| a lot| very much)?|thx|ty|cheers|much appreciated"
+    r"|(i )?appreciate (it|that|your help)|that('?s| is| was) (very )?(helpful|great|perfect)",
+    "goodbye": r"bye+|goodbye|good bye|see (you|ya)( later)?|that'?s all|have a (nice|good) day"
+    r"|take care",
+    None: r"and|ok(ay)?|so|well|there|team|folks|again|friend|assistant|bot",
+}
+_SMALL_TALK_PHRASES = [
+    (kind, re.compile(rf"(?:{pattern})\b\s*")) for kind, pattern in _SMALL_TALK.items()
+]
+
+
+def small_talk_kind(question: str) -> str | None:
+    """`greeting`, `thanks` or `goodbye` (the last one said) when the message is only that."""
+    text = re.sub(r"\s+", " ", re.sub(r"[^\w\s']+", " ", question.lower())).strip()
+    kind = None
+    while text:
+        for phrase_kind, phrase in _SMALL_TALK_PHRASES:
+            match = phrase.match(text)
+            if match:
+                kind = phrase_kind or kind
+                text = text[match.end() :]
+                break
+        else:
+            return None
+    return kind
 
 
 @dataclass(frozen=True)
@@ -84,6 +131,7 @@ class Assistant:
         knowledge_source: str = "custom",
     ):
         self.retriever = retriever
+        self.handoff_threshold = retriever.settings.handoff_threshold
         self.knowledge_source = knowledge_source
         self.provider = provider
         self.profile = profile
@@ -92,6 +140,7 @@ class Assistant:
 
     def answer(self, question: str, session_id: str | None = None) -> Answer:
         started = time.perf_counter()
+        chat = small_talk_kind(question)
         result = self.retriever.search(question, self.k)
         answer = Answer(
             conversation_id=uuid.uuid4().hex,
@@ -109,15 +158,25 @@ class Assistant:
                 for h in result.hits
             ],
         )
-        if result.hits:
+        if chat:
+            answer.status, answer.answer = "small_talk", SMALL_TALK_REPLIES[chat]
+            answer.intent = answer.category = None
+            answer.sources = []
+        elif not result.in_scope or not result.hits:
+            answer.status, answer.answer = "out_of_scope", OUT_OF_SCOPE_REPLY
+            answer.sources = []
+        elif result.intent == HUMAN_INTENT:
+            answer.status, answer.handoff_reason = "handoff", "requested_human"
+            answer.answer = HANDOFF_REPLY
+        elif result.confidence < self.handoff_threshold:
+            answer.status, answer.handoff_reason = "handoff", "low_confidence"
+            answer.answer = UNSURE_PREFIX + HANDOFF_REPLY
+        else:
             completion = self._generate(question, result.hits, answer)
             answer.answer = completion.text
             answer.model_used = completion.model
             answer.prompt_tokens = completion.prompt_tokens
             answer.completion_tokens = completion.completion_tokens
-        else:
-            answer.status = "out_of_scope"
-            answer.answer = NO_MATCH
         # Filled after generation too: a model may echo a {{PLACEHOLDER}} from its context.
         answer.answer = self.profile.fill(answer.answer)
         answer.response_time = time.perf_counter() - started

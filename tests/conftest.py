@@ -80,6 +80,7 @@ def settings(tmp_path_factory) -> Settings:
     return replace(
         Settings.from_env(env={}),
         kb_source="demo",
+        llm_provider="extractive",
         data_dir=tmp_path_factory.mktemp("data"),
     )
 

@@ -12,7 +12,7 @@ def _env(database_url, settings):
         "DATABASE_URL": database_url,
         "KB_PATH": "demo",
         "DATA_DIR": str(settings.data_dir),
-        "OPENAI_API_KEY": "",
+        "LLM_PROVIDER": "extractive",
     }
 
 
@@ -54,7 +54,7 @@ def test_db_init_and_listing(database_url, settings):
 def test_ingest_reports_counts_per_intent(settings):
     result = CliRunner().invoke(main, ["ingest", "--kb", str(settings.demo_kb)])
     assert result.exit_code == 0, result.output
-    assert "125 documents, 25 intents, 8 categories" in result.output
+    assert "250 documents, 25 intents, 8 categories" in result.output
     assert "cancel_subscription" in result.output
 
 

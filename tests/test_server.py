@@ -22,6 +22,7 @@ def served(database_url, tmp_path_factory):
         "PORT": str(port),
         "DATA_DIR": str(tmp_path_factory.mktemp("served")),
         "WEB_CONCURRENCY": "2",
+        "LLM_PROVIDER": "extractive",
     }
     env.pop("OPENAI_API_KEY", None)
     process = subprocess.Popen(

@@ -1,0 +1,215 @@
+"""The HTTP client of the API. Every UI (the CLI chat, Streamlit, Gradio) talks through it, so
+every exchange is logged, judged and counted on the dashboard like any other.
+
+It imports nothing from the server side: a UI can run on another machine than the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import requests
+
+DEFAULT_URL = "http://localhost:5000"
+URL_VARIABLE = "ASSISTANT_URL"
+CONNECT_TIMEOUT = 5.0
+# A cold local model can take a while over its first answer.
+READ_TIMEOUT = 120.0
+
+
+class ApiError(RuntimeError):
+    """The API could not be reached or answered with an error.
+
+    `status` is the HTTP status (None when no answer came back) and `code` the API's error code
+    (or `unreachable`, `timeout`, `invalid_response` for failures on the way).
+    """
+
+    def __init__(self, message: str, *, code: str, status: int | None = None):
+        super().__init__(message)
+        self.message, self.code, self.status = message, code, status
+
+
+def default_url() -> str:
+    return os.environ.get(URL_VARIABLE) or DEFAULT_URL
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs of a text/event-stream, per the WHATWG rules the API follows."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+    if data:
+        yield event, "\n".join(data)
+
+
+class AssistantClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ):
+        self.url = (url or default_url()).rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.http = requests.Session()
+        # None until tried: then whether POST /question/stream exists on this API.
+        self._streams: bool | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> AssistantClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.http.request(method, self.url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            raise ApiError(
+                f"{self.url} did not answer within {self.timeout[1]:.0f} s", code="timeout"
+            ) from exc
+        except requests.RequestException as exc:
+            raise ApiError(
+                f"no API at {self.url} ({type(exc).__name__})", code="unreachable"
+            ) from exc
+
+    def _json(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ApiError(
+                f"{response.request.path_url} answered HTTP {response.status_code} without JSON",
+                code="invalid_response",
+                status=response.status_code,
+            ) from exc
+        if response.status_code != 200:
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict):
+                raise ApiError(
+                    error.get("message", "error"),
+                    code=error.get("code", "error"),
+                    status=response.status_code,
+                )
+            raise ApiError(
+                f"{response.request.path_url} answered HTTP {response.status_code}",
+                code="http_error",
+                status=response.status_code,
+            )
+        return body
+
+    def question(self, question: str, session_id: str | None = None) -> dict[str, Any]:
+        """POST /question: the answer, its sources, intent, confidence and status."""
+        return self._json(self._request("POST", "/question", json=_body(question, session_id)))
+
+    def feedback(
+        self, conversation_id: str, feedback: int, comment: str | None = None
+    ) -> dict[str, Any]:
+        """POST /feedback: +1 or -1 on a conversation; the latest vote wins."""
+        body: dict[str, Any] = {"conversation_id": conversation_id, "feedback": feedback}
+        if comment:
+            body["comment"] = comment
+        return self._json(self._request("POST", "/feedback", json=body))
+
+    def health(self) -> dict[str, Any]:
+        """GET /health: provider, model and knowledge base; ApiError while it is unhealthy."""
+        response = self._request("GET", "/health")
+        if response.status_code == 503:
+            raise ApiError(
+                f"{self.url} is up but unhealthy (its database is down)",
+                code="unhealthy",
+                status=503,
+            )
+        return self._json(response)
+
+    def stats(self, since: datetime | None = None) -> dict[str, Any]:
+        """GET /stats: the dashboard's figures since `since` (the API's default: 24 hours)."""
+        params = {"since": since.isoformat()} if since else None
+        return self._json(self._request("GET", "/stats", params=params))
+
+    def stream(self, question: str, session_id: str | None = None) -> Iterator[tuple[str, Any]]:
+        """Yield ("delta", text) pieces of the answer, then ("answer", the /question body).
+
+        On an API without POST /question/stream, the whole answer comes as one delta, so a UI
+        needs only this one loop.
+        """
+        if self._streams is not False:
+            response = self._request(
+                "POST",
+                "/question/stream",
+                json=_body(question, session_id),
+                headers={"Accept": "text/event-stream"},
+                stream=True,
+            )
+            if response.status_code in (404, 405):
+                response.close()
+                self._streams = False
+            else:
+                self._streams = True
+                with response:
+                    yield from self._stream_events(response)
+                return
+        body = self.question(question, session_id)
+        yield "delta", body["answer"]
+        yield "answer", body
+
+    def _stream_events(self, response: requests.Response) -> Iterator[tuple[str, Any]]:
+        if response.status_code != 200:
+            self._json(response)
+        # Event streams are UTF-8 by definition; requests would guess Latin-1 for text/*.
+        response.encoding = "utf-8"
+        lines = (
+            line.removesuffix("\r")
+            for line in response.iter_lines(decode_unicode=True, delimiter="\n")
+        )
+        try:
+            for event, data in _sse_events(lines):
+                payload = json.loads(data)
+                if event == "delta":
+                    yield "delta", payload.get("text", "")
+                elif event == "answer":
+                    yield "answer", payload
+                    return
+                elif event == "error":
+                    error = payload.get("error") or {}
+                    raise ApiError(
+                        error.get("message", "the answer failed"),
+                        code=error.get("code", "error"),
+                        status=response.status_code,
+                    )
+        except requests.RequestException as exc:
+            raise ApiError(
+                f"the answer stream from {self.url} broke off ({type(exc).__name__})",
+                code="unreachable",
+            ) from exc
+        except ValueError as exc:
+            raise ApiError(
+                "the answer stream carried invalid JSON", code="invalid_response"
+            ) from exc
+        raise ApiError("the answer stream ended without an answer", code="invalid_response")
+
+
+def _body(question: str, session_id: str | None) -> dict[str, str]:
+    body = {"question": question}
+    if session_id:
+        body["session_id"] = session_id
+    return body

@@ -1,0 +1,309 @@
+"""LLM-as-judge relevance, off the request path.
+
+The app saves a conversation with relevance PENDING and hands it to a `JudgeQueue`: a bounded
+queue drained by one daemon thread, so judging never delays or fails a user's answer. The
+verdict (RELEVANT, PARTLY_RELEVANT or NON_RELEVANT), its explanation, the judge's tokens and
+its cost are written when they are known. Whatever is still PENDING (the queue was full, the
+process stopped, the judge model failed) is finished by `judge_pending`, which
+`assistant judge --pending` runs.
+
+With no judge model, a heuristic from the retrieval confidence and the answer's status gives
+the verdict, and says so: relevance_source is `heuristic`, not `llm`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from assistant import prompts
+from assistant.llm import Provider, ProviderError, make_judge_provider
+
+if TYPE_CHECKING:
+    from assistant.config import Settings
+    from assistant.db import Database
+
+log = logging.getLogger(__name__)
+
+LABELS = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
+# Longest first, so PARTLY_RELEVANT and NON_RELEVANT are not read as RELEVANT.
+_LABEL = re.compile(r"\b(NON[_ ]RELEVANT|PARTLY[_ ]RELEVANT|RELEVANT)\b", re.IGNORECASE)
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+HEURISTIC = "heuristic"
+# Retrieval confidence (the share of the hits' score that agrees with the top intent) above
+# which an answered question counts as RELEVANT, and above which PARTLY_RELEVANT.
+RELEVANT_CONFIDENCE = 0.6
+PARTLY_CONFIDENCE = 0.3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    relevance: str
+    explanation: str
+    source: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    tokens_estimated: bool = False
+
+
+def heuristic_verdict(status: str, confidence: float | None, reason: str) -> Verdict:
+    """A verdict without a model: from what the assistant decided and how sure retrieval was."""
+    confidence = confidence or 0.0
+    if status == "answered":
+        if confidence >= RELEVANT_CONFIDENCE:
+            relevance = "RELEVANT"
+        elif confidence >= PARTLY_CONFIDENCE:
+            relevance = "PARTLY_RELEVANT"
+        else:
+            relevance = "NON_RELEVANT"
+        why = f"answered from the knowledge base with retrieval confidence {confidence:.2f}"
+    elif status in ("handoff", "small_talk"):
+        relevance = "PARTLY_RELEVANT"
+        why = f"status {status}: the reply is on topic but answers no support question"
+    else:
+        relevance = "NON_RELEVANT"
+        why = f"status {status}: no knowledge-base answer was given"
+    return Verdict(relevance, f"heuristic ({reason}): {why}", HEURISTIC, HEURISTIC)
+
+
+def sources_text(sources: Iterable[Any]) -> str:
+    """The retrieved entries as the judge sees them, from `rag.Source`s or stored dicts."""
+    lines = []
+    for number, source in enumerate(sources, start=1):
+        get = source.get if isinstance(source, Mapping) else lambda key, s=source: getattr(s, key)
+        lines.append(f"[{number}] {get('question')} (intent: {get('intent')})")
+    return "\n".join(lines) or "(none)"
+
+
+def parse_verdict(text: str) -> tuple[str, str] | None:
+    """(label, explanation) from the judge's reply: its JSON object when it wrote one, else the
+    first label it names. None when it names none."""
+    match = _JSON_OBJECT.search(text)
+    if match:
+        try:
+            data = json.loads(match.group(0))
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            fields = {str(k).lower(): v for k, v in data.items()}
+            label = str(fields.get("relevance", "")).strip().upper().replace(" ", "_")
+            if label in LABELS:
+                return label, str(fields.get("explanation", "")).strip()
+    found = _LABEL.search(text)
+    if found:
+        return found.group(1).upper().replace(" ", "_"), text.strip()[:500]
+    return None
+
+
+class Judge:
+    """Judges one exchange with the judge model, or the heuristic when there is none."""
+
+    def __init__(self, provider: Provider | None):
+        self.provider = provider
+
+    @property
+    def model(self) -> str:
+        return self.provider.model if self.provider else HEURISTIC
+
+    def evaluate(
+        self, question: str, answer: str, sources: str, status: str, confidence: float | None
+    ) -> Verdict:
+        """Raises ProviderError when the judge model fails: the row should stay PENDING."""
+        if self.provider is None:
+            return heuristic_verdict(status, confidence, "no judge model configured")
+        messages = [
+            {"role": "system", "content": prompts.JUDGE_SYSTEM},
+            {
+                "role": "user",
+                "content": prompts.JUDGE_USER.format(
+                    question=question, sources=sources, answer=answer
+                ),
+            },
+        ]
+        completion = self.provider.complete(messages)
+        parsed = parse_verdict(completion.text)
+        if parsed is None:
+            fallback = heuristic_verdict(
+                status, confidence, f"judge model {completion.model} gave no verdict"
+            )
+            relevance, explanation, source = fallback.relevance, fallback.explanation, HEURISTIC
+        else:
+            (relevance, explanation), source = parsed, "llm"
+        # The judge's tokens were spent either way, so they are recorded either way.
+        return Verdict(
+            relevance,
+            explanation,
+            source,
+            completion.model,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            completion.cost_usd,
+            completion.tokens_estimated,
+        )
+
+    def judge_row(
+        self,
+        database: Database,
+        conversation_id: str,
+        question: str,
+        answer: str,
+        sources: str,
+        status: str,
+        confidence: float | None,
+    ) -> bool:
+        """Judge and store. False when the row was already judged (or is unknown)."""
+        verdict = self.evaluate(question, answer, sources, status, confidence)
+        return database.save_judgement(
+            conversation_id,
+            relevance=verdict.relevance,
+            explanation=verdict.explanation,
+            source=verdict.source,
+            model=verdict.model,
+            prompt_tokens=verdict.prompt_tokens,
+            completion_tokens=verdict.completion_tokens,
+            cost_usd=verdict.cost_usd,
+            tokens_estimated=verdict.tokens_estimated,
+        )
+
+
+def build_judge(settings: Settings) -> Judge:
+    return Judge(make_judge_provider(settings))
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    judged: int
+    failed: int
+    skipped: int
+
+
+def judge_pending(database: Database, judge: Judge, limit: int | None = None) -> PendingRun:
+    """Judge every row still PENDING, oldest first. A row whose judge call fails stays PENDING
+    for the next run; one judged meanwhile by another process is skipped."""
+    judged = failed = skipped = 0
+    for row in database.pending_judgements(limit):
+        try:
+            saved = judge.judge_row(
+                database,
+                row["id"],
+                row["question"],
+                row["answer"],
+                sources_text(row["sources"] or []),
+                row["status"],
+                row["confidence"],
+            )
+        except ProviderError as exc:
+            failed += 1
+            log.warning("judging %s failed (%s); it stays PENDING", row["id"], exc)
+            continue
+        if saved:
+            judged += 1
+        else:
+            skipped += 1
+    return PendingRun(judged, failed, skipped)
+
+
+@dataclass(frozen=True)
+class _Job:
+    conversation_id: str
+    question: str
+    answer: str
+    sources: str
+    status: str
+    confidence: float | None
+
+
+class JudgeQueue:
+    """A bounded queue and one daemon thread that judges what the app submits.
+
+    `submit` never blocks: when the queue is full the row simply stays PENDING. The thread is
+    started on first use in each process, because a thread started before a server forks its
+    workers does not run in them.
+    """
+
+    def __init__(self, judge: Judge, database: Database, maxsize: int = 1000):
+        self.judge = judge
+        self.database = database
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize)
+        self._idle = threading.Condition()
+        self._unfinished = 0
+
+    def submit(
+        self,
+        conversation_id: str,
+        question: str,
+        answer: str,
+        sources_text: str,
+        status: str,
+        confidence: float | None,
+    ) -> bool:
+        """Queue a saved conversation for judging. False when the queue is full."""
+        self._ensure_worker()
+        job = _Job(conversation_id, question, answer, sources_text, status, confidence)
+        with self._idle:
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                log.warning(
+                    "judge queue full: %s stays PENDING for `assistant judge --pending`",
+                    conversation_id,
+                )
+                return False
+            self._unfinished += 1
+        return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every submitted job is done; False on timeout. For tests and shutdown."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            # In a forked child the parent's queue may hold jobs its thread will never take.
+            self._queue = queue.Queue(self.maxsize)
+            with self._idle:
+                self._unfinished = 0
+            self._pid = os.getpid()
+            threading.Thread(target=self._work, name="judge", daemon=True).start()
+
+    def _work(self) -> None:
+        jobs = self._queue
+        while True:
+            job = jobs.get()
+            try:
+                self.judge.judge_row(
+                    self.database,
+                    job.conversation_id,
+                    job.question,
+                    job.answer,
+                    job.sources,
+                    job.status,
+                    job.confidence,
+                )
+            except Exception as exc:
+                # One bad row must not stop the worker; the row stays PENDING. Only the class
+                # is logged: messages can carry URLs and hosts.
+                log.warning(
+                    "judging %s failed (%s); it stays PENDING",
+                    job.conversation_id,
+                    type(exc).__name__,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+            finally:
+                with self._idle:
+                    self._unfinished -= 1
+                    self._idle.notify_all()

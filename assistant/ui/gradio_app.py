@@ -1,0 +1,90 @@
+"""The Gradio front end: a gr.ChatInterface over the HTTP API, with like/dislike sent to
+POST /feedback.
+
+`make gradio` runs it; ASSISTANT_URL names the API, GRADIO_SERVER_PORT the port (7860).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from assistant.client import ApiError, AssistantClient
+
+EXAMPLES = [
+    "How do I cancel my subscription?",
+    "My card was charged twice this month",
+    "Can I watch with Spanish subtitles on my TV?",
+]
+
+
+def details(body: dict[str, Any]) -> str:
+    """Status, intent and confidence under the answer, and its sources folded away."""
+    sources = "".join(
+        f"<li>{html.escape(source['question'])} <code>{html.escape(source['intent'])}</code>"
+        f" · score {source['score']:.2f}</li>"
+        for source in body["sources"]
+    )
+    return (
+        f"\n\n<sub>{body['status']} · intent {body['intent']} · confidence "
+        f"{body['confidence']:.2f} · {body['provider']}:{body['model_used']}</sub>\n\n"
+        f"<details><summary>Sources ({len(body['sources'])})</summary>"
+        f"<ol>{sources}</ol></details>"
+    )
+
+
+def build(client: AssistantClient) -> gr.Blocks:
+    def respond(message: str, history: list[dict], request: gr.Request) -> Iterator[Any]:
+        text = ""
+        try:
+            # The browser tab's session is the API's session, so its questions stay together.
+            for kind, data in client.stream(message, request.session_hash):
+                if kind == "delta":
+                    text += data
+                    yield text
+                else:
+                    # The conversation id rides on the message, so a like on it, in any turn,
+                    # finds its conversation without any state kept here.
+                    yield {
+                        "role": "assistant",
+                        "content": data["answer"] + details(data),
+                        "metadata": {"id": data["conversation_id"]},
+                    }
+        except ApiError as exc:
+            yield f"No answer: {exc}"
+
+    def vote(history: list[dict], like: gr.LikeData) -> None:
+        metadata = history[like.index].get("metadata") or {}
+        # A thumb taken back arrives as neither True nor False: there is no vote to send.
+        if "id" not in metadata or not isinstance(like.liked, bool):
+            return
+        try:
+            client.feedback(str(metadata["id"]), 1 if like.liked else -1)
+        except ApiError as exc:
+            raise gr.Error(f"Feedback not saved: {exc}") from exc
+        gr.Info("Thanks for your feedback!")
+
+    with gr.Blocks(title="Media Support Assistant", analytics_enabled=False) as demo:
+        chatbot = gr.Chatbot(label="Support", height="72vh", feedback_options=("Like", "Dislike"))
+        gr.ChatInterface(
+            respond,
+            chatbot=chatbot,
+            title="Media Support Assistant",
+            description=f"Answers from the support knowledge base, by the API at {client.url}.",
+            examples=EXAMPLES,
+            api_name="chat",
+            analytics_enabled=False,
+        )
+        chatbot.like(vote, inputs=[chatbot], outputs=None, api_name="feedback")
+    return demo
+
+
+def main() -> None:
+    build(AssistantClient()).launch()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Chat page: questions go through POST /question (streamed when the API can), thumbs through
+POST /feedback. The API's session id is kept, so a conversation stays one session."""
+
+import streamlit as st
+
+from assistant.client import ApiError
+
+client = st.session_state.client
+history = st.session_state.setdefault("history", [])
+
+
+def send_vote(conversation_id: str) -> None:
+    # st.feedback("thumbs") gives 1 for up, 0 for down and None when the vote is taken back.
+    choice = st.session_state[f"vote-{conversation_id}"]
+    if choice is None:
+        return
+    try:
+        client.feedback(conversation_id, 1 if choice == 1 else -1)
+    except ApiError as exc:
+        st.toast(f"Feedback not saved: {exc}", icon=":material/error:")
+    else:
+        st.toast("Thanks for your feedback!", icon=":material/check_circle:")
+
+
+def show_details(body: dict) -> None:
+    st.caption(
+        f"**{body['status']}** · intent `{body['intent']}` · confidence {body['confidence']:.2f}"
+        f" · {body['provider']}:{body['model_used']} · {body['response_time']:.2f} s"
+    )
+    with st.expander(f"Sources ({len(body['sources'])})"):
+        for source in body["sources"]:
+            st.markdown(
+                f"- **{source['question']}**  \n"
+                f"  `{source['intent']}` · score {source['score']:.2f} · id `{source['id']}`"
+            )
+        if not body["sources"]:
+            st.caption("No knowledge-base entry was used for this answer.")
+    conversation_id = body["conversation_id"]
+    st.feedback(
+        "thumbs", key=f"vote-{conversation_id}", on_change=send_vote, args=(conversation_id,)
+    )
+
+
+st.title("Media Support Assistant")
+if st.sidebar.button("New conversation", icon=":material/add_comment:"):
+    history.clear()
+    st.session_state.pop("session_id", None)
+
+for message in history:
+    with st.chat_message(message["role"]):
+        st.markdown(message["content"])
+        if "body" in message:
+            show_details(message["body"])
+
+if question := st.chat_input("Ask about plans, billing, devices, subtitles..."):
+    history.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        answer: dict = {}
+
+        def deltas():
+            for kind, data in client.stream(question, st.session_state.get("session_id")):
+                if kind == "delta":
+                    yield data
+                else:
+                    answer.update(data)
+
+        try:
+            st.write_stream(deltas())
+        except ApiError as exc:
+            history.append({"role": "assistant", "content": f":material/error: No answer: {exc}"})
+        else:
+            st.session_state.session_id = answer["session_id"]
+            history.append({"role": "assistant", "content": answer["answer"], "body": answer})
+    # Draw the new exchange from the history, with its sources and thumbs, like the others.
+    st.rerun()

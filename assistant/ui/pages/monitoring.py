@@ -1,0 +1,83 @@
+"""Monitoring page: the Grafana dashboard's figures from GET /stats, for anyone without Docker
+and Grafana. Volume, response time p50/p95, quality (status mix, votes, judged relevance), cost
+and tokens by model, and the top intents."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from assistant.client import ApiError
+
+RANGES = {
+    "Last hour": timedelta(hours=1),
+    "Last 6 hours": timedelta(hours=6),
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+}
+
+
+def percent(share: float | None) -> str:
+    return "–" if share is None else f"{share:.0%}"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def frame(rows: list[dict], index: str) -> pd.DataFrame:
+    """Rows in the order /stats gives them, most first; the bar charts keep it (sort=False)."""
+    return pd.DataFrame(rows).set_index(index)
+
+
+client = st.session_state.client
+st.title("Monitoring")
+span = st.selectbox("Time range", list(RANGES), index=2)
+try:
+    stats = client.stats(datetime.now(UTC) - RANGES[span])
+except ApiError as exc:
+    st.error(f"No figures: {exc}")
+    st.stop()
+if not stats["conversations"]:
+    st.info("No conversations in this range yet: ask on the Chat page or run `assistant simulate`.")
+    st.stop()
+
+columns = st.columns(6)
+columns[0].metric("Conversations", stats["conversations"])
+columns[1].metric("Response time p50", seconds(stats["response_time"]["p50"]))
+columns[2].metric("Response time p95", seconds(stats["response_time"]["p95"]))
+columns[3].metric("Resolution rate", percent(stats["resolution_rate"]))
+columns[4].metric("Satisfaction", percent(stats["feedback"]["satisfaction"]))
+columns[5].metric("LLM cost", f"${stats['cost_usd']:.4f}")
+
+hourly = pd.DataFrame(stats["hourly"])
+# Hours as labels, not a time axis: a bar stays a bar when there are only a few hours.
+hourly["hour"] = pd.to_datetime(hourly["hour"], utc=True).dt.strftime("%Y-%m-%d %H:00")
+hourly = hourly.set_index("hour")
+left, right = st.columns(2)
+left.subheader("Conversations per hour (UTC)")
+left.bar_chart(hourly[["conversations"]])
+right.subheader("Response time p50 / p95 (s)")
+right.bar_chart(hourly[["p50", "p95"]], stack=False)
+
+left, middle, right = st.columns(3)
+left.subheader("Answer status mix")
+left.bar_chart(frame(stats["status_mix"], "status"), sort=False)
+votes = {"+1": stats["feedback"]["thumbs_up"], "-1": stats["feedback"]["thumbs_down"]}
+middle.subheader("+1 / -1")
+middle.bar_chart(pd.Series(votes, name="votes"))
+right.subheader("Judged relevance")
+right.bar_chart(pd.Series(stats["relevance"], name="conversations"))
+
+by_model = frame(stats["cost_by_model"], "model")
+left, right = st.columns(2)
+left.subheader("LLM cost (USD) by model")
+left.bar_chart(by_model[["cost_usd"]], sort=False)
+right.subheader("Tokens by model")
+right.bar_chart(by_model[["prompt_tokens", "completion_tokens", "judge_tokens"]], sort=False)
+
+st.subheader("Top intents")
+st.bar_chart(frame(stats["top_intents"], "intent"), horizontal=True, stack=False, sort=False)

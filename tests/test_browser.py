@@ -1,0 +1,295 @@
+"""The UIs in a real browser: headless Chromium, driven over the DevTools protocol, uses the
+Streamlit and Gradio apps against a served API, and shows the CLI chat as tmux shows it.
+
+Each test saves a screenshot; with SCREENSHOTS=docs/images they are also written there, which
+is how the README's pictures are made.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from assistant.config import PROJECT_ROOT
+from assistant.simulate import default_questions, simulate
+from tests.conftest import free_port
+from tests.test_client import running_api, started
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)"
+)
+
+
+class Browser:
+    """Headless Chromium and one page of it, over the DevTools protocol's WebSocket."""
+
+    def __init__(self, profile: Path):
+        port = free_port()
+        self.process = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                # Pages may name fonts or scripts on the internet: only this machine resolves.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={profile}",
+                "--window-size=1280,900",
+                "--hide-scrollbars",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        page = self._first_page(port)
+        self.closing = ExitStack()
+        self.ws = self.closing.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        )
+        self.ids = itertools.count(1)
+
+    def _first_page(self, port: int) -> dict:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                return next(page for page in pages if page["type"] == "page")
+            except (requests.ConnectionError, StopIteration):
+                time.sleep(0.2)
+        raise AssertionError("Chromium did not open its DevTools port within 30 s")
+
+    def send(self, method: str, **params) -> dict:
+        call = next(self.ids)
+        self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == call:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def open(self, url: str, width: int = 1280, height: int = 900) -> None:
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        self.send("Page.navigate", url=url)
+
+    def wait_for(self, expression: str, what: str, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evaluate(expression):
+                return
+            time.sleep(0.25)
+        text = self.evaluate("document.body ? document.body.innerText : ''")
+        raise AssertionError(f"no {what} within {timeout:.0f} s; the page shows: {text[:1500]}")
+
+    def type_and_enter(self, selector: str, text: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.send("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):
+            self.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            )
+
+    def click(self, selector: str) -> None:
+        assert self.evaluate(
+            f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"
+        ), f"nothing to click at {selector}"
+
+    def screenshot(self, name: str, directory: Path) -> Path:
+        png = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
+        assert png.startswith(b"\x89PNG") and len(png) > 20_000, "a blank screenshot"
+        path = directory / name
+        path.write_bytes(png)
+        if os.environ.get("SCREENSHOTS"):
+            shutil.copyfile(path, Path(os.environ["SCREENSHOTS"]) / name)
+        return path
+
+    def close(self) -> None:
+        self.closing.close()
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def api(embedded_server, tmp_path_factory):
+    with running_api(embedded_server.get_uri(), tmp_path_factory.mktemp("api")) as served:
+        # Demo traffic, as `assistant simulate` sends it, so the monitoring page has figures.
+        questions = default_questions(PROJECT_ROOT / "data" / "demo-kb.csv")
+        tally = simulate(served.url, questions, 80, feedback_rate=0.4, seed=3, progress=False)
+        assert tally.errors == 0, tally.summary()
+        yield served
+
+
+@pytest.fixture(scope="module")
+def streamlit_url(api, tmp_path_factory):
+    port = free_port()
+    app = PROJECT_ROOT / "assistant" / "ui" / "streamlit_app.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+    ]  # fmt: skip
+    env = {**os.environ, "ASSISTANT_URL": api.url}
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    with started(command, env, f"{url}/_stcore/health", log):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gradio_url(api, tmp_path_factory):
+    port = free_port()
+    env = {
+        **os.environ,
+        "ASSISTANT_URL": api.url,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gradio") / "gradio.log"
+    with started([sys.executable, "-m", "assistant.ui.gradio_app"], env, f"{url}/config", log):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()
+
+
+def _vote_on(database_url: str, question: str, timeout: float = 15):
+    """The vote stored on the latest conversation that asked `question`, once it arrives."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT f.feedback FROM conversations c JOIN feedback f ON f.conversation_id = c.id"
+                " WHERE c.question = %s ORDER BY c.timestamp DESC LIMIT 1",
+                (question,),
+            ).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.25)
+    return None
+
+
+def test_streamlit_chat(browser, streamlit_url, api, tmp_path):
+    question = "How do I cancel my subscription?"
+    browser.open(streamlit_url, height=1150)
+    chat_input = '[data-testid="stChatInputTextArea"]'
+    browser.wait_for(f"!!document.querySelector('{chat_input}')", "chat input")
+    browser.type_and_enter(chat_input, question)
+    thumbs_up = '[data-testid="stFeedbackButton"][aria-label="Thumbs up"]'
+    browser.wait_for(f"!!document.querySelector('{thumbs_up}')", "the answer's thumbs")
+    text = browser.evaluate("document.body.innerText")
+    assert "Sources (5)" in text and "intent cancel_subscription" in text
+    browser.click(thumbs_up)
+    assert _vote_on(api.database_url, question) == 1
+    browser.click('[data-testid="stExpander"] summary')
+    browser.wait_for("document.body.innerText.includes('score ')", "the sources, unfolded")
+    time.sleep(1)  # the expander's unfolding animation
+    browser.screenshot("streamlit-chat.png", tmp_path)
+
+
+def test_streamlit_monitoring(browser, streamlit_url, tmp_path):
+    browser.open(f"{streamlit_url}/monitoring", height=2350)
+    browser.wait_for(
+        "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] svg').length >= 8",
+        "eight drawn charts",
+    )
+    text = browser.evaluate("document.body.innerText")
+    for title in ("Conversations per hour (UTC)", "Response time p50 / p95 (s)", "Top intents"):
+        assert title in text
+    time.sleep(1)  # let the charts finish their entry animation
+    browser.screenshot("streamlit-monitoring.png", tmp_path)
+
+
+def test_gradio_chat(browser, gradio_url, api, tmp_path):
+    question = "My card was charged twice this month"
+    browser.open(gradio_url, height=1150)
+    browser.wait_for("!!document.querySelector('textarea')", "message box")
+    browser.type_and_enter("textarea", question)
+    browser.wait_for("document.body.innerText.includes('Sources (5)')", "answer with sources")
+    assert "intent report_payment_issue" in browser.evaluate("document.body.innerText")
+    browser.click('button[aria-label="Like"]')
+    assert _vote_on(api.database_url, question) == 1
+    browser.click("details summary")
+    time.sleep(1)  # the chat scrolls to its end
+    browser.screenshot("gradio-chat.png", tmp_path)
+
+
+TERMINAL = """<!doctype html><meta charset="utf-8"><style>
+body {{ margin: 0; background: #1e1e2e; }}
+pre {{ margin: 0; padding: 18px 22px; color: #e0e0e8; font: 15px/1.4 "DejaVu Sans Mono"; }}
+</style><pre>{screen}</pre>"""
+
+
+def test_cli_chat_in_a_terminal(browser, api, tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    question = "my card was charged twice"
+    tmux = ["tmux", "-L", f"msa-test-{os.getpid()}"]
+    chat = ["env", "PROMPT_TOOLKIT_NO_CPR=1", sys.executable, "-m", "assistant", "chat", "--url"]
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", "112", "-y", "30", *chat, api.url], check=True
+    )
+    try:
+
+        def screen() -> str:
+            shown = subprocess.run(
+                [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True
+            )
+            return shown.stdout
+
+        def wait_for(text: str) -> None:
+            deadline = time.monotonic() + 30
+            while text not in screen():
+                assert time.monotonic() < deadline, f"no {text!r} on screen:\n{screen()}"
+                time.sleep(0.2)
+
+        wait_for("You:")
+        subprocess.run([*tmux, "send-keys", "-l", question], check=True)
+        subprocess.run([*tmux, "send-keys", "Enter"], check=True)
+        wait_for("Was this answer helpful?")
+        subprocess.run([*tmux, "send-keys", "Enter"], check=True)
+        wait_for("feedback +1 saved")
+        assert _vote_on(api.database_url, question) == 1
+        page = tmp_path / "terminal.html"
+        page.write_text(TERMINAL.format(screen=html.escape(screen().rstrip())), encoding="utf-8")
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    browser.open(page.as_uri(), width=1100, height=680)
+    browser.wait_for("document.body.innerText.includes('feedback +1 saved')", "the terminal")
+    browser.screenshot("cli-chat.png", tmp_path)

@@ -1,0 +1,148 @@
+"""`assistant chat` in a real terminal (a pty, through pexpect) against a served API: ask, read
+the answer, vote, and find the vote in PostgreSQL; and `assistant ask --url/--random`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pexpect
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from assistant.cli import main
+from tests.conftest import free_port
+from tests.test_client import running_api
+
+DOWN = "\x1b[B"
+
+
+@pytest.fixture(scope="module")
+def api(embedded_server, tmp_path_factory):
+    with running_api(embedded_server.get_uri(), tmp_path_factory.mktemp("api")) as served:
+        yield served
+
+
+def _chat(*args: str) -> pexpect.spawn:
+    env = {**os.environ, "TERM": "xterm-256color", "NO_COLOR": "1"}
+    # prompt_toolkit asks the terminal where its cursor is; pexpect's pty never answers.
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "assistant", "chat", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 120),
+    )
+
+
+def _votes(database_url: str) -> dict[str, tuple[str, int]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT c.id, c.question, f.feedback FROM conversations c"
+            " JOIN feedback f ON f.conversation_id = c.id"
+        ).fetchall()
+    return {conversation: (question, vote) for conversation, question, vote in rows}
+
+
+def test_chat_asks_shows_the_answer_and_stores_the_vote(api):
+    chat = _chat("--url", api.url)
+    chat.expect("Connected to .* 250 documents, demo KB")
+    chat.expect("You:")
+    chat.sendline("my card was charged twice")
+    chat.expect("Assistant:")
+    chat.expect("Sources:")
+    chat.expect(r"\[answered \| intent report_payment_issue \| confidence [0-9.]+ \| "
+                r"extractive:extractive \| id ([0-9a-f]{32})\]")  # fmt: skip
+    conversation_id = chat.match.group(1)
+    chat.expect("Was this answer helpful?")
+    chat.send(DOWN)  # from "+1" to "-1"
+    chat.send("\r")
+    chat.expect("feedback -1 saved")
+    assert _votes(api.database_url)[conversation_id] == ("my card was charged twice", -1)
+
+    # The follow-up goes into the same API session, and Ctrl-C leaves cleanly.
+    chat.expect("You:")
+    chat.sendline("and how do I cancel my subscription?")
+    chat.expect(r"intent cancel_subscription .* id ([0-9a-f]{32})\]")
+    follow_up = chat.match.group(1)
+    chat.expect("Was this answer helpful?")
+    chat.send(DOWN + DOWN + "\r")  # skip
+    chat.expect("You:")
+    chat.sendintr()
+    chat.expect("Bye.")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+    assert follow_up not in _votes(api.database_url)
+    with psycopg.connect(api.database_url) as conn:
+        sessions = conn.execute(
+            "SELECT count(DISTINCT session_id) FROM conversations WHERE id IN (%s, %s)",
+            (conversation_id, follow_up),
+        ).fetchone()
+    assert sessions == (1,)
+
+
+def test_chat_random_offers_a_question_from_the_file(api, tmp_path):
+    questions = tmp_path / "ground-truth.csv"
+    questions.write_text("question,id\nwhat payment methods do you accept?,p1\n")
+    chat = _chat("--url", api.url, "--questions", str(questions))
+    chat.expect("what payment methods do you accept\\?  \\(Enter asks it\\)")
+    chat.send("\r")
+    chat.expect(r"intent payment_methods .* id ([0-9a-f]{32})\]")
+    conversation_id = chat.match.group(1)
+    chat.expect("Was this answer helpful?")
+    chat.send("\r")
+    chat.expect(r"feedback \+1 saved")
+    chat.expect("You:")
+    chat.sendline("exit")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 0
+    assert _votes(api.database_url)[conversation_id] == ("what payment methods do you accept?", 1)
+
+
+def test_chat_without_an_api_says_so():
+    chat = _chat("--url", f"http://127.0.0.1:{free_port()}")
+    chat.expect("no API at")
+    chat.expect(pexpect.EOF)
+    chat.close()
+    assert chat.exitstatus == 1
+
+
+def test_ask_url_json_and_random(api, tmp_path):
+    result = CliRunner().invoke(
+        main, ["ask", "--url", api.url, "--json", "I forgot my password"], env={"KB_PATH": "demo"}
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["intent"] == "recover_password"
+    with psycopg.connect(api.database_url) as conn:
+        assert conn.execute(
+            "SELECT question FROM conversations WHERE id = %s", (body["conversation_id"],)
+        ).fetchone() == ("I forgot my password",)
+
+    one = tmp_path / "one.txt"
+    one.write_text("I forgot my password\n")
+    result = CliRunner().invoke(
+        main, ["ask", "--url", api.url, "--random", "--questions", str(one)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "> I forgot my password"
+    assert "[answered | intent recover_password" in result.stdout
+
+    result = CliRunner().invoke(main, ["ask", "--url", api.url, "--random", "--json"])
+    assert result.exit_code == 0, result.output
+    asked = json.loads(result.stdout)["question"]
+    assert result.stderr.strip() == f"> {asked}"
+
+    result = CliRunner().invoke(main, ["ask", "--url", api.url, "--json", " "])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["code"] == "invalid_request"
+    result = CliRunner().invoke(main, ["ask", "--url", f"http://127.0.0.1:{free_port()}", "hi"])
+    assert result.exit_code == 1 and '"code": "unreachable"' in result.stdout
+    result = CliRunner().invoke(main, ["ask"])
+    assert result.exit_code == 2 and "QUESTION or --random" in result.output

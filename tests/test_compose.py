@@ -1,0 +1,201 @@
+"""Deployment files: docker-compose.yaml (validated by docker-compose when installed), the
+Grafana provisioning it mounts, the Dockerfile and the Ollama entrypoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assistant.config import PROJECT_ROOT
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
+PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
+REQUIRED = {"POSTGRES_PASSWORD": "pg-secret", "GRAFANA_ADMIN_PASSWORD": "grafana-secret"}
+
+
+def _compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def _docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs it)")
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE), *args],
+        cwd=PROJECT_ROOT,
+        # Only the env file speaks: a developer's shell or .env must not satisfy the test.
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _env_file(tmp_path: Path, **values: str) -> Path:
+    path = tmp_path / "compose.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
+    return path
+
+
+def test_compose_file_validates(tmp_path):
+    result = _docker_compose(_env_file(tmp_path, **REQUIRED), "--profile", "ui", "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_compose_refuses_to_start_without_a_password(tmp_path, missing):
+    values = {k: v for k, v in REQUIRED.items() if k != missing}
+    result = _docker_compose(_env_file(tmp_path, **values), "config", "-q")
+    assert result.returncode != 0
+    assert f"set {missing} in .env" in result.stderr
+
+
+def test_resolved_stack_wiring(tmp_path):
+    env = _env_file(tmp_path, **REQUIRED, GRAFANA_PORT="3999", APP_PORT="5999", TZ="Asia/Tokyo")
+    result = _docker_compose(env, "--profile", "ui", "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+
+    def published(name: str) -> set[int]:
+        return {int(port["published"]) for port in services[name]["ports"]}
+
+    assert published("grafana") == {3999} and published("app") == {5999}
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-secret"
+    assert services["app"]["environment"]["TZ"] == "Asia/Tokyo"
+    assert services["app"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["streamlit"]["image"] == services["app"]["image"]
+    assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://app:5000"
+
+
+def test_compose_services_as_the_stack_needs_them():
+    compose = _compose()
+    assert "version" not in compose and "name" not in compose
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert "./initdb:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
+    assert any(v.split(":")[0] in compose["volumes"] for v in postgres["volumes"])
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert services["ollama"]["volumes"][1] == "./ollama/entrypoint.sh:/entrypoint.sh:ro"
+    assert "healthcheck" in services["ollama"] and "healthcheck" in services["app"]
+    assert "/health" in " ".join(services["app"]["healthcheck"]["test"])
+    assert services["app"]["environment"]["WEB_CONCURRENCY"].startswith("${WEB_CONCURRENCY")
+    assert services["streamlit"]["profiles"] == ["ui"]
+    assert "assistant/ui/streamlit_app.py" in services["streamlit"]["command"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${"), f"{name}: host port {port} is not configurable"
+
+
+def test_no_password_has_a_default_in_the_compose_file():
+    text = COMPOSE.read_text(encoding="utf-8")
+    for variable in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
+        assert uses and all(use.startswith(":?") for use in uses), variable
+
+
+def test_env_example_documents_every_compose_variable():
+    documented = (PROJECT_ROOT / ".env.example").read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text(encoding="utf-8")))
+    assert used
+    assert not {v for v in used if not re.search(rf"^#? ?{v}=", documented, re.M)}
+
+
+def test_grafana_mounts_what_its_provisioning_names():
+    grafana = _compose()["services"]["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "dashboards.yaml").read_text())
+    folder = provider["providers"][0]["options"]["path"]
+    source = next(host for host, target in mounts.items() if target == folder)
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(folder + "/")
+    assert (PROJECT_ROOT / source / home.removeprefix(folder + "/")).is_file()
+    datasource = yaml.safe_load((PROVISIONING / "datasources" / "postgres.yaml").read_text())
+    needed = set(re.findall(r"\$\{(\w+)\}", json.dumps(datasource)))
+    assert needed and needed <= set(grafana["environment"])
+
+
+def test_dockerfile_is_multi_stage_non_root_and_healthchecked():
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["python:3.12-slim"] * 2
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
+    assert re.search(r'^CMD \["assistant", "serve"\]', dockerfile, re.M)
+    assert "pip install ." in dockerfile and "[dev]" not in dockerfile
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies():
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ".git" in ignored and ".venv" in ignored and ".env" in ignored
+    for line in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
+        for source in line.split():
+            assert (PROJECT_ROOT / source).exists(), source
+            assert not any(source == i or source.startswith(i + "/") for i in ignored), source
+
+
+FAKE_OLLAMA = """#!/bin/sh
+# Stands in for the ollama CLI: `serve` runs until TERM, `list` and `pull` use $STATE.
+case "$1" in
+  serve) touch "$STATE/up"; trap 'echo stopped >> "$STATE/log"; exit 0' TERM
+         while :; do sleep 0.1; done ;;
+  list) [ -f "$STATE/up" ] || exit 1; echo "NAME ID SIZE MODIFIED"; cat "$STATE/models" ;;
+  pull) echo "$2:latest 123 1GB now" >> "$STATE/models"; echo "pull $2" >> "$STATE/log"
+        echo pulled ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def _run_entrypoint(tmp_path: Path, ready: str) -> str:
+    """Start the entrypoint on the fake CLI, wait for `ready` in its output, stop it as Docker
+    does, and return the output."""
+    output = tmp_path / "output.txt"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            ["sh", str(PROJECT_ROOT / "ollama" / "entrypoint.sh")],
+            env={
+                "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                "STATE": str(tmp_path),
+                "OLLAMA_MODEL": "tiny",
+            },
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while ready not in output.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, output.read_text()
+            time.sleep(0.1)
+        assert ready in output.read_text()
+        assert process.poll() is None, "the entrypoint must keep the server in the foreground"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, output.read_text()
+    (tmp_path / "up").unlink()
+    return output.read_text()
+
+
+def test_ollama_entrypoint_pulls_the_model_once_and_stops_cleanly(tmp_path):
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "ollama"
+    fake.write_text(FAKE_OLLAMA)
+    fake.chmod(0o755)
+    (tmp_path / "models").write_text("")
+    _run_entrypoint(tmp_path, ready="pulled")
+    _run_entrypoint(tmp_path, ready="model tiny already present")
+    assert (tmp_path / "models").read_text().splitlines() == ["tiny:latest 123 1GB now"]
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log == ["pull tiny", "stopped", "stopped"]

@@ -1,0 +1,80 @@
+"""Each answer status, decided in rag.Assistant before any model is called."""
+
+from dataclasses import replace
+
+import pytest
+
+from assistant.rag import Assistant, small_talk_kind
+from assistant.search import Retriever
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ("hi", "greeting"),
+        ("Hello there!", "greeting"),
+        ("good morning", "greeting"),
+        ("thanks!", "thanks"),
+        ("Thank you so much", "thanks"),
+        ("that was helpful", "thanks"),
+        ("bye", "goodbye"),
+        ("ok thanks, bye", "goodbye"),
+        ("goodbye and thanks", "thanks"),
+    ],
+)
+def test_small_talk_is_recognised(message, kind):
+    assert small_talk_kind(message) == kind
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "hi, how do I cancel?",
+        "hello I need help with my bill",
+        "thanks for nothing",
+        "cancel",
+        "history",
+        "ok",
+        "hithere",
+    ],
+)
+def test_questions_are_not_small_talk(message):
+    assert small_talk_kind(message) is None
+
+
+def test_small_talk_gets_a_short_reply(assistant):
+    answer = assistant.answer("Hello!")
+    assert answer.status == "small_talk" and answer.sources == [] and answer.intent is None
+    assert "Lumen Stream" in answer.answer and "{{" not in answer.answer
+
+
+def test_off_topic_is_declined_without_a_kb_answer(assistant):
+    answer = assistant.answer("what's a good recipe for lasagna?")
+    assert answer.status == "out_of_scope" and answer.sources == []
+    assert "subscription" in answer.answer and "support@lumenstream.example" in answer.answer
+    assert answer.handoff_reason is None
+
+
+def test_asking_for_a_person_hands_off_with_contact_details(assistant):
+    answer = assistant.answer("I want to speak with a real person")
+    assert answer.status == "handoff" and answer.handoff_reason == "requested_human"
+    for detail in ("support@lumenstream.example", "+1-555-0100", "lumenstream.example/chat"):
+        assert detail in answer.answer
+
+
+def test_low_confidence_hands_off(assistant):
+    retriever: Retriever = assistant.retriever
+    cautious = Retriever.__new__(Retriever)
+    cautious.__dict__.update(retriever.__dict__)
+    cautious.settings = replace(retriever.settings, handoff_threshold=0.999)
+    strict = Assistant(cautious, assistant.provider, assistant.profile)
+    answer = strict.answer("how do I cancel my subscription?")
+    assert answer.status == "handoff" and answer.handoff_reason == "low_confidence"
+    assert answer.intent == "cancel_subscription"
+    assert assistant.answer("how do I cancel my subscription?").status == "answered"
+
+
+def test_answered_carries_the_kb_answer(assistant):
+    answer = assistant.answer("how do I cancel my subscription?")
+    assert answer.status == "answered" and answer.handoff_reason is None
+    assert "Cancel Subscription" in answer.answer and answer.sources

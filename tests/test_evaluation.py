@@ -1,0 +1,220 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from assistant import knowledge
+from assistant.cli import main
+from assistant.evaluation import (
+    Query,
+    read_queries,
+    retrieval_metrics,
+    split_documents,
+    synthetic_kb,
+)
+from assistant.knowledge import Document
+from assistant.search import Hit, SearchResult
+from tests.conftest import BITEXT_DEV, SHARED_DATA
+
+DOCS = [
+    Document("a1", "cancel plan", "r", "cancel_subscription", "SUBSCRIPTION"),
+    Document("a2", "stop my plan", "r", "cancel_subscription", "SUBSCRIPTION"),
+    Document("b1", "forgot password", "r", "recover_password", "SETTINGS"),
+    Document("c1", "pay my bill", "r", "pay", "PAYMENT"),
+]
+
+
+class FixedRetriever:
+    """Returns hand-picked rankings, so the metric arithmetic can be checked by hand."""
+
+    documents = DOCS
+
+    def __init__(self, rankings: dict[str, list[str]]):
+        self.rankings = rankings
+        self.by_id = {d.id: d for d in DOCS}
+
+    def search(self, query: str, k: int = 5) -> SearchResult:
+        docs = [self.by_id[i] for i in self.rankings[query][:k]]
+        hits = [Hit(d, 1.0 / n) for n, d in enumerate(docs, 1)]
+        return SearchResult(hits, docs[0].intent, docs[0].category, 1.0, True, 1.0)
+
+
+def test_intent_metrics_by_hand():
+    retriever = FixedRetriever(
+        {
+            "q1": ["a2", "b1", "c1"],  # right intent at rank 1
+            "q2": ["b1", "c1", "a1"],  # right intent at rank 3
+            "q3": ["c1", "a1", "a2"],  # never
+        }
+    )
+    queries = [
+        Query("q1", "cancel_subscription"),
+        Query("q2", "cancel_subscription"),
+        Query("q3", "recover_password"),
+    ]
+    metrics = retrieval_metrics(retriever, queries, k=3)
+    assert metrics["intent_at_1"] == pytest.approx(1 / 3)
+    assert metrics["hit_rate"] == pytest.approx(2 / 3)
+    assert metrics["mrr"] == pytest.approx((1 + 1 / 3 + 0) / 3)
+    assert "id_hit_rate" not in metrics and metrics["queries"] == 3
+
+
+def test_exact_id_metrics_are_stricter_than_intent_metrics():
+    retriever = FixedRetriever({"q1": ["a2", "a1"], "q2": ["a1", "b1"], "q3": ["b1", "c1"]})
+    queries = [Query("q1", doc_id="a1"), Query("q2", doc_id="a1"), Query("q3", doc_id="a2")]
+    metrics = retrieval_metrics(retriever, queries, k=2)
+    # Intent comes from the KB document the id names.
+    assert metrics["hit_rate"] == pytest.approx(2 / 3)
+    assert metrics["mrr"] == pytest.approx(2 / 3)
+    assert metrics["id_hit_rate"] == pytest.approx(2 / 3)
+    assert metrics["id_mrr"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+
+
+def test_split_is_stratified_and_disjoint(settings):
+    docs = knowledge.read_csv(settings.demo_kb)
+    kb, held_out = split_documents(docs, 0.3, seed=1)
+    assert {d.intent for d in kb} == {d.intent for d in held_out} == {d.intent for d in docs}
+    assert not {d.id for d in kb} & {d.id for d in held_out}
+    assert len(kb) + len(held_out) == len(docs)
+
+
+def test_synthetic_kb_has_fresh_ids_and_varied_questions(settings):
+    docs = knowledge.read_csv(settings.demo_kb)
+    kb = synthetic_kb(docs, 1000)
+    assert len(kb) == len({d.id for d in kb}) == 1000
+    assert len({d.question for d in kb}) > len(docs)
+
+
+def test_query_files_need_a_query_column(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("text,intent\nhello,x\n")
+    with pytest.raises(ValueError, match="instruction, question, query"):
+        read_queries(path)
+    path.write_text("question,category,id\nhow to pay,PAYMENT,c1\n")
+    assert read_queries(path) == [Query("how to pay", None, "c1")]
+
+
+@pytest.fixture(scope="module")
+def dev_split(tmp_path_factory):
+    if not BITEXT_DEV.is_file():
+        pytest.skip("../shared/data is absent on this machine")
+    out = tmp_path_factory.mktemp("split")
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "split",
+            "--data",
+            str(BITEXT_DEV),
+            "--test-size",
+            "0.3",
+            "--seed",
+            "0",
+            "--kb-out",
+            str(out / "kb.csv"),
+            "--queries-out",
+            str(out / "q.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out / "kb.csv", out / "q.csv"
+
+
+def test_intent_accuracy_regression_on_the_shared_dev_data(dev_split):
+    """Fails if intent@1 on a fixed split of real Bitext questions drops below 0.97."""
+    kb, queries = dev_split
+    result = CliRunner().invoke(
+        main, ["eval", "retrieval", "--kb", str(kb), "--queries", str(queries), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert set(metrics) == {
+        "queries",
+        "k",
+        "intent_at_1",
+        "hit_rate",
+        "mrr",
+        "latency_ms_p50",
+        "latency_ms_p99",
+    }
+    assert metrics["queries"] == 291
+    assert metrics["intent_at_1"] >= 0.97
+    assert metrics["hit_rate"] >= 0.99 and metrics["mrr"] >= 0.97
+
+
+def test_oos_json_shape_and_targets(dev_split):
+    kb, queries = dev_split
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "oos",
+            "--kb",
+            str(kb),
+            "--in-scope",
+            str(queries),
+            "--out-of-scope",
+            str(SHARED_DATA / "out-of-scope-dev.csv"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert {"in_scope_answered", "out_of_scope_declined"} <= set(metrics)
+    assert metrics["in_scope_answered"] >= 0.99
+    assert metrics["out_of_scope_declined"] >= 0.95
+
+
+def test_original_ground_truth_reports_exact_id_metrics():
+    documents = SHARED_DATA / "original" / "documents-with-ids.json"
+    if not documents.is_file():
+        pytest.skip("../shared/data is absent on this machine")
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "retrieval",
+            "--kb",
+            str(documents),
+            "--queries",
+            str(SHARED_DATA / "original" / "ground-truth-data.csv"),
+            "--k",
+            "10",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["queries"] == 1441
+    assert 0 < metrics["id_hit_rate"] < 0.2 and metrics["hit_rate"] > metrics["id_hit_rate"]
+
+
+def test_tune_writes_settings_the_retriever_reads(tmp_path, settings):
+    docs = knowledge.read_csv(settings.demo_kb)
+    kb, held_out = split_documents(docs, 0.4, seed=0)
+    knowledge.write_csv(tmp_path / "kb.csv", kb)
+    knowledge.write_csv(tmp_path / "q.csv", held_out)
+    target = tmp_path / "retrieval.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "tune",
+            "--kb",
+            str(tmp_path / "kb.csv"),
+            "--queries",
+            str(tmp_path / "q.csv"),
+            "--trials",
+            "3",
+            "--out",
+            str(target),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    written = json.loads(target.read_text())
+    assert written["handoff_threshold"] == pytest.approx(
+        report["validation_handoff_threshold"], abs=1e-4
+    )
+    assert set(written["boosts"]) == {"question", "intent_text", "response"}
