@@ -554,7 +554,8 @@ def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) 
         return
     click.echo(
         f"{result.provider}:{result.model} on {result.cpus} CPUs, {result.runs} answers of up to "
-        f"{result.max_tokens} tokens from {result.context_entries} entries "
+        f"{result.max_tokens} tokens from {result.context_entries} KB "
+        f"entr{'y' if result.context_entries == 1 else 'ies'} "
         f"(~{result.mean_prompt_tokens:.0f} prompt tokens)"
     )
     click.echo(
