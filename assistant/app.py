@@ -16,8 +16,9 @@ from werkzeug.exceptions import HTTPException
 from assistant import knowledge
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
-from assistant.llm import make_provider
-from assistant.rag import Answer, Assistant
+from assistant.judge import JudgeQueue, build_judge, sources_text
+from assistant.llm import ProviderError, make_provider
+from assistant.rag import Answer, Assistant, Turn
 from assistant.search import RetrievalSettings, Retriever
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,15 @@ def build_assistant(settings: Settings) -> Assistant:
     )
 
 
-def conversation_row(answer: Answer, cost_usd: float = 0.0) -> dict[str, Any]:
+def conversation_row(answer: Answer) -> dict[str, Any]:
     row = asdict(answer)
     row["id"] = answer.conversation_id
     row["total_tokens"] = answer.total_tokens
-    row["cost_usd"] = cost_usd
     return row
+
+
+def _sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -119,11 +123,13 @@ def create_app(
     assistant = assistant or build_assistant(settings)
     database = database or open_database(settings)
     database.migrate()
+    judge_queue = JudgeQueue(build_judge(settings), database, settings.judge_queue_size)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["assistant"] = assistant
     app.extensions["database"] = database
+    app.extensions["judge_queue"] = judge_queue
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -145,8 +151,7 @@ def create_app(
         log.exception("unhandled error")
         return _error(500, "internal_error", "an unexpected error occurred")
 
-    @app.post("/question")
-    def question():
+    def read_question() -> tuple[str, str | None, list[Turn]]:
         body = _validate(QuestionRequest, _json_body())
         text = body.question.strip()
         if not text:
@@ -155,9 +160,58 @@ def create_app(
             raise ApiError(
                 413, "question_too_long", f"question: at most {MAX_QUESTION_CHARS} characters"
             )
-        answer = assistant.answer(text, body.session_id)
+        history = []
+        if body.session_id:
+            history = [Turn(q, a) for q, a in database.session_history(body.session_id)]
+        return text, body.session_id, history
+
+    def record(answer: Answer) -> None:
+        """Stored before the reply leaves; judged later, off the request path."""
         database.save_conversation(conversation_row(answer))
+        judge_queue.submit(
+            answer.conversation_id,
+            answer.question,
+            answer.answer,
+            sources_text(answer.sources),
+            answer.status,
+            answer.confidence,
+        )
+
+    @app.post("/question")
+    def question():
+        answer = assistant.answer(*read_question())
+        record(answer)
         return jsonify(answer.public())
+
+    @app.post("/question/stream")
+    def question_stream():
+        text, session_id, history = read_question()
+
+        def events():
+            try:
+                for part in assistant.stream(text, session_id, history):
+                    if isinstance(part, Answer):
+                        record(part)
+                        yield _sse("answer", part.public())
+                    else:
+                        yield _sse("delta", {"text": part})
+            except (ProviderError, DatabaseUnavailable, psycopg.OperationalError) as exc:
+                log.error("stream failed: %s", type(exc).__name__)
+                yield _sse(
+                    "error",
+                    {
+                        "error": {
+                            "code": "stream_failed",
+                            "message": "the answer could not be completed",
+                        }
+                    },
+                )
+
+        return Response(
+            events(),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.post("/feedback")
     def feedback():

@@ -48,6 +48,7 @@ CONVERSATION_COLUMNS = (
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    "tokens_estimated",
 )
 _INSERT_CONVERSATION = sql.SQL(
     "INSERT INTO conversations ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING"
@@ -157,6 +158,7 @@ class Database:
     def save_conversation(self, row: Mapping[str, Any]) -> None:
         values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
         values["sources"] = Jsonb(list(row.get("sources") or []))
+        values["tokens_estimated"] = bool(row.get("tokens_estimated"))
         try:
             with self._connection() as conn:
                 conn.execute(_INSERT_CONVERSATION, values)
@@ -176,6 +178,16 @@ class Database:
                 {"id": conversation_id, "feedback": feedback, "comment": comment},
             )
             return cursor.rowcount == 1
+
+    def session_history(self, session_id: str, turns: int = 3) -> list[tuple[str, str]]:
+        """The session's last `turns` question/answer pairs, oldest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT question, answer FROM conversations WHERE session_id = %s"
+                " ORDER BY timestamp DESC LIMIT %s",
+                (session_id, turns),
+            ).fetchall()
+        return [(row["question"], row["answer"]) for row in reversed(rows)]
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         with self._connection() as conn:

@@ -6,12 +6,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from assistant import prompts
 from assistant.knowledge import Profile
 from assistant.llm import Completion, ExtractiveProvider, Provider, ProviderError
-from assistant.search import Hit, Retriever
+from assistant.search import Hit, Retriever, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class Answer:
     fallback: bool = False
     error: str | None = None
     handoff_reason: str | None = None
+    cost_usd: float = 0.0
+    tokens_estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -102,23 +105,50 @@ class Answer:
     def public(self) -> dict[str, object]:
         """The JSON body of `POST /question`."""
         body = asdict(self)
-        for private in ("prompt_tokens", "completion_tokens", "error", "handoff_reason"):
-            body.pop(private)
+        private = (
+            "prompt_tokens",
+            "completion_tokens",
+            "error",
+            "handoff_reason",
+            "cost_usd",
+            "tokens_estimated",
+        )
+        for name in private:
+            body.pop(name)
         body["response_time"] = round(self.response_time, 4)
         return body
 
 
-def build_messages(question: str, hits: list[Hit], company: str) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Turn:
+    question: str
+    answer: str
+
+
+# A follow-up this short ("and on my TV?") is retrieved together with the previous question.
+FOLLOW_UP_WORDS = 6
+HISTORY_TURNS = 3
+
+
+def build_messages(
+    question: str, hits: list[Hit], company: str, history: Sequence[Turn] = ()
+) -> list[dict[str, str]]:
     context = "\n".join(
         prompts.CONTEXT_ENTRY.format(
             number=n, question=hit.document.question, response=hit.document.response
         )
         for n, hit in enumerate(hits, start=1)
     )
-    return [
-        {"role": "system", "content": prompts.ANSWER_SYSTEM.format(company=company)},
-        {"role": "user", "content": prompts.ANSWER_USER.format(context=context, question=question)},
-    ]
+    messages = [{"role": "system", "content": prompts.ANSWER_SYSTEM.format(company=company)}]
+    for turn in history[-HISTORY_TURNS:]:
+        messages += [
+            {"role": "user", "content": turn.question},
+            {"role": "assistant", "content": turn.answer},
+        ]
+    messages.append(
+        {"role": "user", "content": prompts.ANSWER_USER.format(context=context, question=question)}
+    )
+    return messages
 
 
 class Assistant:
@@ -138,10 +168,21 @@ class Assistant:
         self.k = k
         self._extractive = ExtractiveProvider()
 
-    def answer(self, question: str, session_id: str | None = None) -> Answer:
-        started = time.perf_counter()
-        chat = small_talk_kind(question)
+    def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         result = self.retriever.search(question, self.k)
+        if history and len(question.split()) <= FOLLOW_UP_WORDS:
+            joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
+            if joined.in_scope and (not result.in_scope or joined.confidence > result.confidence):
+                return joined
+        return result
+
+    def decide(
+        self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
+    ) -> tuple[Answer, list[Hit]]:
+        """Everything before generation: the answer's status, and the hits to generate from
+        (none when the reply is already decided)."""
+        chat = small_talk_kind(question)
+        result = self._search(question, history)
         answer = Answer(
             conversation_id=uuid.uuid4().hex,
             session_id=session_id or uuid.uuid4().hex,
@@ -172,26 +213,84 @@ class Assistant:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
             answer.answer = UNSURE_PREFIX + HANDOFF_REPLY
         else:
-            completion = self._generate(question, result.hits, answer)
-            answer.answer = completion.text
-            answer.model_used = completion.model
-            answer.prompt_tokens = completion.prompt_tokens
-            answer.completion_tokens = completion.completion_tokens
+            return answer, result.hits
+        return answer, []
+
+    def answer(
+        self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
+    ) -> Answer:
+        started = time.perf_counter()
+        answer, hits = self.decide(question, session_id, history)
+        if hits:
+            messages, references = self._prompt(question, hits, history)
+            try:
+                completion = self.provider.complete(messages, references=references)
+                answer.provider = self.provider.name
+            except ProviderError as exc:
+                self._note_fallback(answer, exc)
+                completion = self._extractive.complete(messages, references=references)
+            self._take(answer, completion)
+        return self._finish(answer, started)
+
+    def stream(
+        self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
+    ) -> Iterator[str | Answer]:
+        """Text deltas as the provider writes them, then the finished Answer. A provider that
+        fails before its first delta is replaced by the extractive answer."""
+        started = time.perf_counter()
+        answer, hits = self.decide(question, session_id, history)
+        if not hits:
+            yield self._finish(answer, started)
+            return
+        messages, references = self._prompt(question, hits, history)
+        answer.provider = self.provider.name
+        parts = self.provider.stream(messages, references=references)
+        completion, sent = None, False
+        try:
+            for part in parts:
+                if isinstance(part, Completion):
+                    completion = part
+                else:
+                    sent = True
+                    yield part
+        except ProviderError as exc:
+            if sent:
+                raise
+            self._note_fallback(answer, exc)
+            completion = self._extractive.complete(messages, references=references)
+            yield completion.text
+        finally:
+            parts.close()
+        if completion is None:
+            raise ProviderError("the stream ended without a completion")
+        self._take(answer, completion)
+        yield self._finish(answer, started)
+
+    def _prompt(
+        self, question: str, hits: list[Hit], history: Sequence[Turn]
+    ) -> tuple[list[dict[str, str]], list[str]]:
+        # Small local models answer faster and no worse from the best entry alone.
+        entries = self.provider.context_entries or len(hits)
+        messages = build_messages(question, hits[:entries], self.profile.company_name, history)
+        return messages, [hit.document.response for hit in hits]
+
+    def _note_fallback(self, answer: Answer, exc: ProviderError) -> None:
+        log.warning("provider %s failed (%s); answering extractively", self.provider.name, exc)
+        answer.fallback = True
+        answer.error = type(exc.__cause__ or exc).__name__
+        answer.provider = self._extractive.name
+
+    @staticmethod
+    def _take(answer: Answer, completion: Completion) -> None:
+        answer.answer = completion.text
+        answer.model_used = completion.model
+        answer.prompt_tokens = completion.prompt_tokens
+        answer.completion_tokens = completion.completion_tokens
+        answer.cost_usd = completion.cost_usd
+        answer.tokens_estimated = completion.tokens_estimated
+
+    def _finish(self, answer: Answer, started: float) -> Answer:
         # Filled after generation too: a model may echo a {{PLACEHOLDER}} from its context.
         answer.answer = self.profile.fill(answer.answer)
         answer.response_time = time.perf_counter() - started
         return answer
-
-    def _generate(self, question: str, hits: list[Hit], answer: Answer) -> Completion:
-        references = [hit.document.response for hit in hits]
-        messages = build_messages(question, hits, self.profile.company_name)
-        try:
-            completion = self.provider.complete(messages, references=references)
-            answer.provider = self.provider.name
-            return completion
-        except ProviderError as exc:
-            log.warning("provider %s failed (%s); answering extractively", self.provider.name, exc)
-            answer.fallback = True
-            answer.error = type(exc.__cause__ or exc).__name__
-            answer.provider = self._extractive.name
-            return self._extractive.complete(messages, references=references)

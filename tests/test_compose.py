@@ -131,7 +131,7 @@ def test_dockerfile_is_multi_stage_non_root_and_healthchecked():
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
     assert re.search(r'^CMD \["assistant", "serve"\]', dockerfile, re.M)
-    assert "pip install ." in dockerfile and "[dev]" not in dockerfile
+    assert "pip install '.[ui]'" in dockerfile and "[dev]" not in dockerfile
 
 
 def test_dockerignore_keeps_what_the_dockerfile_copies():

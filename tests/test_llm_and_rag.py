@@ -14,7 +14,9 @@ from tests.conftest import free_port
 
 
 def test_auto_picks_openai_only_with_a_key():
-    assert make_provider(Settings.from_env({})).name == "extractive"
+    # Nothing reachable or installed: no Ollama on port 9, no local model file.
+    nothing = {"OLLAMA_BASE_URL": "http://127.0.0.1:9", "LOCAL_MODEL_PATH": "/nonexistent.gguf"}
+    assert make_provider(Settings.from_env(nothing)).name == "extractive"
     assert make_provider(Settings.from_env({"OPENAI_API_KEY": "sk-x"})).name == "openai"
     assert make_provider(Settings.from_env({"LLM_PROVIDER": "openai"})).name == "openai"
     with pytest.raises(ValueError):
