@@ -481,3 +481,52 @@ def test_ollama_probe_gives_up_fast_on_a_silent_server():
         started = time.monotonic()
         assert probe_ollama(f"http://127.0.0.1:{silent.getsockname()[1]}", 0.5) is None
         assert time.monotonic() - started < 2
+
+
+def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, assistant, database):
+    """/question and /question/stream with the app pointed at llama.cpp via OPENAI_BASE_URL."""
+    from dataclasses import replace as swap
+
+    from assistant.app import create_app
+    from assistant.rag import Assistant
+
+    settings = Settings.from_env(
+        {
+            "LLM_PROVIDER": "openai",
+            "OPENAI_BASE_URL": llama_server,
+            "OPENAI_MODEL": "smollm2",
+            "LLM_READ_TIMEOUT": "60",
+            "JUDGE_PROVIDER": "heuristic",
+        }
+    )
+    provider = make_provider(settings)
+    app = create_app(
+        swap(settings, database_url=database.url),
+        assistant=Assistant(assistant.retriever, provider, assistant.profile),
+        database=database,
+    )
+    client = app.test_client()
+    body = client.post(
+        "/question", json={"question": "how do I cancel my subscription?"}
+    ).get_json()
+    assert body["provider"] == "openai" and body["model_used"] == "smollm2"
+    assert body["answer"].strip() and "{{" not in body["answer"] and not body["fallback"]
+    stored = database.get_conversation(body["conversation_id"])
+    assert stored["prompt_tokens"] > 0 and stored["completion_tokens"] > 0
+
+    response = client.post("/question/stream", json={"question": "I forgot my password"})
+    assert response.mimetype == "text/event-stream"
+    events = [
+        block.split("\n", 1) for block in response.get_data(as_text=True).split("\n\n") if block
+    ]
+    kinds = [event.removeprefix("event: ") for event, _ in events]
+    assert kinds[-1] == "answer" and kinds.count("delta") >= 2
+    final = json.loads(events[-1][1].removeprefix("data: "))
+    deltas = "".join(
+        json.loads(data.removeprefix("data: "))["text"]
+        for event, data in events
+        if event == "event: delta"
+    )
+    assert final["provider"] == "openai" and final["answer"].strip()
+    assert deltas.strip()
+    assert database.get_conversation(final["conversation_id"])["completion_tokens"] > 0
