@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -218,3 +219,37 @@ def test_tune_writes_settings_the_retriever_reads(tmp_path, settings):
         report["validation_handoff_threshold"], abs=1e-4
     )
     assert set(written["boosts"]) == {"question", "intent_text", "response"}
+
+
+def test_eval_rag_writes_csv_summary_and_chart(tmp_path, settings):
+    docs = knowledge.read_csv(settings.demo_kb)
+    kb, held_out = split_documents(docs, 0.3, seed=0)
+    knowledge.write_csv(tmp_path / "kb.csv", kb)
+    knowledge.write_csv(tmp_path / "q.csv", held_out)
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "rag",
+            "--kb",
+            str(tmp_path / "kb.csv"),
+            "--queries",
+            str(tmp_path / "q.csv"),
+            "--sample",
+            "12",
+            "--out",
+            str(tmp_path / "rag"),
+            "--json",
+        ],
+        env={"LLM_PROVIDER": "extractive", "JUDGE_PROVIDER": "heuristic"},
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["answers"] == 12 and summary["judge"] == ["heuristic"]
+    shares = summary["relevant"] + summary["partly_relevant"] + summary["non_relevant"]
+    assert shares == pytest.approx(1.0)
+    with (tmp_path / "rag" / "rag-eval.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    assert {"answer", "id", "question", "relevance", "explanation"} <= set(rows[0])
+    assert (tmp_path / "rag" / "relevance.png").read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -27,7 +28,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from assistant import rag
+from assistant import knowledge, rag
 from assistant.cli import main
 from assistant.config import Settings
 from assistant.llm import (
@@ -530,3 +531,36 @@ def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, a
     assert final["provider"] == "openai" and final["answer"].strip()
     assert deltas.strip()
     assert database.get_conversation(final["conversation_id"])["completion_tokens"] > 0
+
+
+def test_eval_ground_truth_with_the_llama_cpp_server(llama_server, settings, tmp_path):
+    out = tmp_path / "ground-truth.csv"
+    env = {
+        "LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": llama_server,
+        "OPENAI_MODEL": "smollm2",
+        "DATA_DIR": str(tmp_path),
+    }
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "ground-truth",
+            "--kb",
+            str(settings.demo_kb),
+            "--per-doc",
+            "3",
+            "--limit",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    ids = {doc.id for doc in knowledge.read_csv(settings.demo_kb)[:2]}
+    assert rows and {row["id"] for row in rows} <= ids
+    assert all(row["question"].strip() and row["category"] for row in rows)
+    assert len(rows) <= 6
