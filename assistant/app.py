@@ -93,7 +93,26 @@ def _json_body() -> dict[str, Any]:
         raise ApiError(400, "invalid_json", "the body is not valid UTF-8 JSON") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    for key, value in data.items():
+        if isinstance(value, str):
+            _storable(value, key)
     return data
+
+
+def _storable(text: str, field: str) -> None:
+    """PostgreSQL text holds neither NUL nor lone surrogates: refuse them as the client's."""
+    if "\x00" in text or not text.isascii() and _has_surrogate(text):
+        raise ApiError(
+            400, "invalid_request", f"{field}: contains characters that cannot be stored"
+        )
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -145,6 +164,10 @@ def create_app(
     def database_error(exc: Exception):
         log.error("database unavailable: %s", type(exc).__name__)
         return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
+
+    @app.errorhandler(psycopg.DataError)
+    def unstorable(exc: Exception):
+        return _error(400, "invalid_request", "the request holds values that cannot be stored")
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -226,6 +249,7 @@ def create_app(
 
     @app.get("/conversations/<conversation_id>")
     def conversation(conversation_id: str):
+        _storable(conversation_id, "conversation_id")
         row = database.get_conversation(conversation_id)
         if row is None:
             raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")

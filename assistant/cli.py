@@ -106,8 +106,12 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
     else:
         from assistant.app import create_app
 
-        response = create_app(settings).test_client().post("/question", json={"question": question})
+        app = create_app(settings)
+        response = app.test_client().post("/question", json={"question": question})
         body, ok = response.get_json(), response.status_code == 200
+        # The judge runs in a daemon thread: give it a moment before the process exits.
+        app.extensions["judge_queue"].wait_idle(10)
+        app.extensions["database"].close()
     if as_json or not ok:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
         raise SystemExit(0 if ok else 1)
@@ -119,7 +123,7 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
 @click.option("--limit", default=10, show_default=True, help="Rows of the latest conversations.")
 @click.pass_context
 def db(ctx: click.Context, limit: int) -> None:
-    """Show row counts and the latest conversations (subcommands: init)."""
+    """Show row counts and the latest conversations (subcommands: init, check-time)."""
     if ctx.invoked_subcommand is not None:
         return
     from assistant.db import open_database

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -95,11 +96,17 @@ class Database:
         self.max_connections = max_connections
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def pool(self) -> ConnectionPool:
-        # A pool opened before gunicorn forks must not be shared with the children.
-        if self._pool is None or self._pool_pid != os.getpid():
+        # A pool opened before gunicorn forks must not be shared with the children; the lock
+        # keeps a worker's first concurrent requests from opening one pool each.
+        if self._pool is not None and self._pool_pid == os.getpid():
+            return self._pool
+        with self._pool_lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                return self._pool
             self._pool = ConnectionPool(
                 self.url,
                 min_size=1,
@@ -110,7 +117,7 @@ class Database:
                 name="assistant",
             )
             self._pool_pid = os.getpid()
-        return self._pool
+            return self._pool
 
     def _connection(self, timeout: float = 5.0):
         try:
@@ -126,7 +133,10 @@ class Database:
     def migrate(self) -> list[str]:
         """Apply every initdb/NNN_*.sql not yet in schema_migrations, in order, each once."""
         applied_now = []
-        with psycopg.connect(self.url, autocommit=False) as conn, conn.transaction():
+        with (
+            psycopg.connect(self.url, autocommit=False, connect_timeout=10) as conn,
+            conn.transaction(),
+        ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("

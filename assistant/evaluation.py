@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant import prompts
-from assistant.judge import Judge, sources_text
+from assistant.judge import LABELS, Judge, heuristic_verdict, sources_text
 from assistant.knowledge import Document
-from assistant.llm import Provider
+from assistant.llm import Provider, ProviderError
 from assistant.rag import Assistant
 from assistant.search import RetrievalSettings, Retriever
 
@@ -37,7 +37,7 @@ class Query:
 def read_queries(path: Path) -> list[Query]:
     """A CSV whose query column is `instruction`, `question` or `query`; optional `intent`
     and `id` (a KB document id, as in the original project's ground truth)."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         column = next((c for c in QUERY_COLUMNS if c in (reader.fieldnames or [])), None)
         if column is None:
@@ -388,9 +388,6 @@ def sample_data(settings) -> Path:
     return shared if shared.is_file() else settings.demo_kb
 
 
-RELEVANCE_LABELS = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
-
-
 def evaluate_rag(
     assistant: Assistant, judge: Judge, queries: Sequence[Query], out: Path, progress: bool = True
 ) -> dict[str, object]:
@@ -402,13 +399,19 @@ def evaluate_rag(
     rows = []
     for query in tqdm(queries, desc="rag eval", disable=not progress, unit="q"):
         answer = assistant.answer(query.text)
-        verdict = judge.evaluate(
-            query.text,
-            answer.answer,
-            sources_text(answer.sources),
-            answer.status,
-            answer.confidence,
-        )
+        try:
+            verdict = judge.evaluate(
+                query.text,
+                answer.answer,
+                sources_text(answer.sources),
+                answer.status,
+                answer.confidence,
+            )
+        except ProviderError as exc:
+            # One judge timeout must not lose a long run: this answer gets the labelled heuristic.
+            verdict = heuristic_verdict(
+                answer.status, answer.confidence, f"judge failed ({type(exc).__name__})"
+            )
         rows.append(
             {
                 "answer": answer.answer,
@@ -428,10 +431,10 @@ def evaluate_rag(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["answer"])
         writer.writeheader()
         writer.writerows(rows)
-    counts = {label: sum(r["relevance"] == label for r in rows) for label in RELEVANCE_LABELS}
+    counts = {label: sum(r["relevance"] == label for r in rows) for label in LABELS}
     summary = {
         "answers": len(rows),
-        **{label.lower(): counts[label] / max(len(rows), 1) for label in RELEVANCE_LABELS},
+        **{label.lower(): counts[label] / max(len(rows), 1) for label in LABELS},
         "judge": sorted({r["judge_model"] for r in rows}),
         "statuses": {
             s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})

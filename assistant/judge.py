@@ -34,7 +34,22 @@ log = logging.getLogger(__name__)
 
 LABELS = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
 # Longest first, so PARTLY_RELEVANT and NON_RELEVANT are not read as RELEVANT.
-_LABEL = re.compile(r"\b(NON[_ ]RELEVANT|PARTLY[_ ]RELEVANT|RELEVANT)\b", re.IGNORECASE)
+_LABEL = re.compile(
+    r"(?<![\w-])(NON[\s_-]*RELEVANT|NOT[\s_-]+RELEVANT|IRRELEVANT|PARTLY[\s_-]+RELEVANT"
+    r"|PARTIALLY[\s_-]+RELEVANT|RELEVANT)(?![\w-])",
+    re.IGNORECASE,
+)
+
+
+def _label(text: str) -> str:
+    words = re.sub(r"[\s_-]+", "_", text.strip().upper())
+    if words.startswith(("NON", "NOT", "IRRELEVANT")):
+        return "NON_RELEVANT"
+    if words.startswith("PART"):
+        return "PARTLY_RELEVANT"
+    return words
+
+
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 HEURISTIC = "heuristic"
 # Retrieval confidence (the share of the hits' score that agrees with the top intent) above
@@ -95,12 +110,12 @@ def parse_verdict(text: str) -> tuple[str, str] | None:
             data = None
         if isinstance(data, dict):
             fields = {str(k).lower(): v for k, v in data.items()}
-            label = str(fields.get("relevance", "")).strip().upper().replace(" ", "_")
+            label = _label(str(fields.get("relevance", "")))
             if label in LABELS:
                 return label, str(fields.get("explanation", "")).strip()
     found = _LABEL.search(text)
     if found:
-        return found.group(1).upper().replace(" ", "_"), text.strip()[:500]
+        return _label(found.group(1)), text.strip()[:500]
     return None
 
 

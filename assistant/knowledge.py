@@ -79,7 +79,8 @@ def deduplicate(docs: Iterable[Document]) -> list[Document]:
 
 
 def read_csv(path: Path) -> list[Document]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or [])
         if not columns & {"instruction", "question"} or not columns & {"response", "answer"}:
@@ -156,7 +157,7 @@ def load(
     try:
         path = download(url, cache_dir, timeout)
         return KnowledgeBase(read_file(path), str(path))
-    except (requests.RequestException, OSError, KnowledgeBaseError) as exc:
+    except (requests.RequestException, OSError, ValueError) as exc:
         log.warning(
             "Bitext dataset unavailable (%s); using the bundled demo KB", type(exc).__name__
         )

@@ -245,14 +245,24 @@ class Assistant:
         messages, references = self._prompt(question, hits, history)
         answer.provider = self.provider.name
         parts = self.provider.stream(messages, references=references)
-        completion, sent = None, False
+        completion, sent, held = None, False, ""
         try:
             for part in parts:
                 if isinstance(part, Completion):
                     completion = part
-                else:
-                    sent = True
-                    yield part
+                    continue
+                sent = True
+                # A placeholder may arrive split across deltas: hold text from an unclosed "{{".
+                held += part
+                cut = held.rfind("{{")
+                if cut < 0 and held.endswith("{"):
+                    cut = len(held) - 1
+                open_placeholder = cut >= 0 and "}}" not in held[cut:]
+                ready, held = (held[:cut], held[cut:]) if open_placeholder else (held, "")
+                if ready:
+                    yield self.profile.fill(ready)
+            if held:
+                yield self.profile.fill(held)
         except ProviderError as exc:
             if sent:
                 raise

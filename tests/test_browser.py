@@ -69,9 +69,10 @@ class Browser:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                pages = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
                 return next(page for page in pages if page["type"] == "page")
-            except (requests.ConnectionError, StopIteration):
+            except (requests.RequestException, StopIteration):
+                # A first start on a fresh profile can accept the connection and answer late.
                 time.sleep(0.2)
         raise AssertionError("Chromium did not open its DevTools port within 30 s")
 

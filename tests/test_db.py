@@ -76,7 +76,9 @@ def test_conversation_round_trip(database):
     assert stored["timestamp"].tzinfo is not None and stored["feedback"] is None
     # Saving the same id again (a retry) neither fails nor duplicates.
     database.save_conversation(_row("conv-rt"))
-    assert database.counts()["conversations"] >= 1
+    with psycopg.connect(database.url) as conn:
+        rows = conn.execute("SELECT question FROM conversations WHERE id = 'conv-rt'").fetchall()
+    assert rows == [("it's a 'quoted'; DROP TABLE x; --",)]
 
 
 def test_feedback_upsert_latest_wins(database):

@@ -78,3 +78,29 @@ def test_answered_carries_the_kb_answer(assistant):
     answer = assistant.answer("how do I cancel my subscription?")
     assert answer.status == "answered" and answer.handoff_reason is None
     assert "Cancel Subscription" in answer.answer and answer.sources
+
+
+class SplittingProvider:
+    """Streams a canned text in tiny pieces, so placeholders arrive split across deltas."""
+
+    name = model = "splitter"
+    context_entries = None
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def stream(self, messages, *, references=()):
+        from assistant.llm import Completion
+
+        for i in range(0, len(self.text), 3):
+            yield self.text[i : i + 3]
+        yield Completion(self.text, self.model, 1, 1, 0.0)
+
+
+def test_streamed_deltas_never_carry_placeholders(assistant):
+    text = "Go to {{WEBSITE_URL}} and open the {{CONTACT_US_SECTION}} section {"
+    streaming = Assistant(assistant.retriever, SplittingProvider(text), assistant.profile)
+    parts = list(streaming.stream("how do I cancel my subscription?"))
+    deltas = "".join(p for p in parts if isinstance(p, str))
+    assert "{{" not in deltas and "https://www.lumenstream.example" in deltas
+    assert parts[-1].answer == assistant.profile.fill(text)

@@ -128,6 +128,9 @@ VERDICT = '{"Relevance": "RELEVANT", "Explanation": "It gives the steps."}'
         ("It is PARTLY_RELEVANT: vague.", ("PARTLY_RELEVANT", "It is PARTLY_RELEVANT: vague.")),
         ("NON_RELEVANT, about cooking.", ("NON_RELEVANT", "NON_RELEVANT, about cooking.")),
         ("I think it is fine.", None),
+        ("NON-RELEVANT: off topic", ("NON_RELEVANT", "NON-RELEVANT: off topic")),
+        ("The answer is not relevant", ("NON_RELEVANT", "The answer is not relevant")),
+        ("Partly-relevant", ("PARTLY_RELEVANT", "Partly-relevant")),
     ],
 )
 def test_parse_verdict(text, expected):

@@ -28,9 +28,14 @@ def seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def frame(rows: list[dict], index: str) -> pd.DataFrame:
-    """Rows in the order /stats gives them, most first; the bar charts keep it (sort=False)."""
-    return pd.DataFrame(rows).set_index(index)
+def bars(area, rows: list[dict], index: str, columns: list[str] | None = None, **options):
+    """Rows in the order /stats gives them, most first (sort=False keeps it); a range with no
+    such rows (only small talk, say) shows a note instead of failing."""
+    if not rows:
+        area.caption("No data in this time range.")
+        return
+    table = pd.DataFrame(rows).set_index(index)
+    area.bar_chart(table[columns] if columns else table, sort=False, **options)
 
 
 client = st.session_state.client
@@ -65,19 +70,18 @@ right.bar_chart(hourly[["p50", "p95"]], stack=False)
 
 left, middle, right = st.columns(3)
 left.subheader("Answer status mix")
-left.bar_chart(frame(stats["status_mix"], "status"), sort=False)
+bars(left, stats["status_mix"], "status")
 votes = {"+1": stats["feedback"]["thumbs_up"], "-1": stats["feedback"]["thumbs_down"]}
 middle.subheader("+1 / -1")
 middle.bar_chart(pd.Series(votes, name="votes"))
 right.subheader("Judged relevance")
 right.bar_chart(pd.Series(stats["relevance"], name="conversations"))
 
-by_model = frame(stats["cost_by_model"], "model")
 left, right = st.columns(2)
 left.subheader("LLM cost (USD) by model")
-left.bar_chart(by_model[["cost_usd"]], sort=False)
+bars(left, stats["cost_by_model"], "model", ["cost_usd"])
 right.subheader("Tokens by model")
-right.bar_chart(by_model[["prompt_tokens", "completion_tokens", "judge_tokens"]], sort=False)
+bars(right, stats["cost_by_model"], "model", ["prompt_tokens", "completion_tokens", "judge_tokens"])
 
 st.subheader("Top intents")
-st.bar_chart(frame(stats["top_intents"], "intent"), horizontal=True, stack=False, sort=False)
+bars(st, stats["top_intents"], "intent", horizontal=True, stack=False)
