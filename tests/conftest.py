@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
+import requests
 
 from assistant.config import PROJECT_ROOT, Settings
 from assistant.db import Database
@@ -117,3 +124,62 @@ def client(app):
 @pytest.fixture
 def repo_data() -> Path:
     return PROJECT_ROOT / "data"
+
+
+class Served(NamedTuple):
+    url: str
+    database_url: str
+
+
+@contextmanager
+def started(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    """Run `command` until the block ends; wait until `ready_url` answers 200 first."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{' '.join(command)} exited: {log.read_text()[-3000:]}")
+            try:
+                if requests.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{ready_url} did not answer within 90 s: {log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_api(server_url: str, directory: Path) -> Iterator[Served]:
+    """`python -m assistant serve` on a free port, the demo KB, no LLM and a new database of its
+    own on `server_url`'s PostgreSQL, so row counts are exact. The UIs only talk HTTP: the
+    embedded server is enough to drive them, and test_api/test_db cover both servers."""
+    name, database_url = _scratch_database(server_url)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KB_PATH": "demo",
+        "LLM_PROVIDER": "extractive",
+        "PORT": str(port),
+        "DATA_DIR": str(directory),
+        "WEB_CONCURRENCY": "1",
+    }
+    env.pop("OPENAI_API_KEY", None)
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "assistant", "serve"]
+    try:
+        with started(command, env, f"{base}/health", directory / "api.log"):
+            yield Served(base, database_url)
+    finally:
+        _drop_scratch(server_url, name)

@@ -26,8 +26,7 @@ from websockets.sync.client import connect
 
 from assistant.config import PROJECT_ROOT
 from assistant.simulate import default_questions, simulate
-from tests.conftest import free_port
-from tests.test_client import running_api, started
+from tests.conftest import free_port, running_api, started
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

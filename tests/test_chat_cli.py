@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
-from tests.conftest import free_port
-from tests.test_client import running_api
+from tests.conftest import free_port, running_api
 
 DOWN = "\x1b[B"
 

@@ -15,8 +15,7 @@ import pytest
 import requests
 from gradio_client import Client
 
-from tests.conftest import free_port
-from tests.test_client import running_api, started
+from tests.conftest import free_port, running_api, started
 
 
 @pytest.fixture(scope="module")

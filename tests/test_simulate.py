@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 
 import psycopg
 import pytest
-import requests
 from click.testing import CliRunner
 
 from assistant.cli import main
 from assistant.config import PROJECT_ROOT
 from assistant.simulate import SimulationError, default_questions, read_questions
-from tests.conftest import _drop_scratch, _scratch_database, free_port
+from tests.conftest import free_port, running_api
 
 SUMMARY = re.compile(
     r"questions: (\d+) ok, (\d+) errors; feedback: (\d+) sent, (\d+) errors(?: \((.*)\))?"
@@ -25,43 +20,9 @@ SUMMARY = re.compile(
 
 @pytest.fixture(scope="module")
 def served(database_url, tmp_path_factory):
-    """The API on a free port over a database of its own, so row counts are exact."""
-    name, url = _scratch_database(database_url)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "KB_PATH": "demo",
-        "LLM_PROVIDER": "extractive",
-        "PORT": str(port),
-        "DATA_DIR": str(tmp_path_factory.mktemp("simulated")),
-        "WEB_CONCURRENCY": "1",
-    }
-    env.pop("OPENAI_API_KEY", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistant", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {process.stdout.read()}")
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("server did not become healthy within 60 s")
-    yield base, url
-    process.terminate()
-    process.wait(timeout=20)
-    _drop_scratch(database_url, name)
+    """The API over a database of its own, so row counts are exact."""
+    with running_api(database_url, tmp_path_factory.mktemp("simulated")) as api:
+        yield api
 
 
 def _counts(url: str) -> tuple[int, int]:

@@ -11,8 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from assistant.client import AssistantClient
 from assistant.config import PROJECT_ROOT
-from tests.conftest import free_port
-from tests.test_client import running_api
+from tests.conftest import free_port, running_api
 
 APP = str(PROJECT_ROOT / "assistant" / "ui" / "streamlit_app.py")
 CHARTS = [
