@@ -104,3 +104,42 @@ def test_streamed_deltas_never_carry_placeholders(assistant):
     deltas = "".join(p for p in parts if isinstance(p, str))
     assert "{{" not in deltas and "https://www.lumenstream.example" in deltas
     assert parts[-1].answer == assistant.profile.fill(text)
+
+
+class RecordingProvider:
+    """Keeps the messages it was sent, to check what the prompt carries."""
+
+    name = model = "recorder"
+    context_entries = None
+
+    def __init__(self):
+        self.messages = []
+
+    def complete(self, messages, *, references=()):
+        from assistant.llm import Completion
+
+        self.messages = list(messages)
+        return Completion(references[0], self.model, 1, 1, 0.0)
+
+
+def test_follow_ups_use_the_previous_question_and_the_prompt_carries_history(assistant):
+    from assistant.rag import Turn
+
+    recorder = RecordingProvider()
+    chatty = Assistant(assistant.retriever, recorder, assistant.profile)
+    history = [Turn(f"old question {n}", f"old answer {n}") for n in range(4)]
+    history.append(Turn("how do I change the subtitle language?", "Open the subtitles menu."))
+    alone = chatty.answer("and on my TV?")
+    followed = chatty.answer("and on my TV?", "s-1", history)
+    assert alone.status != "answered" or alone.intent != "change_subtitle_language"
+    assert followed.status == "answered" and followed.intent == "change_subtitle_language"
+    contents = [m["content"] for m in recorder.messages]
+    assert contents[1:-1] == [
+        "old question 2",
+        "old answer 2",
+        "old question 3",
+        "old answer 3",
+        "how do I change the subtitle language?",
+        "Open the subtitles menu.",
+    ]
+    assert "and on my TV?" in contents[-1]
