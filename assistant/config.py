@@ -74,6 +74,7 @@ class Settings:
     judge_provider: str = "auto"
     judge_model: str | None = None
     judge_queue_size: int = 1000
+    spool_flush_interval: float = 5.0
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -85,6 +86,10 @@ class Settings:
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def cache_dir(self) -> Path:
@@ -147,6 +152,7 @@ class Settings:
             "judge_provider": env.get("JUDGE_PROVIDER", "auto").strip().lower(),
             "judge_model": env.get("JUDGE_MODEL") or None,
             "judge_queue_size": int(env.get("JUDGE_QUEUE_SIZE", 1000)),
+            "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),

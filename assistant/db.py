@@ -50,8 +50,11 @@ CONVERSATION_COLUMNS = (
     "cost_usd",
     "tokens_estimated",
 )
+# A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 _INSERT_CONVERSATION = sql.SQL(
-    "INSERT INTO conversations ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO conversations ({columns}, timestamp)"
+    " VALUES ({values}, coalesce(%(timestamp)s::timestamptz, now()))"
+    " ON CONFLICT (id) DO NOTHING"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, CONVERSATION_COLUMNS)),
     values=sql.SQL(", ").join(sql.Placeholder(c) for c in CONVERSATION_COLUMNS),
@@ -159,25 +162,47 @@ class Database:
         values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
         values["sources"] = Jsonb(list(row.get("sources") or []))
         values["tokens_estimated"] = bool(row.get("tokens_estimated"))
+        values["timestamp"] = row.get("timestamp")
         try:
             with self._connection() as conn:
                 conn.execute(_INSERT_CONVERSATION, values)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
-    def save_feedback(self, conversation_id: str, feedback: int, comment: str | None) -> bool:
-        """Upsert: the latest vote on a conversation wins. False for an unknown conversation."""
+    def save_feedback(
+        self,
+        conversation_id: str,
+        feedback: int,
+        comment: str | None,
+        given_at: datetime | None = None,
+    ) -> bool:
+        """Upsert: the latest vote on a conversation wins. False for an unknown conversation.
+
+        `given_at` is when a spooled vote was cast: replayed late, it must not overwrite a
+        vote given after it.
+        """
         with self._connection() as conn:
             cursor = conn.execute(
                 """
-                INSERT INTO feedback (conversation_id, feedback, comment)
-                SELECT id, %(feedback)s, %(comment)s FROM conversations WHERE id = %(id)s
+                INSERT INTO feedback (conversation_id, feedback, comment, timestamp)
+                SELECT id, %(feedback)s, %(comment)s, coalesce(%(at)s::timestamptz, now())
+                FROM conversations WHERE id = %(id)s
                 ON CONFLICT (conversation_id) DO UPDATE
-                SET feedback = EXCLUDED.feedback, comment = EXCLUDED.comment, timestamp = now()
+                SET feedback = EXCLUDED.feedback, comment = EXCLUDED.comment,
+                    timestamp = EXCLUDED.timestamp
+                WHERE feedback.timestamp <= EXCLUDED.timestamp
                 """,
-                {"id": conversation_id, "feedback": feedback, "comment": comment},
+                {"id": conversation_id, "feedback": feedback, "comment": comment, "at": given_at},
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount == 1:
+                return True
+            # A vote older than the stored one is still a vote on a known conversation.
+            return (
+                conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)
+                ).fetchone()
+                is not None
+            )
 
     def session_history(self, session_id: str, turns: int = 3) -> list[tuple[str, str]]:
         """The session's last `turns` question/answer pairs, oldest first."""
