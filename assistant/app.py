@@ -18,6 +18,7 @@ from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError, make_provider
+from assistant.protection import protect
 from assistant.rag import Answer, Assistant, Turn
 from assistant.search import RetrievalSettings, Retriever
 from assistant.spool import UNAVAILABLE, Flusher, Spool
@@ -297,4 +298,5 @@ def create_app(
         }
         return jsonify(body), 200 if database_ok else 503
 
+    protect(app, settings)
     return app

@@ -39,6 +39,10 @@ def _postgres_url(env: Mapping[str, str]) -> str | None:
     return f"postgresql://{auth}@{host}:{port}/{env.get('POSTGRES_DB', 'postgres')}"
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default=None, repr=False)
@@ -75,6 +79,9 @@ class Settings:
     judge_model: str | None = None
     judge_queue_size: int = 1000
     spool_flush_interval: float = 5.0
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    rate_limit: str = "120/minute"
+    cors_origins: tuple[str, ...] = ()
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -153,6 +160,9 @@ class Settings:
             "judge_model": env.get("JUDGE_MODEL") or None,
             "judge_queue_size": int(env.get("JUDGE_QUEUE_SIZE", 1000)),
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
+            "api_keys": _csv(env.get("API_KEYS", "")),
+            "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
+            "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),
@@ -165,5 +175,5 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets are left out."""
-        hidden = {"database_url", "openai_api_key"}
+        hidden = {"database_url", "openai_api_key", "api_keys"}
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}
