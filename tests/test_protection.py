@@ -84,3 +84,13 @@ def test_cors_only_for_configured_origins(make_client):
     assert opened.headers["Access-Control-Allow-Origin"] == "https://support.example"
     stranger = client.get("/health", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in stranger.headers
+
+
+def test_client_sends_its_api_key(monkeypatch):
+    from assistant.client import AssistantClient
+
+    monkeypatch.delenv("ASSISTANT_API_KEY", raising=False)
+    assert "X-API-Key" not in AssistantClient("http://x").http.headers
+    assert AssistantClient("http://x", api_key="k1").http.headers["X-API-Key"] == "k1"
+    monkeypatch.setenv("ASSISTANT_API_KEY", "k2")
+    assert AssistantClient("http://x").http.headers["X-API-Key"] == "k2"
