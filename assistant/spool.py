@@ -165,6 +165,7 @@ class Flusher:
         self.spool, self.database, self.interval = spool, database, interval
         self._pid: int | None = None
         self._start_lock = threading.Lock()
+        self._stop = threading.Event()
 
     def ensure_running(self) -> None:
         with self._start_lock:
@@ -172,6 +173,10 @@ class Flusher:
                 return
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="spool-flusher", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the thread before its database is closed, or it would reopen the pool."""
+        self._stop.set()
 
     def flush(self) -> int:
         """One replay attempt; 0 when the database is still away."""
@@ -185,8 +190,7 @@ class Flusher:
             return 0
 
     def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.interval):
+        while not self._stop.wait(self.interval):
             try:
                 self.flush()
             except Exception:

@@ -169,4 +169,5 @@ def test_database_down_spools_answers_and_health_is_degraded(settings, assistant
         assert body["spool"] == 1
         _error(client.get("/stats"), 503, "database_unavailable")
     finally:
+        app.extensions["flusher"].stop()
         database.close()

@@ -164,5 +164,6 @@ def test_no_answer_is_lost_while_postgres_is_down(settings, assistant, tmp_path)
         health = client.get("/health").get_json()
         assert health["status"] == "ok" and health["spool"] == 0
     finally:
+        app.extensions["flusher"].stop()
         database.close()
         server.cleanup()
