@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,11 @@ _INSERT_CONVERSATION = sql.SQL(
     values=sql.SQL(", ").join(sql.Placeholder(c) for c in CONVERSATION_COLUMNS),
 )
 
+# After a pool timeout, queries fail at once for this long instead of each waiting the full
+# timeout: with PostgreSQL down every request would otherwise stall a worker for seconds. The
+# pool keeps reconnecting meanwhile, and `ping` always probes.
+FAIL_FAST_SECONDS = 3.0
+
 _embedded_servers: dict[Path, Any] = {}
 
 
@@ -98,6 +105,7 @@ class Database:
         self.max_connections = max_connections
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
+        self._down_until = 0.0
 
     @property
     def pool(self) -> ConnectionPool:
@@ -115,10 +123,15 @@ class Database:
             self._pool_pid = os.getpid()
         return self._pool
 
-    def _connection(self, timeout: float = 5.0):
+    @contextmanager
+    def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
+        if not probe and time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("PostgreSQL timed out moments ago")
         try:
-            return self.pool.connection(timeout=timeout)
+            with self.pool.connection(timeout=timeout) as conn:
+                yield conn
         except PoolTimeout as exc:
+            self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
 
     def close(self) -> None:
@@ -152,7 +165,7 @@ class Database:
 
     def ping(self) -> bool:
         try:
-            with self._connection(timeout=2.0) as conn:
+            with self._connection(timeout=2.0, probe=True) as conn:
                 conn.execute("SELECT 1")
             return True
         except (DatabaseUnavailable, psycopg.OperationalError):
