@@ -19,7 +19,7 @@ COPY initdb ./initdb
 COPY data ./data
 # The sources again, as files: `streamlit run assistant/ui/streamlit_app.py` takes a path.
 COPY assistant ./assistant
-RUN mkdir -p /app/data/cache && chown -R assistant /app/data
+RUN mkdir -p /app/data/cache /app/data/spool && chown -R assistant /app/data
 USER assistant
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

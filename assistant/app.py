@@ -18,8 +18,10 @@ from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError, make_provider
+from assistant.protection import protect
 from assistant.rag import Answer, Assistant, Turn
 from assistant.search import RetrievalSettings, Retriever
+from assistant.spool import UNAVAILABLE, Flusher, Spool
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,10 @@ def create_app(
     assistant = assistant or build_assistant(settings)
     database = database or open_database(settings)
     database.migrate()
+    spool = Spool(settings.spool_dir)
+    flusher = Flusher(spool, database, settings.spool_flush_interval)
+    # Rows a previous run spooled reach the database before new ones.
+    flusher.flush()
     judge_queue = JudgeQueue(build_judge(settings), database, settings.judge_queue_size)
 
     app = Flask(__name__)
@@ -149,6 +155,12 @@ def create_app(
     app.extensions["assistant"] = assistant
     app.extensions["database"] = database
     app.extensions["judge_queue"] = judge_queue
+    app.extensions["spool"] = spool
+    app.extensions["flusher"] = flusher
+
+    @app.before_request
+    def start_flusher():
+        flusher.ensure_running()
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -185,12 +197,23 @@ def create_app(
             )
         history = []
         if body.session_id:
-            history = [Turn(q, a) for q, a in database.session_history(body.session_id)]
+            try:
+                history = [Turn(q, a) for q, a in database.session_history(body.session_id)]
+            except UNAVAILABLE as exc:
+                # Without its history a follow-up is answered as a fresh question, not refused.
+                log.warning("session history unavailable: %s", type(exc).__name__)
         return text, body.session_id, history
 
     def record(answer: Answer) -> None:
-        """Stored before the reply leaves; judged later, off the request path."""
-        database.save_conversation(conversation_row(answer))
+        """Stored (or spooled) before the reply leaves; judged later, off the request path."""
+        row = conversation_row(answer)
+        try:
+            database.save_conversation(row)
+        except UNAVAILABLE as exc:
+            log.warning("database unavailable, conversation spooled: %s", type(exc).__name__)
+            # Not judged now: replayed, the row stays PENDING for `assistant judge --pending`.
+            spool.add_conversation(row)
+            return
         judge_queue.submit(
             answer.conversation_id,
             answer.question,
@@ -239,13 +262,21 @@ def create_app(
     @app.post("/feedback")
     def feedback():
         body = _validate(FeedbackRequest, _json_body())
-        if not database.save_feedback(body.conversation_id, body.feedback, body.comment):
+        reply = {"conversation_id": body.conversation_id, "feedback": body.feedback}
+        try:
+            saved = database.save_feedback(body.conversation_id, body.feedback, body.comment)
+        except UNAVAILABLE as exc:
+            # Unknown ids cannot be told apart while the database is away; replay drops them.
+            log.warning("database unavailable, feedback spooled: %s", type(exc).__name__)
+            saved = None
+        if saved:
+            return jsonify({**reply, "status": "saved"})
+        if saved is False and not spool.has_conversation(body.conversation_id):
             raise ApiError(
                 404, "conversation_not_found", f"no conversation {body.conversation_id!r}"
             )
-        return jsonify(
-            {"conversation_id": body.conversation_id, "feedback": body.feedback, "status": "saved"}
-        )
+        spool.add_feedback(body.conversation_id, body.feedback, body.comment)
+        return jsonify({**reply, "status": "queued"}), 202
 
     @app.get("/conversations/<conversation_id>")
     def conversation(conversation_id: str):
@@ -277,9 +308,11 @@ def create_app(
     @app.get("/health")
     def health():
         database_ok = database.ping()
+        pending = spool.pending()
         body = {
-            "status": "ok" if database_ok else "unavailable",
+            "status": "ok" if database_ok and not pending else "degraded",
             "database": "ok" if database_ok else "down",
+            "spool": pending,
             "provider": assistant.provider.name,
             "model": assistant.provider.model,
             "knowledge_base": {
@@ -289,4 +322,5 @@ def create_app(
         }
         return jsonify(body), 200 if database_ok else 503
 
+    protect(app, settings)
     return app

@@ -16,6 +16,7 @@ import requests
 
 DEFAULT_URL = "http://localhost:5000"
 URL_VARIABLE = "ASSISTANT_URL"
+API_KEY_VARIABLE = "ASSISTANT_API_KEY"
 CONNECT_TIMEOUT = 5.0
 # A cold local model can take a while over its first answer.
 READ_TIMEOUT = 120.0
@@ -65,10 +66,15 @@ class AssistantClient:
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        api_key: str | None = None,
     ):
         self.url = (url or default_url()).rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.http = requests.Session()
+        # Needed only when the API sets API_KEYS; the UIs pick it up from the environment.
+        api_key = api_key or os.environ.get(API_KEY_VARIABLE)
+        if api_key:
+            self.http.headers["X-API-Key"] = api_key
         # None until tried: then whether POST /question/stream exists on this API.
         self._streams: bool | None = None
 

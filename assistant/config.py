@@ -39,6 +39,10 @@ def _postgres_url(env: Mapping[str, str]) -> str | None:
     return f"postgresql://{auth}@{host}:{port}/{env.get('POSTGRES_DB', 'postgres')}"
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default=None, repr=False)
@@ -74,6 +78,10 @@ class Settings:
     judge_provider: str = "auto"
     judge_model: str | None = None
     judge_queue_size: int = 1000
+    spool_flush_interval: float = 5.0
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    rate_limit: str = "120/minute"
+    cors_origins: tuple[str, ...] = ()
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -85,6 +93,10 @@ class Settings:
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def cache_dir(self) -> Path:
@@ -147,6 +159,10 @@ class Settings:
             "judge_provider": env.get("JUDGE_PROVIDER", "auto").strip().lower(),
             "judge_model": env.get("JUDGE_MODEL") or None,
             "judge_queue_size": int(env.get("JUDGE_QUEUE_SIZE", 1000)),
+            "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
+            "api_keys": _csv(env.get("API_KEYS", "")),
+            "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
+            "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),
@@ -159,5 +175,5 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets are left out."""
-        hidden = {"database_url", "openai_api_key"}
+        hidden = {"database_url", "openai_api_key", "api_keys"}
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}

@@ -10,7 +10,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,20 @@ CONVERSATION_COLUMNS = (
     "cost_usd",
     "tokens_estimated",
 )
+# A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 _INSERT_CONVERSATION = sql.SQL(
-    "INSERT INTO conversations ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO conversations ({columns}, timestamp)"
+    " VALUES ({values}, coalesce(%(timestamp)s::timestamptz, now()))"
+    " ON CONFLICT (id) DO NOTHING"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, CONVERSATION_COLUMNS)),
     values=sql.SQL(", ").join(sql.Placeholder(c) for c in CONVERSATION_COLUMNS),
 )
+
+# After a pool timeout, queries fail at once for this long instead of each waiting the full
+# timeout: with PostgreSQL down every request would otherwise stall a worker for seconds. The
+# pool keeps reconnecting meanwhile, and `ping` always probes.
+FAIL_FAST_SECONDS = 3.0
 
 _embedded_servers: dict[Path, Any] = {}
 
@@ -97,6 +107,7 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
         self._pool_lock = threading.Lock()
+        self._down_until = 0.0
 
     @property
     def pool(self) -> ConnectionPool:
@@ -119,10 +130,15 @@ class Database:
             self._pool_pid = os.getpid()
             return self._pool
 
-    def _connection(self, timeout: float = 5.0):
+    @contextmanager
+    def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
+        if not probe and time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("PostgreSQL timed out moments ago")
         try:
-            return self.pool.connection(timeout=timeout)
+            with self.pool.connection(timeout=timeout) as conn:
+                yield conn
         except PoolTimeout as exc:
+            self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
 
     def close(self) -> None:
@@ -159,7 +175,7 @@ class Database:
 
     def ping(self) -> bool:
         try:
-            with self._connection(timeout=2.0) as conn:
+            with self._connection(timeout=2.0, probe=True) as conn:
                 conn.execute("SELECT 1")
             return True
         except (DatabaseUnavailable, psycopg.OperationalError):
@@ -169,25 +185,47 @@ class Database:
         values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
         values["sources"] = Jsonb(list(row.get("sources") or []))
         values["tokens_estimated"] = bool(row.get("tokens_estimated"))
+        values["timestamp"] = row.get("timestamp")
         try:
             with self._connection() as conn:
                 conn.execute(_INSERT_CONVERSATION, values)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
-    def save_feedback(self, conversation_id: str, feedback: int, comment: str | None) -> bool:
-        """Upsert: the latest vote on a conversation wins. False for an unknown conversation."""
+    def save_feedback(
+        self,
+        conversation_id: str,
+        feedback: int,
+        comment: str | None,
+        given_at: datetime | None = None,
+    ) -> bool:
+        """Upsert: the latest vote on a conversation wins. False for an unknown conversation.
+
+        `given_at` is when a spooled vote was cast: replayed late, it must not overwrite a
+        vote given after it.
+        """
         with self._connection() as conn:
             cursor = conn.execute(
                 """
-                INSERT INTO feedback (conversation_id, feedback, comment)
-                SELECT id, %(feedback)s, %(comment)s FROM conversations WHERE id = %(id)s
+                INSERT INTO feedback (conversation_id, feedback, comment, timestamp)
+                SELECT id, %(feedback)s, %(comment)s, coalesce(%(at)s::timestamptz, now())
+                FROM conversations WHERE id = %(id)s
                 ON CONFLICT (conversation_id) DO UPDATE
-                SET feedback = EXCLUDED.feedback, comment = EXCLUDED.comment, timestamp = now()
+                SET feedback = EXCLUDED.feedback, comment = EXCLUDED.comment,
+                    timestamp = EXCLUDED.timestamp
+                WHERE feedback.timestamp <= EXCLUDED.timestamp
                 """,
-                {"id": conversation_id, "feedback": feedback, "comment": comment},
+                {"id": conversation_id, "feedback": feedback, "comment": comment, "at": given_at},
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount == 1:
+                return True
+            # A vote older than the stored one is still a vote on a known conversation.
+            return (
+                conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)
+                ).fetchone()
+                is not None
+            )
 
     def session_history(self, session_id: str, turns: int = 3) -> list[tuple[str, str]]:
         """The session's last `turns` question/answer pairs, oldest first."""

@@ -89,6 +89,8 @@ def settings(tmp_path_factory) -> Settings:
         kb_source="demo",
         llm_provider="extractive",
         data_dir=tmp_path_factory.mktemp("data"),
+        # The whole session shares one client address; test_protection.py tests the limit.
+        rate_limit="",
     )
 
 

@@ -141,22 +141,33 @@ def test_health_reports_database_provider_and_kb(client):
     assert body["knowledge_base"]["documents"] >= 75
 
 
-def test_database_down_gives_503_json(settings, assistant, tmp_path):
+def test_database_down_spools_answers_and_health_is_degraded(settings, assistant, tmp_path):
     import pgserver
 
     server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
     database = Database(server.get_uri(), settings.migrations_dir)
     app = create_app(
-        replace(settings, database_url=database.url), assistant=assistant, database=database
+        replace(settings, database_url=database.url, data_dir=tmp_path / "data"),
+        assistant=assistant,
+        database=database,
     )
     client = app.test_client()
-    assert client.get("/health").status_code == 200
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["status"] == "ok"
+    assert health.get_json()["spool"] == 0
     server.cleanup()
     try:
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(database.url, connect_timeout=2)
+        response = client.post("/question", json=QUESTION)
+        assert response.status_code == 200 and response.get_json()["answer"]
+        assert app.extensions["spool"].has_conversation(response.get_json()["conversation_id"])
         response = client.get("/health")
-        assert response.status_code == 503 and response.get_json()["database"] == "down"
-        _error(client.post("/question", json=QUESTION), 503, "database_unavailable")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["status"] == "degraded" and body["database"] == "down"
+        assert body["spool"] == 1
+        _error(client.get("/stats"), 503, "database_unavailable")
     finally:
+        app.extensions["flusher"].stop()
         database.close()

@@ -1,10 +1,12 @@
 import re
+import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from assistant.config import PROJECT_ROOT
-from assistant.db import Database, migration_files
+from assistant.db import Database, DatabaseUnavailable, migration_files
 
 MIGRATIONS = PROJECT_ROOT / "initdb"
 
@@ -105,3 +107,22 @@ def test_unreachable_database_pings_false(tmp_path: Path):
     )
     assert database.ping() is False
     database.close()
+
+
+def test_after_a_timeout_queries_fail_fast_but_ping_still_probes(tmp_path: Path):
+    from tests.conftest import free_port
+
+    database = Database(
+        f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=1", MIGRATIONS
+    )
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            database.save_conversation({"id": "c1"})
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            database.save_conversation({"id": "c2"})
+        assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        assert database.ping() is False and time.monotonic() - started >= 1.5
+    finally:
+        database.close()

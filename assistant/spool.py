@@ -1,0 +1,236 @@
+"""A durable local spool for conversation and feedback rows written while PostgreSQL is away.
+
+Each process appends JSON lines to its own file under `<data_dir>/spool/`; every line is
+flushed and fsync'd before the reply leaves, so an answered question survives a crash. A
+replay inserts the lines idempotently (conversations by id, feedback as an upsert after its
+conversation) and then removes from the files only the bytes it replayed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from assistant.db import Database, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = (DatabaseUnavailable, psycopg.OperationalError)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    path: Path
+    inode: int
+    data: bytes
+
+
+class Spool:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._pid: int | None = None
+
+    @property
+    def path(self) -> Path:
+        # One file per process: a forked gunicorn worker must not share its parent's file name.
+        if self._path is None or self._pid != os.getpid():
+            self._path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self._pid = os.getpid()
+        return self._path
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.jsonl")) if self.directory.is_dir() else []
+
+    def add_conversation(self, row: dict[str, Any]) -> None:
+        self._append({"kind": "conversation", "row": {**row, "timestamp": _now()}})
+
+    def add_feedback(self, conversation_id: str, feedback: int, comment: str | None) -> None:
+        self._append(
+            {
+                "kind": "feedback",
+                "conversation_id": conversation_id,
+                "feedback": feedback,
+                "comment": comment,
+                "given_at": _now(),
+            }
+        )
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            while True:
+                with open(self.path, "ab") as handle, _locked(handle):
+                    # A replay may have replaced the file while we waited for the lock.
+                    if not _same_file(handle, self.path):
+                        continue
+                    if handle.tell() > 0 and not _ends_with_newline(self.path):
+                        # A crash tore the last line: end it, so it cannot swallow this one.
+                        handle.write(b"\n")
+                    handle.write(line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    return
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [entry for snapshot in self._snapshots() for entry in _parse(snapshot.data)]
+
+    def pending(self) -> int:
+        return len(self.entries())
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        return any(
+            entry["kind"] == "conversation" and entry["row"].get("id") == conversation_id
+            for entry in self.entries()
+        )
+
+    def replay(self, database: Database) -> int:
+        """Insert every spooled row, then drop exactly the bytes replayed; returns rows sent.
+
+        Conversations of every file go first, so a vote spooled by one process finds the
+        conversation another process spooled.
+        """
+        snapshots = self._snapshots()
+        entries = [entry for snapshot in snapshots for entry in _parse(snapshot.data)]
+        for entry in entries:
+            if entry["kind"] == "conversation":
+                database.save_conversation(entry["row"])
+        for entry in entries:
+            if entry["kind"] == "feedback" and not database.save_feedback(
+                entry["conversation_id"],
+                entry["feedback"],
+                entry["comment"],
+                datetime.fromisoformat(entry["given_at"]),
+            ):
+                log.warning("dropped spooled feedback on an unknown conversation")
+        for snapshot in snapshots:
+            self._consume(snapshot)
+        if entries:
+            log.info("replayed %d spooled rows", len(entries))
+        return len(entries)
+
+    def _snapshots(self) -> list[_Snapshot]:
+        found = []
+        for path in self.files():
+            try:
+                with open(path, "rb") as handle, _locked(handle):
+                    found.append(_Snapshot(path, os.fstat(handle.fileno()).st_ino, handle.read()))
+            except FileNotFoundError:
+                continue
+        return found
+
+    def _consume(self, snapshot: _Snapshot) -> None:
+        """Remove the replayed prefix; lines appended since the snapshot stay."""
+        try:
+            with open(snapshot.path, "rb") as handle, _locked(handle):
+                data = handle.read()
+                unchanged = os.fstat(handle.fileno()).st_ino == snapshot.inode
+                if not unchanged or not data.startswith(snapshot.data):
+                    return  # another process replayed and rewrote it meanwhile
+                rest = data[len(snapshot.data) :]
+                if not rest:
+                    snapshot.path.unlink()
+                    return
+                temporary = snapshot.path.with_suffix(".tmp")
+                with open(temporary, "wb") as out:
+                    out.write(rest)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, snapshot.path)
+        except FileNotFoundError:
+            return
+
+
+class Flusher:
+    """Replays the spool every `interval` seconds from a daemon thread of its own process.
+
+    Started lazily from a request, so each gunicorn worker gets its own thread after the fork.
+    """
+
+    def __init__(self, spool: Spool, database: Database, interval: float):
+        self.spool, self.database, self.interval = spool, database, interval
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def ensure_running(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="spool-flusher", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the thread before its database is closed, or it would reopen the pool."""
+        self._stop.set()
+
+    def flush(self) -> int:
+        """One replay attempt; 0 when the database is still away."""
+        if not self.spool.files():
+            return 0
+        try:
+            return self.spool.replay(self.database)
+        except UNAVAILABLE as exc:
+            # The type only: a connection error's text can carry the host and user.
+            log.warning("spool replay postponed: %s", type(exc).__name__)
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("spool replay failed")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@contextmanager
+def _locked(handle) -> Iterator[None]:
+    # flock is per open file, so it orders writers and replays across processes and threads.
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _parse(data: bytes) -> Iterator[dict[str, Any]]:
+    for line in data.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            # A line torn by a crash mid-write: its reply never left, so nothing is lost.
+            log.warning("skipped a torn spool line")
+            continue
+        if isinstance(entry, dict) and entry.get("kind") in ("conversation", "feedback"):
+            yield entry

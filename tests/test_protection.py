@@ -1,0 +1,96 @@
+from dataclasses import replace
+
+import pytest
+
+from assistant.app import create_app
+from assistant.config import Settings
+
+QUESTION = {"question": "how do I cancel my subscription?"}
+
+
+@pytest.fixture
+def make_client(settings, assistant, database):
+    def make(**overrides):
+        app = create_app(
+            replace(settings, database_url=database.url, **overrides),
+            assistant=assistant,
+            database=database,
+        )
+        return app.test_client()
+
+    return make
+
+
+def test_settings_read_keys_limit_and_origins():
+    settings = Settings.from_env(
+        env={"API_KEYS": " k1, k2 ,", "RATE_LIMIT": "5/second", "CORS_ORIGINS": "https://a.example"}
+    )
+    assert settings.api_keys == ("k1", "k2") and settings.rate_limit == "5/second"
+    assert settings.cors_origins == ("https://a.example",)
+    assert "k1" not in repr(settings) and "api_keys" not in settings.public()
+    assert Settings.from_env(env={}).api_keys == ()
+
+
+def test_post_without_a_valid_key_is_401(make_client):
+    client = make_client(api_keys=("secret-1", "secret-2"))
+    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
+        response = client.post("/question", json=QUESTION, headers=headers)
+        assert response.status_code == 401
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    response = client.post("/feedback", json={"conversation_id": "x", "feedback": 1})
+    assert response.status_code == 401
+    assert (
+        client.post("/question", json=QUESTION, headers={"X-API-Key": "secret-2"}).status_code
+        == 200
+    )
+    # Reads stay open: health checks and dashboards carry no key.
+    assert client.get("/health").status_code == 200
+
+
+def test_no_keys_configured_means_auth_is_off(make_client):
+    assert make_client().post("/question", json=QUESTION).status_code == 200
+
+
+def test_rate_limit_is_429_with_retry_after_and_per_key(make_client):
+    client = make_client(api_keys=("key-a", "key-b"), rate_limit="2/minute")
+    a, b = {"X-API-Key": "key-a"}, {"X-API-Key": "key-b"}
+    assert [client.post("/question", json=QUESTION, headers=a).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
+    response = client.post("/question", json=QUESTION, headers=a)
+    assert response.status_code == 429 and response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) > 0
+    # Another key has its own budget; health is never throttled.
+    assert client.post("/question", json=QUESTION, headers=b).status_code == 200
+    assert all(client.get("/health").status_code == 200 for _ in range(4))
+
+
+def test_rate_limit_falls_back_to_the_client_address(make_client):
+    client = make_client(rate_limit="1/minute")
+    assert client.post("/question", json=QUESTION).status_code == 200
+    assert client.post("/question", json=QUESTION).status_code == 429
+    other = {"REMOTE_ADDR": "10.0.0.9"}
+    assert client.post("/question", json=QUESTION, environ_base=other).status_code == 200
+
+
+def test_cors_only_for_configured_origins(make_client):
+    origin = {"Origin": "https://support.example"}
+    closed = make_client().get("/health", headers=origin)
+    assert "Access-Control-Allow-Origin" not in closed.headers
+    client = make_client(cors_origins=("https://support.example",))
+    opened = client.get("/health", headers=origin)
+    assert opened.headers["Access-Control-Allow-Origin"] == "https://support.example"
+    stranger = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in stranger.headers
+
+
+def test_client_sends_its_api_key(monkeypatch):
+    from assistant.client import AssistantClient
+
+    monkeypatch.delenv("ASSISTANT_API_KEY", raising=False)
+    assert "X-API-Key" not in AssistantClient("http://x").http.headers
+    assert AssistantClient("http://x", api_key="k1").http.headers["X-API-Key"] == "k1"
+    monkeypatch.setenv("ASSISTANT_API_KEY", "k2")
+    assert AssistantClient("http://x").http.headers["X-API-Key"] == "k2"
