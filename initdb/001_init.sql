@@ -1,6 +1,6 @@
 -- 001: conversations and feedback.
 -- Idempotent and additive: safe to run on every start and as a docker-entrypoint-initdb.d
--- script. Migrations never drop or truncate anything.
+-- script. Migrations only ever add: no table, column or row is ever removed.
 
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    TEXT PRIMARY KEY,
