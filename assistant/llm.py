@@ -68,10 +68,6 @@ class Completion:
     tokens_estimated: bool = False
     cost_usd: float = 0.0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 class Provider(Protocol):
     name: str
