@@ -118,9 +118,15 @@ def read_file(path: Path) -> list[Document]:
     return read_csv(path)
 
 
+def cache_key(url: str) -> str:
+    return hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()[:10]
+
+
 def download(url: str, cache_dir: Path, timeout: float) -> Path:
-    """Fetch the dataset once into `cache_dir`; later calls reuse the cached copy."""
-    target = cache_dir / Path(url.split("?")[0]).name
+    """Fetch the dataset once into `cache_dir`; later calls reuse the cached copy. The name
+    carries a hash of the URL: two KBs that share a file name never share a cache entry."""
+    name = Path(url.split("?")[0]).name or "kb.csv"
+    target = cache_dir / f"{cache_key(url)}-{name}"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,7 @@ def test_download_is_cached_and_reused(settings, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    assert first.source == str(cache / "data.csv")
+    assert first.source == str(cache / f"{knowledge.cache_key(url)}-data.csv")
     second = knowledge.load("auto", demo=settings.demo_kb, cache_dir=cache, url=url, timeout=1)
     assert second.source == first.source and len(second) == len(first)
 
