@@ -5,20 +5,34 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
-from flask import Flask, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from flask import Flask, Response, jsonify, redirect, request
+from pydantic import BaseModel, ValidationError
+from spectree import Response as Documented
+from spectree import SecurityScheme, SpecTree
+from spectree.models import SecuritySchemeData
 from werkzeug.exceptions import HTTPException
 
-from assistant import knowledge
+from assistant import __version__, knowledge
+from assistant.api_models import (
+    AnswerResponse,
+    ConversationResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    QuestionRequest,
+    StatsQuery,
+    StatsResponse,
+)
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError, make_provider
-from assistant.protection import protect
+from assistant.protection import API_KEY_HEADER, protect
 from assistant.rag import Answer, Assistant, Turn
 from assistant.search import RetrievalSettings, Retriever
 from assistant.spool import UNAVAILABLE, Flusher, Spool
@@ -30,26 +44,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-class QuestionRequest(BaseModel):
-    model_config = ConfigDict(strict=True)
-    question: str
-    session_id: str | None = Field(default=None, min_length=1, max_length=128)
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(strict=True)
-    conversation_id: str = Field(min_length=1, max_length=128)
-    feedback: StrictInt
-    comment: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("feedback")
-    @classmethod
-    def _thumb(cls, value: int) -> int:
-        if value not in (1, -1):
-            raise ValueError("must be 1 (thumbs up) or -1 (thumbs down)")
-        return value
 
 
 def build_assistant(settings: Settings) -> Assistant:
@@ -124,14 +118,44 @@ def _validate(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
+        if any(e["type"] == "string_too_long" and e["loc"] == ("question",) for e in errors):
+            raise ApiError(
+                413, "question_too_long", f"question: at most {MAX_QUESTION_CHARS} characters"
+            ) from exc
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors
         )
         raise ApiError(400, "invalid_request", problems) from exc
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+def _api_spec(settings: Settings) -> SpecTree:
+    """The OpenAPI document, generated from the models in api_models.py.
+
+    Validation stays with `_validate` (one error format for every 4xx), so spectree only
+    documents; `annotations=False` because the views read their bodies themselves.
+    """
+    schemes = [
+        SecurityScheme(
+            name="ApiKey",
+            data=SecuritySchemeData(type="apiKey", name=API_KEY_HEADER, field_in="header"),
+        )
+    ]
+    return SpecTree(
+        "flask",
+        title="Media Support Assistant API",
+        version=__version__,
+        path="docs",
+        annotations=False,
+        validation_error_status=400,
+        validation_error_model=ErrorResponse,
+        security_schemes=schemes if settings.api_keys else None,
+    )
+
+
+def _responses(ok: type[BaseModel] | None, *errors: int, **others: Any) -> Documented:
+    codes = {f"HTTP_{status}": ErrorResponse for status in errors}
+    return Documented(HTTP_200=ok, **codes, **others)
 
 
 def create_app(
@@ -152,6 +176,10 @@ def create_app(
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    spec = _api_spec(settings)
+    # Every POST takes the same guards: an API key when keys are configured, size and rate.
+    keyed = {"security": {"ApiKey": []}} if settings.api_keys else {}
+    post_errors = (400, *((401,) if settings.api_keys else ()), 413, 415, 429)
     app.extensions["assistant"] = assistant
     app.extensions["database"] = database
     app.extensions["judge_queue"] = judge_queue
@@ -191,10 +219,6 @@ def create_app(
         text = body.question.strip()
         if not text:
             raise ApiError(400, "invalid_request", "question: must not be blank")
-        if len(text) > MAX_QUESTION_CHARS:
-            raise ApiError(
-                413, "question_too_long", f"question: at most {MAX_QUESTION_CHARS} characters"
-            )
         history = []
         if body.session_id:
             try:
@@ -224,13 +248,31 @@ def create_app(
         )
 
     @app.post("/question")
+    @spec.validate(
+        json=QuestionRequest,
+        resp=_responses(AnswerResponse, *post_errors),
+        tags=["questions"],
+        skip_validation=True,
+        **keyed,
+    )
     def question():
+        """Answer a customer's question from the knowledge base, or decline or hand off."""
         answer = assistant.answer(*read_question())
         record(answer)
         return jsonify(answer.public())
 
     @app.post("/question/stream")
+    @spec.validate(
+        json=QuestionRequest,
+        resp=_responses(
+            (None, "text/event-stream: `delta` events, then one `answer`"), *post_errors
+        ),
+        tags=["questions"],
+        skip_validation=True,
+        **keyed,
+    )
     def question_stream():
+        """The same answer as server-sent events, so a UI can show it as it is written."""
         text, session_id, history = read_question()
 
         def events():
@@ -253,14 +295,25 @@ def create_app(
                     },
                 )
 
-        return Response(
-            events(),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        # A (body, status, headers) tuple: spectree passes it through without reading the
+        # generator, which a Response object would have it drain before the first byte.
+        headers = {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+        return events(), 200, headers
 
     @app.post("/feedback")
+    @spec.validate(
+        json=FeedbackRequest,
+        resp=_responses(FeedbackResponse, *post_errors, 404, HTTP_202=FeedbackResponse),
+        tags=["feedback"],
+        skip_validation=True,
+        **keyed,
+    )
     def feedback():
+        """Record a thumbs up (1) or down (-1); a repeat vote replaces the earlier one."""
         body = _validate(FeedbackRequest, _json_body())
         reply = {"conversation_id": body.conversation_id, "feedback": body.feedback}
         try:
@@ -279,34 +332,44 @@ def create_app(
         return jsonify({**reply, "status": "queued"}), 202
 
     @app.get("/conversations/<conversation_id>")
+    @spec.validate(
+        resp=_responses(ConversationResponse, 400, 404, 429, 503),
+        tags=["conversations"],
+        skip_validation=True,
+    )
     def conversation(conversation_id: str):
+        """One stored conversation with its judged relevance and feedback."""
         _storable(conversation_id, "conversation_id")
         row = database.get_conversation(conversation_id)
         if row is None:
             raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
-        return jsonify(_jsonable(row))
+        return jsonify(ConversationResponse.model_validate(row).model_dump(mode="json"))
 
     @app.get("/stats")
+    @spec.validate(
+        query=StatsQuery,
+        resp=_responses(StatsResponse, 400, 429, 503),
+        tags=["monitoring"],
+        skip_validation=True,
+    )
     def stats():
-        from datetime import UTC, timedelta
-
-        raw = request.args.get("since")
-        if raw is None:
+        """The dashboard's figures (volume, latency, cost, relevance, feedback) since a time."""
+        since = _validate(StatsQuery, request.args.to_dict()).since
+        if since is None:
             since = datetime.now(UTC) - timedelta(hours=24)
-        else:
-            try:
-                since = datetime.fromisoformat(raw)
-            except ValueError as exc:
-                raise ApiError(
-                    400, "invalid_request", "since: expected ISO-8601, e.g. 2025-01-31T09:00:00Z"
-                ) from exc
-            # A time without a zone is read as UTC, the zone timestamps are compared in.
-            since = since if since.tzinfo else since.replace(tzinfo=UTC)
-        body = json.dumps(database.stats(since), default=datetime.isoformat)
+        # A time without a zone is read as UTC, the zone timestamps are compared in.
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        body = StatsResponse.model_validate(database.stats(since)).model_dump_json()
         return Response(body, mimetype="application/json")
 
     @app.get("/health")
+    @spec.validate(
+        resp=_responses(HealthResponse, HTTP_503=HealthResponse),
+        tags=["monitoring"],
+        skip_validation=True,
+    )
     def health():
+        """Liveness for load balancers: `degraded` while rows wait in the spool."""
         database_ok = database.ping()
         pending = spool.pending()
         body = {
@@ -322,5 +385,14 @@ def create_app(
         }
         return jsonify(body), 200 if database_ok else 503
 
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(spec.spec)
+
+    @app.get("/docs")
+    def docs():
+        return redirect("/docs/swagger/")
+
+    spec.register(app)
     protect(app, settings)
     return app

@@ -124,6 +124,22 @@ def client(app):
 
 
 @pytest.fixture
+def make_client(settings, assistant, database):
+    """A test client of an app built with some settings changed, on the shared database."""
+    from assistant.app import create_app
+
+    def make(**overrides):
+        app = create_app(
+            replace(settings, database_url=database.url, **overrides),
+            assistant=assistant,
+            database=database,
+        )
+        return app.test_client()
+
+    return make
+
+
+@pytest.fixture
 def repo_data() -> Path:
     return PROJECT_ROOT / "data"
 
@@ -162,7 +178,7 @@ def started(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
 
 
 @contextmanager
-def running_api(server_url: str, directory: Path) -> Iterator[Served]:
+def running_api(server_url: str, directory: Path, **environment: str) -> Iterator[Served]:
     """`python -m assistant serve` on a free port, the demo KB, no LLM and a new database of its
     own on `server_url`'s PostgreSQL, so row counts are exact. The UIs only talk HTTP: the
     embedded server is enough to drive them, and test_api/test_db cover both servers."""
@@ -176,6 +192,7 @@ def running_api(server_url: str, directory: Path) -> Iterator[Served]:
         "PORT": str(port),
         "DATA_DIR": str(directory),
         "WEB_CONCURRENCY": "1",
+        **environment,
     }
     env.pop("OPENAI_API_KEY", None)
     base = f"http://127.0.0.1:{port}"

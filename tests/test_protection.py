@@ -1,24 +1,6 @@
-from dataclasses import replace
-
-import pytest
-
-from assistant.app import create_app
 from assistant.config import Settings
 
 QUESTION = {"question": "how do I cancel my subscription?"}
-
-
-@pytest.fixture
-def make_client(settings, assistant, database):
-    def make(**overrides):
-        app = create_app(
-            replace(settings, database_url=database.url, **overrides),
-            assistant=assistant,
-            database=database,
-        )
-        return app.test_client()
-
-    return make
 
 
 def test_settings_read_keys_limit_and_origins():

@@ -1,5 +1,7 @@
 """The API over a real socket: `assistant serve` (gunicorn) in its own process."""
 
+import uuid
+
 import psycopg
 import pytest
 import requests
@@ -47,3 +49,27 @@ def test_errors_over_http_are_json(served):
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413 and "error" in response.json()
+
+
+def test_info_logs_hold_no_keys_questions_or_comments(database_url, tmp_path):
+    key = f"key-{uuid.uuid4().hex}"
+    question = f"my card ending 4242 was charged twice, order {uuid.uuid4().hex}"
+    comment = f"private remark {uuid.uuid4().hex}"
+    with running_api(database_url, tmp_path, API_KEYS=key, LOG_LEVEL="INFO") as api:
+        answer = requests.post(
+            f"{api.url}/question", json={"question": question}, headers={"X-API-Key": key}
+        )
+        assert answer.status_code == 200
+        denied = requests.post(
+            f"{api.url}/question", json={"question": question}, headers={"X-API-Key": key[:-1]}
+        )
+        assert denied.status_code == 401
+        vote = {"conversation_id": answer.json()["conversation_id"], "feedback": -1}
+        feedback = requests.post(
+            f"{api.url}/feedback", json={**vote, "comment": comment}, headers={"X-API-Key": key}
+        )
+        assert feedback.status_code == 200
+    log = (tmp_path / "api.log").read_text()
+    assert "knowledge base:" in log, "nothing was logged at INFO: the check below proves nothing"
+    for secret in (key, key[:-1], question, comment):
+        assert secret not in log
