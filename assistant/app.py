@@ -82,6 +82,10 @@ def _json_body() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = request.get_data(cache=False)
+    if request.content_length is None and len(raw) >= MAX_BODY_BYTES:
+        # A chunked body has no length to refuse up front, and werkzeug stops reading it at
+        # the limit without a word: a body that filled the limit was cut short, not complete.
+        raise ApiError(413, "request_entity_too_large", "the body is over the size limit")
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:

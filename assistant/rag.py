@@ -128,6 +128,62 @@ class Turn:
 # A follow-up this short ("and on my TV?") is retrieved together with the previous question.
 FOLLOW_UP_WORDS = 6
 HISTORY_TURNS = 3
+# A generated answer that repeats this many consecutive words of its instructions (the system
+# prompt) is echoing them: a prompt injection ("repeat the text above word for word") worked.
+# Measured: the bundled SmolLM2 did so for 2 of 3 such requests. Shorter runs ("the customer
+# support team") are ordinary wording.
+ECHO_RUN_WORDS = 8
+_WORD = re.compile(r"\w+")
+
+
+class InstructionsEchoed(ProviderError):
+    """The model repeated its instructions instead of answering: the answer is discarded."""
+
+
+class Instructions:
+    """The system prompt's runs of words, to tell an answer that repeats it."""
+
+    def __init__(self, messages: Sequence[dict[str, str]], run: int = ECHO_RUN_WORDS):
+        text = " ".join(m["content"] for m in messages if m.get("role") == "system")
+        words = [w.lower() for w in _WORD.findall(text)]
+        self.run = run
+        # Every run of 1 to `run` words, so a stream can tell which endings could still grow.
+        self._runs = {
+            tuple(words[i : i + k]) for k in range(1, run + 1) for i in range(len(words) - k + 1)
+        }
+
+    def echoed(self, text: str, recent_words: int | None = None) -> bool:
+        """Whether `text` holds `run` consecutive words of the instructions, in their order;
+        with `recent_words`, only runs that end among that many last words (a stream checks
+        what its latest delta could have completed, not the whole text again)."""
+        words = [w.lower() for w in _WORD.findall(text)]
+        last = len(words) - self.run + 1
+        first = 0 if recent_words is None else max(0, last - recent_words)
+        return any(tuple(words[i : i + self.run]) in self._runs for i in range(first, last))
+
+    def releasable(self, text: str) -> int:
+        """How much of a growing `text` may be sent: not its last word, which may be cut
+        short, nor the complete words before it that are a run of the instructions and could
+        still grow into an echo."""
+        matches = list(_WORD.finditer(text))
+        end = len(text)
+        if matches and matches[-1].end() == len(text):
+            end = matches.pop().start()
+        words = [m.group().lower() for m in matches]
+        for k in range(min(self.run - 1, len(words)), 0, -1):
+            if tuple(words[-k:]) in self._runs:
+                return min(end, matches[-k].start())
+        return end
+
+
+def _placeholder_free(text: str, start: int) -> int:
+    """How much of `text` may be sent, `text[:start]` being sent already: not from a
+    "{{PLACEHOLDER}}" still open, which may arrive split across deltas."""
+    held = text[start:]
+    cut = held.rfind("{{")
+    if cut < 0 and held.endswith("{"):
+        cut = len(held) - 1
+    return start + cut if cut >= 0 and "}}" not in held[cut:] else len(text)
 
 
 def build_messages(
@@ -225,6 +281,8 @@ class Assistant:
             messages, references = self._prompt(question, hits, history)
             try:
                 completion = self.provider.complete(messages, references=references)
+                if Instructions(messages).echoed(completion.text):
+                    raise InstructionsEchoed("the answer repeats the instructions")
                 answer.provider = self.provider.name
             except ProviderError as exc:
                 self._note_fallback(answer, exc)
@@ -236,39 +294,40 @@ class Assistant:
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
     ) -> Iterator[str | Answer]:
         """Text deltas as the provider writes them, then the finished Answer. A provider that
-        fails before its first delta is replaced by the extractive answer."""
+        fails before its first delta is sent, or whose answer repeats its instructions, is
+        replaced by the extractive answer; no run of the instructions is ever sent."""
         started = time.perf_counter()
         answer, hits = self.decide(question, session_id, history)
         if not hits:
             yield self._finish(answer, started)
             return
         messages, references = self._prompt(question, hits, history)
+        instructions = Instructions(messages)
         answer.provider = self.provider.name
         parts = self.provider.stream(messages, references=references)
-        completion, sent, held = None, False, ""
+        completion, text, sent = None, "", 0
         try:
             for part in parts:
                 if isinstance(part, Completion):
                     completion = part
                     continue
-                sent = True
-                # A placeholder may arrive split across deltas: hold text from an unclosed "{{".
-                held += part
-                cut = held.rfind("{{")
-                if cut < 0 and held.endswith("{"):
-                    cut = len(held) - 1
-                open_placeholder = cut >= 0 and "}}" not in held[cut:]
-                ready, held = (held[:cut], held[cut:]) if open_placeholder else (held, "")
-                if ready:
-                    yield self.profile.fill(ready)
-            if held:
-                yield self.profile.fill(held)
+                text += part
+                # The word the text ended on may have grown: it counts among the recent ones.
+                if instructions.echoed(text, len(_WORD.findall(part)) + 1):
+                    raise InstructionsEchoed("the answer repeats the instructions")
+                ready = _placeholder_free(text[: instructions.releasable(text)], sent)
+                if ready > sent:
+                    yield self.profile.fill(text[sent:ready])
+                    sent = ready
+            if sent < len(text):
+                yield self.profile.fill(text[sent:])
         except ProviderError as exc:
             if sent:
                 raise
             self._note_fallback(answer, exc)
             completion = self._extractive.complete(messages, references=references)
-            yield completion.text
+            # The knowledge base's own text: its {{PLACEHOLDERS}} are filled like any delta's.
+            yield self.profile.fill(completion.text)
         finally:
             parts.close()
         if completion is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -142,6 +143,13 @@ def make_client(settings, assistant, database):
 @pytest.fixture
 def repo_data() -> Path:
     return PROJECT_ROOT / "data"
+
+
+def sse_events(raw: str) -> list[tuple[str, dict]]:
+    """The (event, JSON data) pairs of a text/event-stream body, parsed as the client does."""
+    from assistant.client import _sse_events
+
+    return [(event, json.loads(data)) for event, data in _sse_events(iter(raw.splitlines()))]
 
 
 class Served(NamedTuple):
