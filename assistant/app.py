@@ -16,7 +16,7 @@ from spectree import SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
 from werkzeug.exceptions import HTTPException
 
-from assistant import __version__, knowledge
+from assistant import __version__
 from assistant.api_models import (
     AnswerResponse,
     ConversationResponse,
@@ -31,10 +31,9 @@ from assistant.api_models import (
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
-from assistant.llm import ProviderError, make_provider
+from assistant.llm import ProviderError
 from assistant.protection import API_KEY_HEADER, protect
-from assistant.rag import Answer, Assistant, Turn
-from assistant.search import RetrievalSettings, Retriever
+from assistant.rag import Answer, Assistant, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool
 
 log = logging.getLogger(__name__)
@@ -44,23 +43,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def build_assistant(settings: Settings) -> Assistant:
-    kb = knowledge.load_configured(settings)
-    log.info("knowledge base: %d documents from %s", len(kb), kb.source)
-    retriever = Retriever(
-        kb.documents,
-        RetrievalSettings.load(settings.retrieval_settings),
-        knowledge.read_lines(settings.out_of_domain),
-    )
-    return Assistant(
-        retriever,
-        make_provider(settings),
-        knowledge.load_profile(settings.profile_path),
-        k=settings.num_results,
-        knowledge_source=kb.source,
-    )
 
 
 def conversation_row(answer: Answer) -> dict[str, Any]:

@@ -85,8 +85,8 @@ class Settings:
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
-    workers: int = 2
-    threads: int = 4
+    workers: int = 3
+    threads: int = 2
     tz: str = "UTC"
     log_level: str = "INFO"
 
@@ -166,8 +166,8 @@ class Settings:
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),
-            "workers": int(env.get("WEB_CONCURRENCY", 2)),
-            "threads": int(env.get("GUNICORN_THREADS", 4)),
+            "workers": int(env.get("WEB_CONCURRENCY", 3)),
+            "threads": int(env.get("GUNICORN_THREADS", 2)),
             "tz": env.get("TZ", "UTC"),
             "log_level": env.get("LOG_LEVEL", "INFO").upper(),
         }

@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -54,14 +55,25 @@ CONVERSATION_COLUMNS = (
     "tokens_estimated",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
-_INSERT_CONVERSATION = sql.SQL(
-    "INSERT INTO conversations ({columns}, timestamp)"
-    " VALUES ({values}, coalesce(%(timestamp)s::timestamptz, now()))"
-    " ON CONFLICT (id) DO NOTHING"
-).format(
-    columns=sql.SQL(", ").join(map(sql.Identifier, CONVERSATION_COLUMNS)),
-    values=sql.SQL(", ").join(sql.Placeholder(c) for c in CONVERSATION_COLUMNS),
+# Rendered to text once: a composed statement is composed again on every execution, which
+# took about 8% of a worker's CPU under load (py-spy, `assistant bench api`).
+_INSERT_CONVERSATION = (
+    sql.SQL(
+        "INSERT INTO conversations ({columns}, timestamp)"
+        " VALUES ({values}, coalesce(%(timestamp)s::timestamptz, now()))"
+        " ON CONFLICT (id) DO NOTHING"
+    )
+    .format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, CONVERSATION_COLUMNS)),
+        values=sql.SQL(", ").join(sql.Placeholder(c) for c in CONVERSATION_COLUMNS),
+    )
+    .as_string()
 )
+
+# A connection back from a query this recently is taken to be alive: probing every checkout
+# cost each query an extra round trip. One idle for longer (PostgreSQL may have restarted
+# meanwhile) is probed before use, as psycopg_pool's check does.
+CHECK_IDLE_SECONDS = 1.0
 
 # After a pool timeout, queries fail at once for this long instead of each waiting the full
 # timeout: with PostgreSQL down every request would otherwise stall a worker for seconds. The
@@ -108,6 +120,7 @@ class Database:
         self._pool_pid: int | None = None
         self._pool_lock = threading.Lock()
         self._down_until = 0.0
+        self._used_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> ConnectionPool:
@@ -122,13 +135,20 @@ class Database:
                 self.url,
                 min_size=1,
                 max_size=self.max_connections,
-                kwargs={"row_factory": dict_row, "connect_timeout": 5},
-                check=ConnectionPool.check_connection,
+                # Each write is one statement: autocommit spares it a BEGIN and a COMMIT round
+                # trip. What needs a transaction opens one (see `stats`).
+                kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
+                check=self._check,
                 open=True,
                 name="assistant",
             )
             self._pool_pid = os.getpid()
             return self._pool
+
+    def _check(self, conn: Any) -> None:
+        used_at = self._used_at.get(conn)
+        if used_at is None or time.monotonic() - used_at > CHECK_IDLE_SECONDS:
+            ConnectionPool.check_connection(conn)
 
     @contextmanager
     def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
@@ -136,7 +156,10 @@ class Database:
             raise DatabaseUnavailable("PostgreSQL timed out moments ago")
         try:
             with self.pool.connection(timeout=timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._used_at[conn] = time.monotonic()
         except PoolTimeout as exc:
             self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
@@ -335,7 +358,7 @@ class Database:
         the conversation took place; `fallback` is an answer the extractive fallback gave.
         """
         params = {"since": since}
-        with self._connection() as conn:
+        with self._connection() as conn, conn.transaction():
             # One snapshot, so the figures agree with each other while answers keep arriving.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             summary = conn.execute(

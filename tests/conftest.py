@@ -97,7 +97,7 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def assistant(settings):
-    from assistant.app import build_assistant
+    from assistant.rag import build_assistant
 
     return build_assistant(settings)
 

@@ -1,0 +1,411 @@
+"""`assistant bench api`: the real service under load, measured from outside.
+
+gunicorn serves the configured workers on a synthetic knowledge base, answers extractively (so
+no model time hides in the figures) and logs every exchange to PostgreSQL. A separate process
+drives it with keep-alive clients, so the load generator's CPU and GIL are not the server's.
+Afterwards the returned conversation ids are looked up: every 200 must be a stored row, not a
+spooled or lost one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+from tqdm import tqdm
+
+from assistant import knowledge
+from assistant.config import Settings
+
+HOST = "127.0.0.1"
+# Not counted: the first requests of each worker and connection pay one-off costs.
+WARMUP_SECONDS = 2.0
+# Building the intent model on 25,000 documents takes seconds; a first embedded cluster more.
+STARTUP_TIMEOUT = 180.0
+# Rows are written before /question answers; this covers replies in flight when the load ended.
+SETTLE_SECONDS = 1.0
+# A few off-topic questions, so the out-of-scope path is part of the mix as it is in real traffic.
+OUT_OF_SCOPE_QUESTIONS = 10
+HEADERS = {"Content-Type": "application/json"}
+
+
+class BenchError(RuntimeError):
+    """The service did not start, or the load could not be driven."""
+
+
+@dataclass(frozen=True)
+class ApiBenchResult:
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    ok_responses: int
+    rows: int
+    rss_mb_max: float
+    workers: int
+    threads: int
+    concurrency: int
+    seconds: float
+    docs: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        rows = [
+            ("workers x threads", f"{self.workers} x {self.threads}"),
+            ("knowledge base", f"{self.docs} documents"),
+            ("load", f"{self.concurrency} keep-alive clients for {self.seconds:g} s"),
+            ("requests per second", f"{self.rps:.1f}"),
+            ("latency p50 / p95 / p99", f"{self.p50_ms} / {self.p95_ms} / {self.p99_ms} ms"),
+            ("200 responses", str(self.ok_responses)),
+            ("errors", str(self.errors)),
+            ("rows stored", f"{self.rows} of {self.ok_responses}"),
+            ("peak RSS per worker", f"{self.rss_mb_max:.0f} MB"),
+        ]
+        width = max(len(label) for label, _ in rows) + 1
+        return [f"{label:<{width}} {value}" for label, value in rows]
+
+
+@dataclass
+class Load:
+    """What the clients saw: one latency per counted request, and every answer's id."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    conversation_ids: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def merge(self, other: Load) -> None:
+        self.latencies_ms += other.latencies_ms
+        self.errors += other.errors
+        self.conversation_ids += other.conversation_ids
+
+
+def bench_api(
+    settings: Settings,
+    seconds: float,
+    concurrency: int,
+    workers: int,
+    size: int,
+    progress: bool = True,
+) -> ApiBenchResult:
+    """Serve a synthetic KB of `size` documents, drive it for `seconds`, and measure."""
+    # Imported here, not above: the spawned load process imports this module too, and these
+    # would cost it seconds and a few hundred MB (scikit-learn, the LLM clients) for nothing.
+    from assistant.bench import percentile
+    from assistant.evaluation import sample_data
+
+    with tempfile.TemporaryDirectory(prefix="assistant-bench-") as tmp:
+        directory = Path(tmp)
+        source = knowledge.read_file(sample_data(settings))
+        kb_path = write_kb(source, size, directory / "kb.csv")
+        questions = bench_questions(source, settings.demo_kb.parent / "demo-out-of-scope.txt")
+        with database(settings, directory) as url:
+            with serving(kb_path, url, workers, directory) as server:
+                load = run_load(server.port, questions, concurrency, seconds, progress)
+                time.sleep(SETTLE_SECONDS)
+                rss_mb = peak_rss_mb(server.pid)
+            rows = stored_rows(url, load.conversation_ids)
+    if not load.latencies_ms:
+        raise BenchError("no request completed")
+    return ApiBenchResult(
+        rps=round(len(load.latencies_ms) / load.elapsed, 1),
+        p50_ms=round(percentile(load.latencies_ms, 0.50), 2),
+        p95_ms=round(percentile(load.latencies_ms, 0.95), 2),
+        p99_ms=round(percentile(load.latencies_ms, 0.99), 2),
+        errors=load.errors,
+        ok_responses=len(load.conversation_ids),
+        rows=rows,
+        rss_mb_max=round(rss_mb, 1),
+        workers=workers,
+        threads=settings.threads,
+        concurrency=concurrency,
+        seconds=seconds,
+        docs=server.documents,
+    )
+
+
+def write_kb(source: Sequence[knowledge.Document], size: int, path: Path) -> Path:
+    """`size` distinct documents. synthetic_kb's phrasings repeat now and then, and the service
+    drops exact repeats, so a longer run of them is drawn until enough are distinct (a small
+    source KB may have fewer variants: the result's `docs` says how many were served)."""
+    from assistant.evaluation import synthetic_kb  # not at the top: see bench_api
+
+    for factor in (1, 2, 4, 8):
+        docs = knowledge.deduplicate(synthetic_kb(source, size * factor))
+        if len(docs) >= size:
+            break
+    knowledge.write_csv(path, docs[:size])
+    return path
+
+
+def bench_questions(source: Sequence[knowledge.Document], out_of_scope: Path) -> list[str]:
+    """The KB's own customer phrasings and a few off-topic ones, in a fixed shuffled order."""
+    questions = [doc.question for doc in source]
+    questions += knowledge.read_lines(out_of_scope)[:OUT_OF_SCOPE_QUESTIONS]
+    random.Random(0).shuffle(questions)
+    return questions
+
+
+@contextmanager
+def database(settings: Settings, directory: Path) -> Iterator[str]:
+    """The configured PostgreSQL, else a throwaway embedded cluster: the user's data/pgdata
+    must not fill up with benchmark rows."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    import pgserver  # imported here: heavy, and only needed without a configured database
+
+    with pgserver.get_server(directory / "pgdata", cleanup_mode="stop") as server:
+        yield server.get_uri()
+
+
+@dataclass(frozen=True)
+class Server:
+    pid: int
+    port: int
+    documents: int
+
+
+@contextmanager
+def serving(kb_path: Path, database_url: str, workers: int, directory: Path) -> Iterator[Server]:
+    """`assistant serve` as a subprocess, exactly as deployed, until the block ends."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KB_PATH": str(kb_path),
+        "LLM_PROVIDER": "extractive",
+        "JUDGE_PROVIDER": "none",
+        "DATABASE_URL": database_url,
+        "HOST": HOST,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        # Spool and caches go to the temporary directory, not the user's data/.
+        "DATA_DIR": str(directory),
+        # Every client shares one address and carries no key: neither limit applies here.
+        "RATE_LIMIT": "",
+        "API_KEYS": "",
+    }
+    log_path = directory / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assistant", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Server(process.pid, port, _wait_until_ready(process, port, workers, log_path))
+    finally:
+        _stop(process)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_ready(process: subprocess.Popen, port: int, workers: int, log: Path) -> int:
+    """Wait for /health and for every worker; return the number of documents served."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"the server exited:\n{_tail(log)}")
+        health = _health(port)
+        if health and len(psutil.Process(process.pid).children()) == workers:
+            return health["knowledge_base"]["documents"]
+        time.sleep(0.25)
+    raise BenchError(f"the server was not ready within {STARTUP_TIMEOUT:.0f} s:\n{_tail(log)}")
+
+
+def _health(port: int) -> dict | None:
+    connection = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        return json.loads(response.read()) if response.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # SIGTERM is gunicorn's graceful stop: requests in flight finish and their rows are written.
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_load(
+    port: int, questions: Sequence[str], concurrency: int, seconds: float, progress: bool
+) -> Load:
+    """Drive the server from a spawned process, showing progress until its results arrive."""
+    context = multiprocessing.get_context("spawn")
+    counted = context.Value("L", 0)
+    ready = context.Event()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_drive,
+        args=(port, list(questions), concurrency, seconds, counted, ready, sender),
+        name="bench-load",
+        daemon=True,
+    )
+    process.start()
+    # Only the child may hold the sending end, so its death reads as end-of-file here.
+    sender.close()
+    # The clock starts when the clients do, not while the new interpreter is importing.
+    while not ready.wait(0.5) and process.is_alive():
+        pass
+    started = time.monotonic()
+    total = WARMUP_SECONDS + seconds
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s{postfix}"
+    with tqdm(total=round(total), desc="load", bar_format=bar_format, disable=not progress) as bar:
+        while not receiver.poll(0.5):
+            bar.n = min(int(time.monotonic() - started), bar.total)
+            bar.set_postfix(requests=counted.value)
+        bar.n = bar.total
+        bar.set_postfix(requests=counted.value)
+    try:
+        load = receiver.recv()
+    except EOFError as exc:
+        raise BenchError("the load process died before reporting") from exc
+    finally:
+        process.join()
+    return load
+
+
+def _drive(
+    port: int,
+    questions: list[str],
+    concurrency: int,
+    seconds: float,
+    counted,
+    ready,
+    sender,
+) -> None:
+    """The load process: `concurrency` client threads; sends one merged Load back."""
+    ready.set()
+    counting_from = time.monotonic() + WARMUP_SECONDS
+    until = counting_from + seconds
+    loads = [Load() for _ in range(concurrency)]
+    threads = [
+        threading.Thread(
+            target=_client,
+            # Each client starts elsewhere in the list, so they do not ask in lockstep.
+            args=(port, questions, n * len(questions) // concurrency, counting_from, until),
+            kwargs={"load": loads[n], "counted": counted},
+        )
+        for n in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    merged = Load(elapsed=time.monotonic() - counting_from)
+    for load in loads:
+        merged.merge(load)
+    sender.send(merged)
+    sender.close()
+
+
+def _client(
+    port: int,
+    questions: Sequence[str],
+    offset: int,
+    counting_from: float,
+    until: float,
+    *,
+    load: Load,
+    counted,
+) -> None:
+    """One customer after another on a single keep-alive connection."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    n = offset
+    while (now := time.monotonic()) < until:
+        body = json.dumps({"question": questions[n % len(questions)]})
+        n += 1
+        started = time.perf_counter()
+        conversation_id = _ask(connection, body)
+        latency_ms = (time.perf_counter() - started) * 1000
+        if now < counting_from:
+            continue
+        load.latencies_ms.append(latency_ms)
+        if conversation_id:
+            load.conversation_ids.append(conversation_id)
+        else:
+            load.errors += 1
+        with counted.get_lock():
+            counted.value += 1
+    connection.close()
+
+
+def _ask(connection: http.client.HTTPConnection, body: str) -> str | None:
+    """The answer's conversation id; None for anything but a 200 with one."""
+    try:
+        connection.request("POST", "/question", body, HEADERS)
+        response = connection.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException):
+        # http.client reconnects on the next request once the broken socket is closed.
+        connection.close()
+        return None
+    if response.status != 200:
+        return None
+    try:
+        return json.loads(data)["conversation_id"]
+    except (ValueError, KeyError):
+        return None
+
+
+def peak_rss_mb(master_pid: int) -> float:
+    """The largest peak resident set among the gunicorn master's workers, in MB."""
+    workers = psutil.Process(master_pid).children()
+    if not workers:
+        raise BenchError("gunicorn has no workers left")
+    return max(_peak_rss(worker) for worker in workers) / 2**20
+
+
+def _peak_rss(process: psutil.Process) -> int:
+    # VmHWM is the high-water mark: a worker may have shrunk since its peak.
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except FileNotFoundError:
+        # Not Linux: the current resident set is the best available.
+        return process.memory_info().rss
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def stored_rows(database_url: str, conversation_ids: Sequence[str]) -> int:
+    with psycopg.connect(database_url, connect_timeout=10) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM conversations WHERE id = ANY(%s)", (list(conversation_ids),)
+        ).fetchone()
+    return row[0]

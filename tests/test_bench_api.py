@@ -1,0 +1,62 @@
+"""`assistant bench api`: short real runs of gunicorn, the load process and PostgreSQL.
+
+Nothing here is timed: the figures are checked for their shape and for agreeing with the
+database, never for speed.
+"""
+
+import json
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from assistant.cli import main
+
+KEYS = {
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "errors",
+    "ok_responses",
+    "rows",
+    "rss_mb_max",
+    "workers",
+    "concurrency",
+    "seconds",
+    "docs",
+}
+SHORT_RUN = ["bench", "api", "--seconds", "3", "--concurrency", "2", "--docs", "300"]
+
+
+@pytest.fixture
+def no_dotenv(tmp_path, monkeypatch):
+    """Settings read `.env` from the working directory: a developer's must not leak in."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _bench(env: dict[str, str | None]) -> dict:
+    result = CliRunner().invoke(main, [*SHORT_RUN, "--workers", "1", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report.keys() >= KEYS
+    assert report["errors"] == 0 and report["ok_responses"] > 0
+    assert report["rows"] == report["ok_responses"]
+    assert report["workers"] == 1 and report["concurrency"] == 2 and report["docs"] == 300
+    assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+    assert report["rps"] > 0 and report["rss_mb_max"] > 0
+    return report
+
+
+def test_bench_api_logs_every_answer_to_the_configured_database(database_url, no_dotenv):
+    report = _bench({"DATABASE_URL": database_url})
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
+    assert stored >= report["rows"]
+
+
+def test_bench_api_without_a_database_uses_a_throwaway_one(tmp_path, no_dotenv):
+    data = tmp_path / "data"
+    _bench({"DATABASE_URL": None, "POSTGRES_HOST": None, "DATA_DIR": str(data)})
+    # The embedded cluster lived in a temporary directory, not under the user's data/.
+    assert not (data / "pgdata").exists()
