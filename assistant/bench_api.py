@@ -31,6 +31,7 @@ import psycopg
 from tqdm import tqdm
 
 from assistant import knowledge
+from assistant.client import ApiError, AssistantClient
 from assistant.config import Settings
 
 HOST = "127.0.0.1"
@@ -230,23 +231,14 @@ def _wait_until_ready(process: subprocess.Popen, port: int, workers: int, log: P
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BenchError(f"the server exited:\n{_tail(log)}")
-        health = _health(port)
+        try:
+            health = AssistantClient(f"http://{HOST}:{port}").health()
+        except ApiError:
+            health = None
         if health and len(psutil.Process(process.pid).children()) == workers:
             return health["knowledge_base"]["documents"]
         time.sleep(0.25)
     raise BenchError(f"the server was not ready within {STARTUP_TIMEOUT:.0f} s:\n{_tail(log)}")
-
-
-def _health(port: int) -> dict | None:
-    connection = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        connection.request("GET", "/health")
-        response = connection.getresponse()
-        return json.loads(response.read()) if response.status == 200 else None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
 
 
 def _tail(log: Path, chars: int = 3000) -> str:

@@ -208,6 +208,14 @@ def eval_group() -> None:
 
 KB_OPTION = click.option("--kb", required=True, help="Knowledge base: CSV, JSON, URL or 'demo'.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+DOCS_OPTION = click.option(
+    "--docs",
+    "size",
+    type=click.IntRange(min=100),
+    default=25_000,
+    show_default=True,
+    help="Documents in the synthetic KB.",
+)
 
 
 @eval_group.command("retrieval")
@@ -561,14 +569,7 @@ def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) 
 
 
 @bench_group.command("retrieval")
-@click.option(
-    "--docs",
-    "size",
-    type=click.IntRange(min=100),
-    default=25_000,
-    show_default=True,
-    help="Documents in the synthetic KB.",
-)
+@DOCS_OPTION
 @click.option("--kb", default=None, help="Rows to repeat (default: ../shared dev data, else demo).")
 @click.option("--queries", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print build_s, load_s, p50_ms, p99_ms.")
@@ -607,14 +608,7 @@ def bench_retrieval_command(size: int, kb: str | None, queries: int, as_json: bo
     default=None,
     help="gunicorn workers (default: WEB_CONCURRENCY).",
 )
-@click.option(
-    "--docs",
-    "size",
-    type=click.IntRange(min=100),
-    default=25_000,
-    show_default=True,
-    help="Documents in the synthetic KB.",
-)
+@DOCS_OPTION
 @click.option(
     "--json", "as_json", is_flag=True, help="Print rps, p50/p95/p99_ms, errors, rows, rss_mb_max."
 )

@@ -145,9 +145,8 @@ class InstructionsEchoed(ProviderError):
 class Instructions:
     """The system prompt's runs of words, to tell an answer that repeats it."""
 
-    def __init__(self, messages: Sequence[dict[str, str]], run: int = ECHO_RUN_WORDS):
-        text = " ".join(m["content"] for m in messages if m.get("role") == "system")
-        words = [w.lower() for w in _WORD.findall(text)]
+    def __init__(self, system: str, run: int = ECHO_RUN_WORDS):
+        words = [w.lower() for w in _WORD.findall(system)]
         self.run = run
         # Every run of 1 to `run` words, so a stream can tell which endings could still grow.
         self._runs = {
@@ -184,9 +183,7 @@ def instructions_of(messages: Sequence[dict[str, str]]) -> Instructions:
     return _instructions(" ".join(m["content"] for m in messages if m.get("role") == "system"))
 
 
-@functools.lru_cache(maxsize=16)
-def _instructions(system: str) -> Instructions:
-    return Instructions([{"role": "system", "content": system}])
+_instructions = functools.lru_cache(maxsize=16)(Instructions)
 
 
 def _placeholder_free(text: str, start: int) -> int:

@@ -24,7 +24,7 @@ import requests
 from assistant import prompts
 from assistant.config import MAX_BODY_BYTES, Settings
 from assistant.llm import Completion, make_provider
-from assistant.rag import Assistant, Instructions, InstructionsEchoed, build_messages
+from assistant.rag import Assistant, InstructionsEchoed, build_messages, instructions_of
 from tests.conftest import sse_events
 from tests.test_providers import llama_server, model_dir  # noqa: F401 (fixtures)
 from tests.test_server import served  # noqa: F401 (fixture)
@@ -459,7 +459,7 @@ def _stream(assistant, provider) -> tuple[str, object]:
 def test_guard_spots_a_run_of_the_instructions_and_nothing_shorter(assistant):
     company = assistant.profile.company_name
     hits = assistant.retriever.search(CANCEL, 2).hits
-    instructions = Instructions(build_messages(CANCEL, hits, company))
+    instructions = instructions_of(build_messages(CANCEL, hits, company))
     first = _system(company).split("\n")[0]
     assert instructions.echoed(first)
     assert instructions.echoed(f"Sure! {first.upper()} Anything else?")
