@@ -77,8 +77,9 @@ class ErrorResponse(BaseModel):
 class Source(BaseModel):
     id: str
     question: str
-    intent: str
+    intent: str = Field(description="The entry's intent, or its id in a KB without intents")
     score: float
+    url: str = Field("", description="Where the customer can read the entry; empty if unknown")
 
 
 class AnswerResponse(BaseModel):

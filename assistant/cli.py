@@ -155,24 +155,51 @@ def db_init() -> None:
 
 
 @main.command()
-@click.option("--kb", "source", required=True, help="A Bitext CSV, a JSON list, a URL or 'demo'.")
+@click.option(
+    "--kb",
+    "source",
+    required=True,
+    help="A Q&A CSV or JSON file, a folder of Markdown/HTML articles, a URL or 'demo'.",
+)
 def ingest(source: str) -> None:
-    """Validate a knowledge-base file and report its documents per intent."""
+    """Load a knowledge base, build and cache its index (embeddings included), and report its
+    entries, duplicates, empty entries, categories and the placeholders the business profile
+    does not fill."""
     from assistant import knowledge
+    from assistant.rag import build_retriever
 
     settings = _settings()
     try:
         kb = knowledge.load_configured(settings, source)
     except knowledge.KnowledgeBaseError as exc:
         raise click.ClickException(str(exc)) from exc
-    intents = Counter(doc.intent for doc in kb.documents)
-    categories = {doc.intent: doc.category for doc in kb.documents}
+    retriever = build_retriever(settings, kb.documents)
+    topics = Counter(doc.topic for doc in kb.documents)
+    categories = Counter(doc.category or "-" for doc in kb.documents)
+    labelled = "intent model" if retriever.labelled else "hybrid ranking"
     click.echo(
-        f"{len(kb)} documents, {len(intents)} intents, "
-        f"{len(set(categories.values()))} categories from {kb.source}"
+        f"{len(kb)} entries from {kb.source}: {kb.report.duplicates} duplicates dropped, "
+        f"{kb.report.empty} empty entries skipped; {len(categories)} categories, "
+        f"{len(topics)} {'intents' if retriever.labelled else 'topics'} ({labelled}; "
+        f"embeddings: {retriever.encoder.name if retriever.encoder else 'none'})"
     )
-    for intent, count in sorted(intents.items()):
-        click.echo(f"  {categories[intent]:<18} {intent:<32} {count:>6}")
+    for category, count in sorted(categories.items()):
+        click.echo(f"  {category:<32} {count:>6}")
+    profile = knowledge.load_profile(settings.profile_path)
+    unfilled = {
+        name: count
+        for name, count in knowledge.placeholders(kb.documents).items()
+        if name not in profile.placeholders
+    }
+    if unfilled:
+        click.echo(
+            f"{len(unfilled)} placeholders the business profile ({settings.profile_path}) does "
+            "not fill; customers would read them as words:"
+        )
+        for name, count in sorted(unfilled.items()):
+            click.echo(f"  {{{{{name}}}}} ({count}) -> {profile.value(name)!r}")
+    else:
+        click.echo("every placeholder is filled by the business profile")
 
 
 def _print_metrics(metrics: dict[str, object], as_json: bool) -> None:
@@ -180,7 +207,11 @@ def _print_metrics(metrics: dict[str, object], as_json: bool) -> None:
         click.echo(json.dumps(metrics, indent=2))
         return
     for key, value in metrics.items():
-        click.echo(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+        if isinstance(value, list):
+            click.echo(f"{key}:")
+            click.echo("\n".join(f"  {item}" for item in value))
+            continue
+        click.echo(f"{key:<30} {value:.4f}" if isinstance(value, float) else f"{key:<30} {value}")
 
 
 def _documents(settings: Settings, source: str):
@@ -206,7 +237,9 @@ def eval_group() -> None:
     """Measure retrieval, the out-of-scope gate and answer quality."""
 
 
-KB_OPTION = click.option("--kb", required=True, help="Knowledge base: CSV, JSON, URL or 'demo'.")
+KB_OPTION = click.option(
+    "--kb", required=True, help="Knowledge base: CSV, JSON, a folder of articles, URL or 'demo'."
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 DOCS_OPTION = click.option(
     "--docs",
@@ -252,11 +285,16 @@ def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_js
     from assistant import knowledge
     from assistant.evaluation import scope_metrics
     from assistant.llm import ExtractiveProvider
-    from assistant.rag import Assistant, build_retriever
+    from assistant.rag import Assistant, build_retriever, build_signals
 
     settings = _settings()
     retriever = build_retriever(settings, _documents(settings, kb))
-    assistant = Assistant(retriever, ExtractiveProvider(), knowledge.Profile())
+    assistant = Assistant(
+        retriever,
+        ExtractiveProvider(),
+        knowledge.Profile(),
+        signals=build_signals(settings, retriever),
+    )
     inside = [q.text for q in _queries(in_scope)]
     outside = [q.text for q in _queries(out_of_scope)]
     metrics = scope_metrics(assistant, inside, outside, progress=not as_json)
@@ -267,6 +305,49 @@ def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_js
             [retriever.search(t, 1).scope_score for t in texts] for texts in (inside, outside)
         ]
         plot_scope_curve(*scores, retriever.scope_threshold, Path(chart))
+    _print_metrics(metrics, as_json)
+
+
+@eval_group.command("outcomes")
+@KB_OPTION
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Test questions with expected outcomes (default: data/customer-questions.csv).",
+)
+@click.option(
+    "--expect",
+    default="demo",
+    show_default=True,
+    help="The column of expected outcomes: an entry id or intent, handoff or decline.",
+)
+@click.option("--misses", is_flag=True, help="List every question with the wrong outcome.")
+@JSON_OPTION
+def eval_outcomes(kb: str, questions: str | None, expect: str, misses: bool, as_json: bool):
+    """Share of test questions that get the right outcome: the expected entry, a handoff or
+    a decline (a question in another language may be handed off for its language)."""
+    from assistant import knowledge
+    from assistant.evaluation import outcome_metrics, read_expectations
+    from assistant.llm import ExtractiveProvider
+    from assistant.rag import Assistant, build_retriever, build_signals
+
+    settings = _settings()
+    path = Path(questions) if questions else settings.demo_kb.parent / "customer-questions.csv"
+    try:
+        rows = read_expectations(path, expect)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    retriever = build_retriever(settings, _documents(settings, kb))
+    assistant = Assistant(
+        retriever,
+        ExtractiveProvider(),
+        knowledge.Profile(),
+        signals=build_signals(settings, retriever),
+    )
+    metrics = outcome_metrics(assistant, rows, progress=not as_json)
+    if not misses:
+        metrics.pop("misses")
     _print_metrics(metrics, as_json)
 
 
@@ -303,7 +384,7 @@ def eval_tune(
     reads."""
     from assistant import knowledge
     from assistant.evaluation import retrieval_metrics, tune
-    from assistant.search import RetrievalSettings, Retriever
+    from assistant.retrieval import RetrievalSettings, Retriever
 
     settings = _settings()
     docs = _documents(settings, kb)
@@ -577,7 +658,7 @@ def bench_retrieval_command(size: int, kb: str | None, queries: int, as_json: bo
     """Index build, saved-index load and per-query latency on a KB of `--docs` documents."""
     from assistant import knowledge
     from assistant.evaluation import bench_retrieval, sample_data
-    from assistant.search import RetrievalSettings
+    from assistant.retrieval import RetrievalSettings
 
     settings = _settings()
     source = kb or str(sample_data(settings))

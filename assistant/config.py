@@ -52,6 +52,7 @@ class Settings:
     demo_kb: Path = PROJECT_ROOT / "data" / "demo-kb.csv"
     retrieval_settings: Path = PROJECT_ROOT / "data" / "retrieval-settings.json"
     out_of_domain: Path = PROJECT_ROOT / "data" / "out-of-domain.txt"
+    handoff_examples: Path = PROJECT_ROOT / "data" / "handoff-examples.txt"
     kb_url: str = BITEXT_URL
     download_timeout: float = 10.0
     profile_path: Path = PROJECT_ROOT / "data" / "business-profile.yaml"
@@ -75,6 +76,10 @@ class Settings:
     local_context: int = 4096
     local_context_entries: int = 1
     local_max_tokens: int = 200
+    embedding_provider: str = "local"
+    embedding_model: str | None = None
+    embedding_base_url: str | None = None
+    embedding_multilingual: bool = False
     judge_provider: str = "auto"
     judge_model: str | None = None
     judge_queue_size: int = 1000
@@ -123,6 +128,9 @@ class Settings:
             "out_of_domain": Path(
                 env.get("OUT_OF_DOMAIN_PATH", home / "data" / "out-of-domain.txt")
             ),
+            "handoff_examples": Path(
+                env.get("HANDOFF_EXAMPLES", home / "data" / "handoff-examples.txt")
+            ),
             "kb_url": env.get("KB_URL", BITEXT_URL),
             "download_timeout": float(env.get("KB_DOWNLOAD_TIMEOUT", 10)),
             "profile_path": Path(
@@ -156,6 +164,11 @@ class Settings:
             # entry alone a 60-token answer took 1.2-1.4 s on 2 cores, with two 1.7-1.8 s.
             "local_context_entries": int(env.get("LOCAL_CONTEXT_ENTRIES", 1)),
             "local_max_tokens": int(env.get("LOCAL_MAX_TOKENS", 200)),
+            "embedding_provider": env.get("EMBEDDING_PROVIDER", "local").strip().lower(),
+            "embedding_model": env.get("EMBEDDING_MODEL") or None,
+            "embedding_base_url": env.get("EMBEDDING_BASE_URL") or None,
+            "embedding_multilingual": env.get("EMBEDDING_MULTILINGUAL", "").strip().lower()
+            in {"1", "true", "yes", "on"},
             "judge_provider": env.get("JUDGE_PROVIDER", "auto").strip().lower(),
             "judge_model": env.get("JUDGE_MODEL") or None,
             "judge_queue_size": int(env.get("JUDGE_QUEUE_SIZE", 1000)),

@@ -22,7 +22,7 @@ from assistant.judge import LABELS, Judge, heuristic_verdict, sources_text
 from assistant.knowledge import Document
 from assistant.llm import Provider, ProviderError
 from assistant.rag import Assistant
-from assistant.search import RetrievalSettings, Retriever
+from assistant.retrieval import RetrievalSettings, Retriever
 
 QUERY_COLUMNS = ("instruction", "question", "query")
 
@@ -75,15 +75,17 @@ def retrieval_metrics(
     retriever: Retriever, queries: Sequence[Query], k: int = 5, progress: bool = False
 ) -> dict[str, float | int]:
     """Intent-level hit rate and MRR (a same-intent document counts), intent@1, and, when the
-    queries name a document id, the original project's exact-id hit rate and MRR."""
+    queries name a document id, `id_at_1` and the exact-id hit rate and MRR (the original
+    project's yardstick). MRR as in Voorhees (1999), TREC-8 QA: mean of 1/rank, 0 past k."""
     intent_of = {doc.id: doc.intent for doc in retriever.documents}
+    labelled = any(doc.intent for doc in retriever.documents)
     latencies, intent_hits, intent_ranks, id_ranks, top1 = [], [], [], [], []
     for query in tqdm(queries, desc="retrieval", disable=not progress, unit="q"):
         started = time.perf_counter()
         result = retriever.search(query.text, k)
         latencies.append((time.perf_counter() - started) * 1000)
         expected = query.intent or intent_of.get(query.doc_id or "")
-        if expected:
+        if expected and labelled:
             hit_intents = [hit.document.intent for hit in result.hits]
             intent_ranks.append(_rank_of(hit_intents, expected))
             intent_hits.append(expected in hit_intents)
@@ -96,6 +98,7 @@ def retrieval_metrics(
         metrics["hit_rate"] = float(np.mean(intent_hits))
         metrics["mrr"] = float(np.mean([1 / r if r else 0.0 for r in intent_ranks]))
     if id_ranks:
+        metrics["id_at_1"] = float(np.mean([r == 1 for r in id_ranks]))
         metrics["id_hit_rate"] = float(np.mean([r is not None for r in id_ranks]))
         metrics["id_mrr"] = float(np.mean([1 / r if r else 0.0 for r in id_ranks]))
     if latencies:
@@ -132,14 +135,87 @@ def scope_metrics(
         ]
 
     inside, outside = statuses(in_scope, "in scope"), statuses(out_of_scope, "out of scope")
+
+    def share(values: list[str], status: str) -> float:
+        return float(np.mean([v == status for v in values])) if values else 0.0
+
     return {
         "in_scope_queries": len(inside),
         "out_of_scope_queries": len(outside),
-        "in_scope_answered": float(np.mean([s != DECLINED for s in inside])) if inside else 0.0,
-        "out_of_scope_declined": float(np.mean([s == DECLINED for s in outside]))
-        if outside
-        else 0.0,
-        "in_scope_handoff": float(np.mean([s == "handoff" for s in inside])) if inside else 0.0,
+        "in_scope_answered": share(inside, "answered"),
+        "in_scope_handoff": share(inside, "handoff"),
+        "in_scope_declined": share(inside, DECLINED),
+        "out_of_scope_declined": share(outside, DECLINED),
+    }
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One test question and the outcome it should get: a KB entry id or intent, `handoff`
+    or `decline`; `language` is its ISO code and `kind` what it tests (typo, foreign, ...)."""
+
+    question: str
+    expected: str
+    kind: str = ""
+    language: str = "en"
+
+
+def read_expectations(path: Path, column: str) -> list[Expectation]:
+    """Rows of a CSV with `question` and the `column` of expected outcomes; rows whose
+    expectation is empty (the topic is not in that KB) are left out."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or []) or "question" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: needs a question column and a {column!r} column")
+        return [
+            Expectation(
+                row["question"].strip(),
+                row[column].strip(),
+                (row.get("kind") or "").strip(),
+                (row.get("language") or "en").strip() or "en",
+            )
+            for row in reader
+            if (row.get(column) or "").strip() and (row.get("question") or "").strip()
+        ]
+
+
+def outcome_of(answer, expectation: Expectation, kb_language: str = "en") -> bool:
+    """Whether an Answer is the expected outcome. A question in another language may also be
+    handed off for its language (the assistant says which language it answers in)."""
+    expected = expectation.expected
+    if expected == "decline":
+        return answer.status == DECLINED
+    if expected == "handoff":
+        return answer.status == "handoff"
+    if expectation.language != kb_language and answer.handoff_reason == "language":
+        return True
+    top = answer.sources[0].id if answer.sources else None
+    return answer.status == "answered" and expected in {answer.intent, top}
+
+
+def outcome_metrics(
+    assistant: Assistant, expectations: Sequence[Expectation], progress: bool = False
+) -> dict[str, object]:
+    """Share of right outcomes overall and per kind, and how many customers who asked for a
+    person (expected `handoff`) were declined instead."""
+    right: dict[str, list[bool]] = {}
+    misses, declined_humans = [], 0
+    for item in tqdm(expectations, desc="outcomes", disable=not progress, unit="q"):
+        answer = assistant.answer(item.question)
+        ok = outcome_of(answer, item, assistant.language)
+        right.setdefault(item.kind or "all", []).append(ok)
+        if item.expected == "handoff" and answer.status == DECLINED:
+            declined_humans += 1
+        if not ok:
+            got = answer.intent if answer.status == "answered" else answer.status
+            misses.append(f"{item.question} -> {got} (expected {item.expected})")
+    flat = [ok for oks in right.values() for ok in oks]
+    return {
+        "questions": len(flat),
+        "right_outcome": float(np.mean(flat)) if flat else 0.0,
+        "handoff_expected_but_declined": declined_humans,
+        **{f"right_{kind}": float(np.mean(oks)) for kind, oks in sorted(right.items())},
+        "misses": misses,
     }
 
 

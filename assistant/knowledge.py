@@ -1,14 +1,21 @@
-"""The knowledge base: documents, their loaders, and the profile that fills placeholders."""
+"""The knowledge base: documents, their loaders, and the profile that fills placeholders.
+
+A team's knowledge base comes as a Q&A file (CSV or JSON: `question,answer` with optional
+`id`, `url`, `category`, `intent`; Bitext's `instruction,intent,category,tags,response` too) or
+as a folder of Markdown or HTML help-centre articles, split into sections at their headings.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -29,12 +36,25 @@ class KnowledgeBaseError(ValueError):
 
 @dataclass(frozen=True)
 class Document:
+    """One knowledge-base entry: a Q&A pair, or one section of an article.
+
+    `question` is the entry's question or the section's title; `response` its answer or text.
+    `intent` is empty when the KB carries no intent labels; `url` is where a customer can read
+    the entry (empty when unknown).
+    """
+
     id: str
     question: str
     response: str
     intent: str
     category: str
     tags: str = ""
+    url: str = ""
+
+    @property
+    def topic(self) -> str:
+        """The entry's intent label where the KB has one, else its own id (one entry, one topic)."""
+        return self.intent or self.id
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -50,45 +70,94 @@ def _clean(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
-def make_document(row: Mapping[str, object]) -> Document:
-    question = _clean(row.get("question") or row.get("instruction"))
-    response = _clean(row.get("response") or row.get("answer"))
-    intent = _clean(row.get("intent"))
+QUESTION_COLUMNS = ("question", "instruction", "title")
+ANSWER_COLUMNS = ("answer", "response", "text")
+
+
+def _first(row: Mapping[str, object], names: Sequence[str]) -> str:
+    return next((_clean(row.get(n)) for n in names if _clean(row.get(n))), "")
+
+
+def make_document(row: Mapping[str, object]) -> Document | None:
+    """A Document from one row of a Q&A file; None when its question or answer is empty."""
+    question = _first(row, QUESTION_COLUMNS)
+    response = _first(row, ANSWER_COLUMNS)
     if not question or not response:
-        raise KnowledgeBaseError(f"a document needs a question and a response: {dict(row)!r:.200}")
+        return None
+    intent = _clean(row.get("intent"))
     return Document(
         id=_clean(row.get("id")) or document_id(question, response, intent),
         question=question,
         response=response,
-        intent=intent or "unknown",
-        category=_clean(row.get("category")) or "UNKNOWN",
+        intent=intent,
+        category=_clean(row.get("category")),
         tags=_clean(row.get("tags")),
+        url=_clean(row.get("url")),
     )
 
 
-def deduplicate(docs: Iterable[Document]) -> list[Document]:
-    """Drop exact repeats (same question, response and intent), keeping the first."""
+@dataclass
+class LoadReport:
+    """What a loader saw besides the documents it kept: rows it dropped, and why."""
+
+    duplicates: int = 0
+    empty: int = 0
+
+
+def deduplicate(docs: Iterable[Document], report: LoadReport | None = None) -> list[Document]:
+    """Drop exact repeats (same question, response and intent), keeping the first; a repeated
+    id gets a numbered suffix, so every kept document has its own id."""
+    report = report if report is not None else LoadReport()
     seen: set[tuple[str, str, str]] = set()
+    ids: Counter[str] = Counter()
     unique = []
     for doc in docs:
         key = (doc.question, doc.response, doc.intent)
-        if key not in seen:
-            seen.add(key)
-            unique.append(doc)
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        ids[doc.id] += 1
+        if ids[doc.id] > 1:
+            doc = replace(doc, id=f"{doc.id}-{ids[doc.id]}")
+        unique.append(doc)
     return unique
 
 
-def read_csv(path: Path) -> list[Document]:
+def _documents(rows: Iterable[Mapping[str, object]], report: LoadReport) -> list[Document]:
+    docs = []
+    for row in rows:
+        doc = make_document(row)
+        if doc is None:
+            report.empty += 1
+        else:
+            docs.append(doc)
+    return deduplicate(docs, report)
+
+
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise KnowledgeBaseError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 and load it again"
+        ) from exc
+
+
+def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
+    """Rows of a CSV with a question column (`question`, `instruction` or `title`) and an
+    answer column (`answer`, `response` or `text`); `id`, `url`, `category`, `intent` and
+    `tags` are optional. Raises KnowledgeBaseError for other columns or another encoding."""
+    report = report if report is not None else LoadReport()
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        if not columns & {"instruction", "question"} or not columns & {"response", "answer"}:
-            raise KnowledgeBaseError(
-                f"{path}: expected Bitext columns instruction,intent,category,tags,response; "
-                f"found {sorted(columns)}"
-            )
-        return deduplicate(make_document(row) for row in reader)
+    reader = csv.DictReader(io.StringIO(_read_text(path, "utf-8-sig"), newline=""))
+    columns = set(reader.fieldnames or [])
+    if not columns & set(QUESTION_COLUMNS) or not columns & set(ANSWER_COLUMNS):
+        raise KnowledgeBaseError(
+            f"{path}: expected question,answer columns (or Bitext's instruction,response); "
+            f"found {sorted(columns)}"
+        )
+    return _documents(reader, report)
 
 
 def write_csv(path: Path, docs: Iterable[Document]) -> None:
@@ -100,22 +169,33 @@ def write_csv(path: Path, docs: Iterable[Document]) -> None:
             writer.writerow([doc.question, doc.intent, doc.category, doc.tags, doc.response])
 
 
-def read_json(path: Path) -> list[Document]:
+def read_json(path: Path, report: LoadReport | None = None) -> list[Document]:
+    """A JSON list of objects with the same keys as `read_csv`'s columns."""
+    report = report if report is not None else LoadReport()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise KnowledgeBaseError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise KnowledgeBaseError(f"{path}: expected a JSON list of document objects")
-    return deduplicate(make_document(item) for item in data)
+    docs = _documents(data, report)
+    if data and not docs:
+        raise KnowledgeBaseError(f"{path}: no object has both a question and an answer")
+    return docs
 
 
-def read_file(path: Path) -> list[Document]:
+def read_file(path: Path, report: LoadReport | None = None) -> list[Document]:
+    """A Q&A file (`.json`, else CSV) or a folder of articles (see `articles.read_folder`)."""
+    report = report if report is not None else LoadReport()
+    if path.is_dir():
+        from assistant.articles import read_folder
+
+        return deduplicate(read_folder(path, report), report)
     if not path.is_file():
-        raise KnowledgeBaseError(f"{path}: no such file")
+        raise KnowledgeBaseError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".json":
-        return read_json(path)
-    return read_csv(path)
+        return read_json(path, report)
+    return read_csv(path, report)
 
 
 def cache_key(url: str) -> str:
@@ -140,34 +220,52 @@ def download(url: str, cache_dir: Path, timeout: float) -> Path:
 
 @dataclass(frozen=True)
 class KnowledgeBase:
+    """The documents of one source, and what loading them dropped."""
+
     documents: list[Document]
     source: str
+    report: LoadReport = field(default_factory=LoadReport)
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    @property
+    def digest(self) -> str:
+        """A hash of every document's content: the key of the caches built from this KB."""
+        hasher = hashlib.sha256()
+        for doc in self.documents:
+            hasher.update(json.dumps(doc.to_dict(), sort_keys=True).encode())
+        return hasher.hexdigest()[:16]
+
+
+def _read(path: Path, source: str) -> KnowledgeBase:
+    report = LoadReport()
+    return KnowledgeBase(read_file(path, report), source, report)
 
 
 def load(
     source: str, *, demo: Path, cache_dir: Path, url: str, timeout: float = 10.0
 ) -> KnowledgeBase:
-    """Load a KB from a path, a URL, `demo`, or `auto` (cached or downloaded dataset, else demo).
+    """Load a KB from a file or folder path, a URL, `demo`, or `auto` (the cached or
+    downloaded dataset, else the demo KB).
 
     `auto` never fails for want of network: the bundled demo KB is the floor.
     """
     if source == "demo":
-        return KnowledgeBase(read_csv(demo), "demo")
+        return _read(demo, "demo")
     if source.startswith(("http://", "https://")):
-        return KnowledgeBase(read_file(download(source, cache_dir, timeout)), source)
+        return _read(download(source, cache_dir, timeout), source)
     if source != "auto":
-        return KnowledgeBase(read_file(Path(source)), source)
+        return _read(Path(source), source)
     try:
         path = download(url, cache_dir, timeout)
-        return KnowledgeBase(read_file(path), str(path))
+        return _read(path, str(path))
     except (requests.RequestException, OSError, ValueError) as exc:
-        log.warning(
-            "Bitext dataset unavailable (%s); using the bundled demo KB", type(exc).__name__
+        log.info(
+            "Bitext dataset unavailable (%s); answering from the bundled demo KB",
+            type(exc).__name__,
         )
-        return KnowledgeBase(read_csv(demo), "demo")
+        return _read(demo, "demo")
 
 
 def humanize(name: str) -> str:
@@ -198,6 +296,15 @@ class Profile:
         # "the {{CONTACT_US_SECTION}} section" would otherwise read "Contact Us section section".
         filled = _REPEATED_KIND.sub(r"\1", filled)
         return filled.replace("{{", "").replace("}}", "")
+
+
+def placeholders(docs: Iterable[Document]) -> Counter[str]:
+    """Every `{{PLACEHOLDER}}` name in the documents' answers and questions, with its count."""
+    found: Counter[str] = Counter()
+    for doc in docs:
+        for text in (doc.question, doc.response):
+            found.update(re.sub(r"\s+", "_", m.strip()).upper() for m in _PLACEHOLDER.findall(text))
+    return found
 
 
 def load_profile(path: Path) -> Profile:

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from assistant.rag import Assistant, small_talk_kind
-from assistant.search import Retriever
+from assistant.retrieval import Retriever
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from assistant.evaluation import (
     synthetic_kb,
 )
 from assistant.knowledge import Document
-from assistant.search import Hit, SearchResult
+from assistant.retrieval import Hit, SearchResult
 from tests.conftest import BITEXT_DEV, SHARED_DATA
 
 DOCS = [

@@ -4,7 +4,7 @@ import minsearch
 import pytest
 
 from assistant import knowledge
-from assistant.search import RetrievalSettings, Retriever, _record
+from assistant.retrieval.retriever import RetrievalSettings, Retriever, _record
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,22 @@
-"""Retrieval: minsearch for the lexical ranking, an intent model to make it right, and an
-out-of-scope gate. Returns ranked hits, the predicted intent and a confidence in [0, 1]."""
+"""The Retriever: ranks a knowledge base for a question and says whether it is in scope.
+
+Two ways to rank, chosen per KB when the index is built:
+
+- **Hybrid** (any KB): dense sentence embeddings of each entry's question and answer, fused
+  by a weighted sum with character n-gram TF-IDF of its question and minsearch's word TF-IDF.
+  The weights were chosen on StackFAQ's dev half (`assistant eval retrieval`, README).
+- **Intent model** (a KB with intent labels and enough phrasings per intent, like Bitext): a
+  linear SVM over character n-grams picks the intent, minsearch ranks inside it.
+
+The scope gate is calibrated from the KB alone: generic off-topic background text is scored
+against the KB, and a question must score above what nearly all of that text reaches.
+Returns ranked hits, the top intent (or entry id), a confidence in [0, 1] and the scope.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +29,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from assistant.knowledge import Document
+from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError
+
+log = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
@@ -50,6 +66,24 @@ class RetrievalSettings:
     scope_threshold: float | None = None
     # Below this confidence an in-scope answer is handed to a person instead of guessed.
     handoff_threshold: float = 0.25
+    # The intent model is used when the KB's intents have at least this many phrasings each
+    # (median); one entry per topic, as in a team's FAQ, is ranked by the hybrid score.
+    min_phrasings: int = 4
+    # Hybrid score weights: answer similarity relative to the question's, character n-gram
+    # similarity and minsearch's word TF-IDF similarity relative to the dense one.
+    answer_weight: float = 0.2
+    char_weight: float = 0.3
+    word_weight: float = 0.1
+    # Share of the background text the hybrid gate declines: its threshold is this quantile of
+    # the background's best scores against the KB.
+    background_declined: float = 0.9
+    # With an intent model, a question its gate declines is let through when the hybrid
+    # score clears this (stricter) quantile: everyday wording the KB's phrasings lack.
+    rescue_declined: float = 0.995
+    # Scale of hybrid scores before the softmax that gives an unlabelled KB's confidence.
+    hybrid_temperature: float = 20.0
+    # False: plain minsearch (the original project's ranking), the `--lexical` baseline.
+    hybrid: bool = True
 
     @classmethod
     def load(cls, path: Path | None) -> RetrievalSettings:
@@ -204,16 +238,23 @@ def _training_sample(
 
 class Retriever:
     """Ranks the KB for a query. No category filter: the intent model narrows the search, and
-    its runner-up intents stay in the hits, so one wrong guess never hides the answer."""
+    its runner-up intents stay in the hits, so one wrong guess never hides the answer.
+
+    `encoder` gives the dense ranking (None: lexical only); `embeddings` caches its vectors.
+    Raises nothing for an empty KB: every search then finds nothing, out of scope.
+    """
 
     def __init__(
         self,
         documents: Sequence[Document],
         settings: RetrievalSettings | None = None,
         background: Sequence[str] = (),
+        encoder: Encoder | None = None,
+        embeddings: EmbeddingCache | None = None,
     ):
         self.documents = list(documents)
         self.settings = settings or RetrievalSettings()
+        self.encoder = encoder
         self._index = minsearch.Index(
             text_fields=list(TEXT_FIELDS), keyword_fields=["intent", "category"]
         )
@@ -224,26 +265,108 @@ class Retriever:
             if self.documents
             else {}
         )
-        self._rows: dict[str, np.ndarray] = {}
+        rows: dict[str, list[int]] = {}
         for row, doc in enumerate(self.documents):
-            self._rows.setdefault(doc.intent, []).append(row)
-        self._rows = {intent: np.array(rows) for intent, rows in self._rows.items()}
+            rows.setdefault(doc.topic, []).append(row)
+        self._rows = {intent: np.array(r) for intent, r in rows.items()}
         # Within one intent every document has the same intent text: it cannot change their
         # order. The other boosted fields sit side by side, boosts applied, in one matrix per
         # intent, so a query's scores there are one sparse product instead of one per field.
         self._within_fields = [
             name for name, boost in self.settings.boosts.items() if boost and name != "intent_text"
         ]
-        self._blocks = {intent: self._within_intent(rows) for intent, rows in self._rows.items()}
-        self._category = {doc.intent: doc.category for doc in self.documents}
+        self._category = {doc.topic: doc.category or None for doc in self.documents}
         self.scope_threshold = (
             self.settings.scope_threshold if self.settings.scope_threshold is not None else 0.0
         )
-        self.intent_model = self._fit_intent_model(background)
+        self.labelled = self._is_labelled()
+        self._blocks = (
+            {intent: self._within_intent(r) for intent, r in self._rows.items()}
+            if self.labelled
+            else {}
+        )
+        self.intent_model = self._fit_intent_model(background) if self.labelled else None
+        self._fit_hybrid(background, embeddings)
 
-    def _fit_intent_model(self, background: Sequence[str]) -> IntentModel | None:
-        if not self.settings.use_intent_model or len(self._rows) < 2:
+    def _is_labelled(self) -> bool:
+        labels = [doc.intent for doc in self.documents]
+        if not self.settings.use_intent_model or not all(labels) or len(self._rows) < 2:
+            return False
+        return float(np.median([len(r) for r in self._rows.values()])) >= (
+            self.settings.min_phrasings
+        )
+
+    # ----- hybrid ranking -------------------------------------------------------------------
+
+    def _fit_hybrid(self, background: Sequence[str], embeddings: EmbeddingCache | None) -> None:
+        self._dense_questions = self._dense_answers = None
+        self.hybrid_threshold = self.rescue_threshold = 0.0
+        if not self.documents:
+            return
+        self._char = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float32
+        )
+        questions = [doc.question for doc in self.documents]
+        self._char.fit([*questions, *background])
+        self._char_questions = self._char.transform(questions).T.tocsr()
+        self._char_query = QueryVectorizer(self._char)
+        if self.encoder is not None:
+            cache = embeddings or EmbeddingCache(self.encoder, None)
+            try:
+                self._dense_questions = cache.embed_multi(questions).T.copy()
+                self._dense_answers = cache.embed_multi(
+                    [doc.response for doc in self.documents]
+                ).T.copy()
+            except EncoderError as exc:
+                log.warning("embedding the KB failed (%s): retrieval is lexical only", exc)
+                self.encoder = None
+        if background:
+            scores = np.array([self.hybrid_scores(text).max() for text in background])
+            self.hybrid_threshold = float(np.quantile(scores, self.settings.background_declined))
+            self.rescue_threshold = float(np.quantile(scores, self.settings.rescue_declined))
+
+    def query_vector(self, query: str) -> np.ndarray | None:
+        """The query's dense vector, or None without an encoder or when the encoder fails."""
+        if self.encoder is None or self._dense_questions is None:
             return None
+        try:
+            return self.encoder.embed([query])[0]
+        except EncoderError as exc:
+            log.warning("embedding a query failed (%s): ranked lexically", exc)
+            return None
+
+    def hybrid_scores(self, query: str, vector: np.ndarray | None = None) -> np.ndarray:
+        """The hybrid score of every document, in KB order (see the module docstring)."""
+        s = self.settings
+        columns, values = self._char_query.weights(query)
+        scores = s.char_weight * (self._char_questions[columns].T @ values)
+        if s.word_weight:
+            scores += s.word_weight * self.lexical_scores(query) / sum(s.boosts.values())
+        vector = self.query_vector(query) if vector is None else vector
+        if vector is not None:
+            scores += vector @ self._dense_questions
+            scores += s.answer_weight * (vector @ self._dense_answers)
+        return scores
+
+    def _search_hybrid(self, query: str, k: int) -> SearchResult:
+        scores = self.hybrid_scores(query)
+        top = np.argsort(-scores, kind="stable")[:k]
+        hits = [Hit(self.documents[i], float(scores[i])) for i in top]
+        head = scores[top] - scores[top[0]]
+        weights = np.exp(head * self.settings.hybrid_temperature)
+        best = hits[0].document
+        return SearchResult(
+            hits=hits,
+            intent=best.topic,
+            category=best.category or None,
+            confidence=round(float(weights[0] / weights.sum()), 4),
+            in_scope=bool(scores[top[0]] >= self.hybrid_threshold),
+            scope_score=round(float(scores[top[0]]), 4),
+        )
+
+    # ----- intent model ---------------------------------------------------------------------
+
+    def _fit_intent_model(self, background: Sequence[str]) -> IntentModel:
         sample = _training_sample(
             self._rows, self.settings.max_train_per_intent, np.random.default_rng(0)
         )
@@ -318,18 +441,24 @@ class Retriever:
         return scores
 
     def search(self, query: str, k: int = 5) -> SearchResult:
+        """The top `k` hits for `query`, best first, with intent, confidence and scope."""
         if not self.documents or k < 1:
             return SearchResult([], None, None, 0.0, False, 0.0)
         if self.intent_model is None:
+            if self.settings.hybrid:
+                return self._search_hybrid(query, k)
             return self._search_lexical(query, k)
         prediction = self.intent_model.predict(query)
         top = prediction.ranked[0]
+        in_scope = prediction.scope_score >= self.scope_threshold
+        if not in_scope and self.settings.hybrid:
+            in_scope = bool(self.hybrid_scores(query).max() >= self.rescue_threshold)
         return SearchResult(
             hits=self._intent_hits(self._within_vector(query), prediction.ranked, k),
             intent=top,
             category=self._category[top],
             confidence=round(prediction.confidence, 4),
-            in_scope=prediction.scope_score >= self.scope_threshold,
+            in_scope=in_scope,
             scope_score=round(prediction.scope_score, 4),
         )
 
@@ -357,21 +486,33 @@ class Retriever:
             return SearchResult([], None, None, 0.0, False, 0.0)
         best = hits[0].document
         mass = sum(hit.score for hit in hits)
-        agreeing = sum(hit.score for hit in hits if hit.document.intent == best.intent)
+        agreeing = sum(hit.score for hit in hits if hit.document.topic == best.topic)
         confidence = round(agreeing / mass, 4)
-        return SearchResult(hits, best.intent, best.category, confidence, True, hits[0].score)
+        return SearchResult(
+            hits, best.topic, best.category or None, confidence, True, hits[0].score
+        )
+
+    def __getstate__(self) -> dict:
+        # The encoder is a model, not index state: it is attached again after loading.
+        return {**self.__dict__, "encoder": None}
 
     def save(self, path: Path) -> None:
-        """Pickle the fitted retriever. Load only files you wrote: pickle runs code."""
-        with path.open("wb") as handle:
+        """Pickle the fitted retriever (without its encoder), atomically. Load only files
+        you wrote: pickle runs code."""
+        partial = path.with_suffix(".part")
+        with partial.open("wb") as handle:
             pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(path)
 
     @staticmethod
-    def load(path: Path) -> Retriever:
+    def load(path: Path, encoder: Encoder | None = None) -> Retriever:
+        """A retriever saved by `save`, with `encoder` attached; raises TypeError for a file
+        that holds something else."""
         with path.open("rb") as handle:
             retriever = pickle.load(handle)  # noqa: S301 - our own cache file, see save()
         if not isinstance(retriever, Retriever):
             raise TypeError(f"{path} does not hold a Retriever")
+        retriever.encoder = encoder
         return retriever
 
 

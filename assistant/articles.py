@@ -1,0 +1,198 @@
+"""Help-centre articles as knowledge-base entries: a folder of Markdown or HTML files, each
+split into sections at its headings.
+
+A section's id is `<path relative to the folder>#<GitHub-style slug of its heading>`
+(`billing.md#refunds`), its question is the heading, its text the section's body and its
+category the article's title. A Markdown file's YAML front matter may give `title`, `url` and
+`category`; an HTML file's `<title>` and `<link rel="canonical">` do the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import yaml
+from markdown_it import MarkdownIt
+
+from assistant.knowledge import Document, KnowledgeBaseError, LoadReport, _read_text
+
+MARKDOWN = {".md", ".markdown"}
+HTML = {".html", ".htm"}
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@dataclass
+class Section:
+    heading: str
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Article:
+    """One parsed file: its title, URL, category and sections (the text before the first
+    heading is a section named after the article)."""
+
+    title: str
+    url: str = ""
+    category: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+
+def parse_markdown(text: str, fallback_title: str) -> Article:
+    meta: dict = {}
+    match = _FRONT_MATTER.match(text)
+    if match:
+        loaded = yaml.safe_load(match.group(1))
+        meta = loaded if isinstance(loaded, dict) else {}
+        text = text[match.end() :]
+    lines = text.splitlines()
+    # Heading lines come from the parser, so a "#" inside a code block is not a heading.
+    tokens = MarkdownIt("commonmark").parse(text)
+    headings = {
+        token.map[0]: tokens[i + 1].content
+        for i, token in enumerate(tokens)
+        if token.type == "heading_open" and token.map
+    }
+    ends = {t.map[0]: t.map[1] for t in tokens if t.type == "heading_open" and t.map}
+    article = Article(
+        str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
+    )
+    current = Section("")
+    row = 0
+    while row < len(lines):
+        if row in headings:
+            article.sections.append(current)
+            current = Section(headings[row])
+            row = ends[row]
+            continue
+        current.lines.append(lines[row])
+        row += 1
+    article.sections.append(current)
+    first = next((s.heading for s in article.sections if s.heading), "")
+    article.title = article.title or first or fallback_title
+    return article
+
+
+class _HtmlSections(HTMLParser):
+    HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+    SKIPPED = {"script", "style", "nav", "footer", "head"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.article = Article("")
+        self.current = Section("")
+        self._heading: list[str] | None = None
+        self._title: list[str] | None = None
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "title":
+            self._title = []
+        elif tag == "link" and values.get("rel") == "canonical":
+            self.article.url = values.get("href") or ""
+        elif tag == "meta" and values.get("name") == "category":
+            self.article.category = values.get("content") or ""
+        elif tag in self.SKIPPED:
+            self._skipping += 1
+        elif tag in self.HEADINGS:
+            self._heading = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title" and self._title is not None:
+            self.article.title = " ".join("".join(self._title).split())
+            self._title = None
+        elif tag in self.SKIPPED:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self.HEADINGS and self._heading is not None:
+            self.article.sections.append(self.current)
+            self.current = Section(" ".join("".join(self._heading).split()))
+            self._heading = None
+        elif tag in {"p", "li", "br", "div", "tr"}:
+            self.current.lines.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._title is not None:
+            self._title.append(data)
+        elif self._heading is not None:
+            self._heading.append(data)
+        elif not self._skipping:
+            self.current.lines.append(data)
+
+
+def parse_html(text: str, fallback_title: str) -> Article:
+    parser = _HtmlSections()
+    parser.feed(text)
+    parser.close()
+    article = parser.article
+    article.sections.append(parser.current)
+    for section in article.sections:
+        section.lines = ["".join(section.lines)]
+    first = next((s.heading for s in article.sections if s.heading), "")
+    article.title = article.title or first or fallback_title
+    return article
+
+
+def _body(section: Section) -> str:
+    text = "\n".join(section.lines)
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n", text)]
+    return "\n".join(p for p in paragraphs if p)
+
+
+def article_documents(article: Article, relative: str, report: LoadReport) -> list[Document]:
+    """The article's sections as Documents; a section with no text is counted as empty."""
+    docs = []
+    anchors: Counter[str] = Counter()
+    for section in article.sections:
+        body = _body(section)
+        if not section.heading and not body:
+            continue
+        if not body:
+            report.empty += 1
+            continue
+        anchor = slug(section.heading) if section.heading else ""
+        if anchor:
+            # GitHub numbers repeated anchors: "faq", "faq-1", "faq-2".
+            seen = anchors[anchor]
+            anchors[anchor] += 1
+            anchor = f"{anchor}-{seen}" if seen else anchor
+        doc_id = f"{relative}#{anchor}" if anchor else relative
+        url = f"{article.url}#{anchor}" if article.url and anchor else article.url
+        docs.append(
+            Document(
+                id=doc_id,
+                question=section.heading or article.title,
+                response=body,
+                intent="",
+                category=article.category or article.title,
+                url=url,
+            )
+        )
+    return docs
+
+
+def read_folder(folder: Path, report: LoadReport | None = None) -> list[Document]:
+    """Every Markdown and HTML file under `folder`, in path order, split into sections.
+    Raises KnowledgeBaseError when the folder holds no such file, or a file is not UTF-8."""
+    report = report if report is not None else LoadReport()
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MARKDOWN | HTML
+    )
+    if not files:
+        raise KnowledgeBaseError(f"{folder}: no Markdown (.md) or HTML (.html) articles found")
+    docs = []
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        parse = parse_markdown if path.suffix.lower() in MARKDOWN else parse_html
+        article = parse(_read_text(path), path.stem.replace("-", " ").replace("_", " "))
+        docs += article_documents(article, relative, report)
+    return docs

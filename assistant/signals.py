@@ -1,0 +1,123 @@
+"""What a message says about the conversation, whatever the knowledge base holds: that the
+customer asks for a person, is frustrated with the answers, or writes in another language.
+
+The person and frustration signals are a linear SVM over character n-grams (which work across
+languages and survive typos), trained on `data/handoff-examples.txt` against the KB's own
+questions and the off-topic background, so a KB question is never mistaken for either.
+Language identification is py3langid (Lui and Baldwin 2012, "langid.py: An Off-the-shelf
+Language Identification Tool").
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+HUMAN = "human"
+FRUSTRATION = "frustration"
+_NONE = "none"
+# Enough of the KB's questions to teach "this is an ordinary question"; more only costs time.
+MAX_NEGATIVES = 3000
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def read_examples(path: Path) -> list[tuple[str, str]]:
+    """`(label, message)` pairs from a `label<TAB>message` file; `#` lines are comments."""
+    if not path.is_file():
+        return []
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#") and "\t" in line:
+            label, text = line.split("\t", 1)
+            pairs.append((label.strip(), text.strip()))
+    return pairs
+
+
+class HandoffSignals:
+    """Tells a request for a person (`human`) or `frustration` from any other message.
+
+    `detect` returns one of those labels or None. A message needs a positive SVM margin for
+    the label, so it must look more like the examples than like the KB's questions.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[tuple[str, str]],
+        questions: Sequence[str],
+        background: Sequence[str],
+        seed: int = 0,
+    ):
+        self._model: LinearSVC | None = None
+        if not examples:
+            return
+        rng = np.random.default_rng(seed)
+        negatives = list(questions) + list(background)
+        if len(negatives) > MAX_NEGATIVES:
+            negatives = [negatives[i] for i in rng.choice(len(negatives), MAX_NEGATIVES, False)]
+        texts = [text for _, text in examples] + negatives
+        labels = [label for label, _ in examples] + [_NONE] * len(negatives)
+        self._vectorizer = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, lowercase=True
+        )
+        matrix = self._vectorizer.fit_transform(texts)
+        # Balanced: a few dozen examples against thousands of questions.
+        self._model = LinearSVC(C=1.0, class_weight="balanced").fit(matrix, labels)
+        self._classes = list(self._model.classes_)
+
+    def detect(self, message: str) -> str | None:
+        """`human`, `frustration`, or None."""
+        if self._model is None:
+            return None
+        margins = self._model.decision_function(self._vectorizer.transform([message]))[0]
+        best = int(np.argmax(margins))
+        label = self._classes[best]
+        return label if label != _NONE and margins[best] > 0 else None
+
+
+def _script(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return name.split(" ")[0] if name else ""
+
+
+def language_of(text: str) -> tuple[str, float]:
+    """`(ISO 639-1 code, probability)` of the text's language, by py3langid."""
+    code, probability = _identifier().classify(text)
+    return str(code), float(probability)
+
+
+@functools.cache
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def foreign_language(
+    text: str, kb_language: str, known_words: set[str], min_probability: float = 0.5
+) -> str | None:
+    """The message's language when it is clearly not the KB's, else None.
+
+    Short and misspelt messages fool any identifier ("pw reset" is not Estonian), so a message
+    whose words are mostly words of the KB counts as the KB's language; so does one of fewer
+    than three words in the KB's script. A message in another script is foreign whatever its
+    length.
+    """
+    words = [w.lower() for w in _WORDS.findall(text)]
+    if not words:
+        return None
+    letters = [c for c in text if c.isalpha()]
+    latin = sum(_script(c) == "LATIN" for c in letters) / max(len(letters), 1)
+    if latin < 0.5:
+        code, _ = language_of(text)
+        return code if code != kb_language else None
+    if sum(w in known_words for w in words) / len(words) >= 0.5 or len(words) < 3:
+        return None
+    code, probability = language_of(text)
+    return code if code != kb_language and probability >= min_probability else None
