@@ -24,7 +24,7 @@ def test_ask_json_prints_the_question_body_and_logs_it(database_url, settings):
     )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["intent"] == "cancel_subscription" and "{{" not in body["answer"]
+    assert body["intent"] == "cancel-subscription" and "{{" not in body["answer"]
     with psycopg.connect(database_url) as conn:
         assert conn.execute(
             "SELECT count(*) FROM conversations WHERE id = %s", (body["conversation_id"],)
@@ -36,7 +36,7 @@ def test_ask_plain_prints_answer_and_status(database_url, settings):
         main, ["ask", "I forgot my password"], env=_env(database_url, settings)
     )
     assert result.exit_code == 0, result.output
-    assert "intent recover_password" in result.output
+    assert "intent reset-password" in result.output
 
 
 def test_db_init_and_listing(database_url, settings):
@@ -48,21 +48,22 @@ def test_db_init_and_listing(database_url, settings):
     )
     result = runner.invoke(main, ["db", "--limit", "3"], env=_env(database_url, settings))
     assert result.exit_code == 0, result.output
-    assert "conversations:" in result.output and "payment_methods" in result.output
+    assert "conversations:" in result.output and "payment-methods" in result.output
 
 
 def test_ingest_reports_counts_per_intent(settings):
     result = CliRunner().invoke(main, ["ingest", "--kb", str(settings.demo_kb)])
     assert result.exit_code == 0, result.output
-    assert "250 documents, 25 intents, 8 categories" in result.output
-    assert "cancel_subscription" in result.output
+    assert "70 entries from" in result.output and "10 categories, 70 topics" in result.output
+    assert "hybrid ranking" in result.output and "Parental controls" in result.output
+    assert "every placeholder is filled" in result.output
 
 
 def test_ingest_rejects_a_bad_file(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     result = CliRunner().invoke(main, ["ingest", "--kb", str(bad)])
-    assert result.exit_code != 0 and "expected Bitext columns" in result.output
+    assert result.exit_code != 0 and "expected question,answer columns" in result.output
 
 
 def test_ingest_reads_the_shared_dataset_when_present(settings):
@@ -71,4 +72,6 @@ def test_ingest_reads_the_shared_dataset_when_present(settings):
     if not BITEXT_DEV.is_file():
         pytest.skip("../shared/data is absent on this machine")
     result = CliRunner().invoke(main, ["ingest", "--kb", str(BITEXT_DEV)])
-    assert result.exit_code == 0 and "25 intents, 8 categories" in result.output
+    assert result.exit_code == 0, result.output
+    assert "975 entries" in result.output and "8 categories, 25 intents" in result.output
+    assert "(intent model;" in result.output

@@ -162,7 +162,8 @@ def test_oos_json_shape_and_targets(dev_split):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert {"in_scope_answered", "out_of_scope_declined"} <= set(metrics)
-    assert metrics["in_scope_answered"] >= 0.99
+    # in_scope_answered counts answers only (issue 11); with handoffs it is the old measure.
+    assert metrics["in_scope_answered"] + metrics["in_scope_handoff"] >= 0.99
     assert metrics["out_of_scope_declined"] >= 0.95
 
 

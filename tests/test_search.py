@@ -1,4 +1,5 @@
 from dataclasses import replace
+from pathlib import Path
 
 import minsearch
 import pytest
@@ -7,9 +8,15 @@ from assistant import knowledge
 from assistant.retrieval.retriever import RetrievalSettings, Retriever, _record
 
 
+LABELLED_KB = Path(__file__).parent / "data" / "labelled-kb.csv"
+
+
 @pytest.fixture(scope="module")
-def retriever(assistant) -> Retriever:
-    return assistant.retriever
+def retriever(settings) -> Retriever:
+    """The intent-model path: a KB in Bitext's format, five phrasings per intent."""
+    from assistant.rag import build_retriever
+
+    return build_retriever(settings, knowledge.read_file(LABELLED_KB))
 
 
 @pytest.mark.parametrize(
@@ -56,7 +63,9 @@ def test_hits_lead_with_the_intent_and_keep_runner_ups(retriever):
 
 def test_lexical_mode_ranks_like_minsearch(retriever):
     """Without the intent model, the order is exactly minsearch's own."""
-    lexical = Retriever(retriever.documents, RetrievalSettings(use_intent_model=False))
+    lexical = Retriever(
+        retriever.documents, RetrievalSettings(use_intent_model=False, hybrid=False)
+    )
     index = minsearch.Index(
         text_fields=["question", "intent_text", "response"], keyword_fields=["intent", "category"]
     )
@@ -71,7 +80,7 @@ def test_lexical_mode_ranks_like_minsearch(retriever):
 def test_saved_index_answers_the_same(retriever, tmp_path):
     path = tmp_path / "index.pkl"
     retriever.save(path)
-    loaded = Retriever.load(path)
+    loaded = Retriever.load(path, retriever.encoder)
     for query in ["cancel my plan", "is there a free trial", "recipe for pancakes"]:
         assert loaded.search(query) == retriever.search(query)
 
@@ -88,12 +97,14 @@ def test_settings_round_trip_and_reject_unknown_keys(tmp_path):
 
 
 def test_a_kb_without_intents_still_searches(settings):
-    docs = [replace(d, intent="unknown") for d in knowledge.read_csv(settings.demo_kb)]
+    docs = [replace(d, intent="") for d in knowledge.read_csv(LABELLED_KB)]
     result = Retriever(docs).search("how do I cancel my subscription?", k=3)
     assert result.hits and "cancel" in result.hits[0].document.question.lower()
 
 
 def test_gibberish_in_lexical_mode_returns_nothing(retriever):
-    lexical = Retriever(retriever.documents, RetrievalSettings(use_intent_model=False))
+    lexical = Retriever(
+        retriever.documents, RetrievalSettings(use_intent_model=False, hybrid=False)
+    )
     result = lexical.search("zzqx vvkk", k=5)
     assert result.hits == [] and result.intent is None and not result.in_scope
