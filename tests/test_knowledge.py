@@ -2,7 +2,6 @@ import csv
 import http.server
 import json
 import threading
-from collections import Counter
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ import pytest
 from assistant import knowledge
 from assistant.retrieval.retriever import RetrievalSettings, Retriever, _record
 
-
 LABELLED_KB = Path(__file__).parent / "data" / "labelled-kb.csv"
 
 
