@@ -25,12 +25,12 @@ def test_question_answers_and_stores_the_row(client, database):
     response = client.post("/question", json={**QUESTION, "session_id": "sess-1"})
     assert response.status_code == 200
     body = response.get_json()
-    assert body["intent"] == "cancel_subscription" and body["category"] == "SUBSCRIPTION"
+    assert body["intent"] == "cancel-subscription" and body["category"] == "Plans"
     assert "{{" not in body["answer"] and body["session_id"] == "sess-1"
     assert body["provider"] == "extractive" and body["model_used"] == "extractive"
     assert {"id", "question", "intent", "score"} <= set(body["sources"][0])
     stored = database.get_conversation(body["conversation_id"])
-    assert stored["answer"] == body["answer"] and stored["intent"] == "cancel_subscription"
+    assert stored["answer"] == body["answer"] and stored["intent"] == "cancel-subscription"
     assert stored["session_id"] == "sess-1" and stored["status"] == "answered"
 
 
@@ -141,7 +141,7 @@ def test_health_reports_database_provider_and_kb(client):
     assert response.status_code == 200
     body = response.get_json()
     assert body["database"] == "ok" and body["provider"] == "extractive"
-    assert body["knowledge_base"]["documents"] >= 75
+    assert body["knowledge_base"]["documents"] >= 60
 
 
 def test_database_down_spools_answers_and_health_is_degraded(settings, assistant, tmp_path):

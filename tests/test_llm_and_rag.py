@@ -52,14 +52,14 @@ def test_assistant_falls_back_to_extractive_and_fills_placeholders(assistant):
     answer = broken.answer("how do I cancel my subscription?")
     assert answer.fallback is True and answer.error == "APIConnectionError"
     assert answer.provider == "extractive" and answer.status == "answered"
-    assert answer.intent == "cancel_subscription"
+    assert answer.intent == "cancel-subscription"
     assert "{{" not in answer.answer and "lumenstream.example" in answer.answer
 
 
 def test_answer_carries_sources_and_timing(assistant):
     answer = assistant.answer("what devices can I watch on?", session_id="s-1")
     assert answer.session_id == "s-1" and answer.status == "answered"
-    assert answer.sources and answer.sources[0].intent == answer.intent == "devices"
+    assert answer.sources and answer.sources[0].intent == answer.intent == "supported-devices"
     assert answer.response_time > 0
     body = answer.public()
     assert set(body) >= {
