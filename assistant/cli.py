@@ -223,6 +223,22 @@ def _documents(settings: Settings, source: str):
         raise click.ClickException(str(exc)) from exc
 
 
+def _extractive_assistant(settings: Settings, kb: str):
+    """The assistant over `kb` with every decision of the served one, answering
+    extractively: what the eval commands measure."""
+    from assistant import knowledge
+    from assistant.llm import ExtractiveProvider
+    from assistant.rag import Assistant, build_retriever, build_signals
+
+    retriever = build_retriever(settings, _documents(settings, kb))
+    return Assistant(
+        retriever,
+        ExtractiveProvider(),
+        knowledge.Profile(),
+        signals=build_signals(settings, retriever),
+    )
+
+
 def _queries(path: str):
     from assistant.evaluation import read_queries
 
@@ -282,29 +298,21 @@ def eval_retrieval(
 @JSON_OPTION
 def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_json: bool) -> None:
     """Share of real questions answered and of off-topic ones declined."""
-    from assistant import knowledge
     from assistant.evaluation import scope_metrics
-    from assistant.llm import ExtractiveProvider
-    from assistant.rag import Assistant, build_retriever, build_signals
 
     settings = _settings()
-    retriever = build_retriever(settings, _documents(settings, kb))
-    assistant = Assistant(
-        retriever,
-        ExtractiveProvider(),
-        knowledge.Profile(),
-        signals=build_signals(settings, retriever),
-    )
+    assistant = _extractive_assistant(settings, kb)
     inside = [q.text for q in _queries(in_scope)]
     outside = [q.text for q in _queries(out_of_scope)]
     metrics = scope_metrics(assistant, inside, outside, progress=not as_json)
     if chart:
         from assistant.evaluation import plot_scope_curve
 
+        retriever = assistant.retriever
         scores = [
             [retriever.search(t, 1).scope_score for t in texts] for texts in (inside, outside)
         ]
-        plot_scope_curve(*scores, retriever.scope_threshold, Path(chart))
+        plot_scope_curve(*scores, retriever.gate_threshold, Path(chart))
     _print_metrics(metrics, as_json)
 
 
@@ -327,10 +335,7 @@ def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_js
 def eval_outcomes(kb: str, questions: str | None, expect: str, misses: bool, as_json: bool):
     """Share of test questions that get the right outcome: the expected entry, a handoff or
     a decline (a question in another language may be handed off for its language)."""
-    from assistant import knowledge
     from assistant.evaluation import outcome_metrics, read_expectations
-    from assistant.llm import ExtractiveProvider
-    from assistant.rag import Assistant, build_retriever, build_signals
 
     settings = _settings()
     path = Path(questions) if questions else settings.demo_kb.parent / "customer-questions.csv"
@@ -338,13 +343,7 @@ def eval_outcomes(kb: str, questions: str | None, expect: str, misses: bool, as_
         rows = read_expectations(path, expect)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    retriever = build_retriever(settings, _documents(settings, kb))
-    assistant = Assistant(
-        retriever,
-        ExtractiveProvider(),
-        knowledge.Profile(),
-        signals=build_signals(settings, retriever),
-    )
+    assistant = _extractive_assistant(settings, kb)
     metrics = outcome_metrics(assistant, rows, progress=not as_json)
     if not misses:
         metrics.pop("misses")

@@ -288,6 +288,12 @@ class Retriever:
         self.intent_model = self._fit_intent_model(background) if self.labelled else None
         self._fit_hybrid(background, embeddings)
 
+    @property
+    def gate_threshold(self) -> float:
+        """The threshold `SearchResult.scope_score` is held to: the intent model's, else the
+        hybrid one."""
+        return self.scope_threshold if self.intent_model is not None else self.hybrid_threshold
+
     def _is_labelled(self) -> bool:
         labels = [doc.intent for doc in self.documents]
         if not self.settings.use_intent_model or not all(labels) or len(self._rows) < 2:
