@@ -24,6 +24,8 @@ from assistant.db import Database
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 BITEXT_DEV = SHARED_DATA / "bitext-media-dev.csv"
+# Our own KB in Bitext's format (five phrasings per intent): the intent-model path.
+LABELLED_KB = Path(__file__).parent / "data" / "labelled-kb.csv"
 
 
 def free_port() -> int:

@@ -214,7 +214,7 @@ def test_streamlit_chat(browser, streamlit_url, api, tmp_path):
     thumbs_up = '[data-testid="stFeedbackButton"][aria-label="Thumbs up"]'
     browser.wait_for(f"!!document.querySelector('{thumbs_up}')", "the answer's thumbs")
     text = browser.evaluate("document.body.innerText")
-    assert "Sources (5)" in text and "intent cancel_subscription" in text
+    assert "Sources (5)" in text and "intent cancel-subscription" in text
     browser.click(thumbs_up)
     assert _vote_on(api.database_url, question) == 1
     browser.click('[data-testid="stExpander"] summary')
@@ -242,7 +242,7 @@ def test_gradio_chat(browser, gradio_url, api, tmp_path):
     browser.wait_for("!!document.querySelector('textarea')", "message box")
     browser.type_and_enter("textarea", question)
     browser.wait_for("document.body.innerText.includes('Sources (5)')", "answer with sources")
-    assert "intent report_payment_issue" in browser.evaluate("document.body.innerText")
+    assert "intent double-charge" in browser.evaluate("document.body.innerText")
     browser.click('button[aria-label="Like"]')
     assert _vote_on(api.database_url, question) == 1
     browser.click("details summary")

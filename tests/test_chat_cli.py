@@ -49,12 +49,12 @@ def _votes(database_url: str) -> dict[str, tuple[str, int]]:
 
 def test_chat_asks_shows_the_answer_and_stores_the_vote(api):
     chat = _chat("--url", api.url)
-    chat.expect("Connected to .* 250 documents, demo KB")
+    chat.expect("Connected to .* 70 documents, demo KB")
     chat.expect("You:")
     chat.sendline("my card was charged twice")
     chat.expect("Assistant:")
     chat.expect("Sources:")
-    chat.expect(r"\[answered \| intent report_payment_issue \| confidence [0-9.]+ \| "
+    chat.expect(r"\[answered \| intent double-charge \| confidence [0-9.]+ \| "
                 r"extractive:extractive \| id ([0-9a-f]{32})\]")  # fmt: skip
     conversation_id = chat.match.group(1)
     chat.expect("Was this answer helpful?")
@@ -66,7 +66,7 @@ def test_chat_asks_shows_the_answer_and_stores_the_vote(api):
     # The follow-up goes into the same API session, and Ctrl-C leaves cleanly.
     chat.expect("You:")
     chat.sendline("and how do I cancel my subscription?")
-    chat.expect(r"intent cancel_subscription .* id ([0-9a-f]{32})\]")
+    chat.expect(r"intent cancel-subscription .* id ([0-9a-f]{32})\]")
     follow_up = chat.match.group(1)
     chat.expect("Was this answer helpful?")
     chat.send(DOWN + DOWN + "\r")  # skip
@@ -91,7 +91,7 @@ def test_chat_random_offers_a_question_from_the_file(api, tmp_path):
     chat = _chat("--url", api.url, "--questions", str(questions))
     chat.expect("what payment methods do you accept\\?  \\(Enter asks it\\)")
     chat.send("\r")
-    chat.expect(r"intent payment_methods .* id ([0-9a-f]{32})\]")
+    chat.expect(r"intent payment-methods .* id ([0-9a-f]{32})\]")
     conversation_id = chat.match.group(1)
     chat.expect("Was this answer helpful?")
     chat.send("\r")
@@ -118,7 +118,7 @@ def test_ask_url_json_and_random(api, tmp_path):
     )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["intent"] == "recover_password"
+    assert body["intent"] == "reset-password"
     with psycopg.connect(api.database_url) as conn:
         assert conn.execute(
             "SELECT question FROM conversations WHERE id = %s", (body["conversation_id"],)
@@ -131,7 +131,7 @@ def test_ask_url_json_and_random(api, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == "> I forgot my password"
-    assert "[answered | intent recover_password" in result.stdout
+    assert "[answered | intent reset-password" in result.stdout
 
     result = CliRunner().invoke(main, ["ask", "--url", api.url, "--random", "--json"])
     assert result.exit_code == 0, result.output

@@ -87,7 +87,7 @@ def test_a_message_gets_an_answer_with_its_details(ui, api):
     conversation_id = answer["metadata"]["id"]
     assert answer["role"] == "assistant"
     assert "Cancel" in answer["content"] and "{{" not in answer["content"]
-    assert "answered · intent cancel_subscription · confidence" in answer["content"]
+    assert "answered · intent cancel-subscription · confidence" in answer["content"]
     assert "<summary>Sources (5)</summary>" in answer["content"]
     with psycopg.connect(api.database_url) as conn:
         assert conn.execute(

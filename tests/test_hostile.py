@@ -21,11 +21,11 @@ import psycopg
 import pytest
 import requests
 
-from assistant import prompts
+from assistant import knowledge, prompts
 from assistant.config import MAX_BODY_BYTES, Settings
 from assistant.llm import Completion, make_provider
 from assistant.rag import Assistant, InstructionsEchoed, build_messages, instructions_of
-from tests.conftest import sse_events
+from tests.conftest import LABELLED_KB, sse_events
 from tests.test_providers import llama_server, model_dir  # noqa: F401 (fixtures)
 from tests.test_server import served  # noqa: F401 (fixture)
 
@@ -199,7 +199,7 @@ def test_ten_megabyte_body_over_http_is_413_and_the_server_keeps_answering(
     # On a new connection: gunicorn closes one whose body it did not read (over 64 kB left),
     # although its 413 said keep-alive.
     after = requests.post(f"{served.url}/question", json={"question": CANCEL}, timeout=30)
-    assert after.status_code == 200 and after.json()["intent"] == "cancel_subscription"
+    assert after.status_code == 200 and after.json()["intent"] == "cancel-subscription"
     assert _counts(served.database_url) == (before[0] + 1, before[1])
 
 
@@ -362,6 +362,7 @@ def test_prompt_injection_extractive(client, database, assistant, question):
 def test_prompt_injection_against_the_bundled_model(
     llama_server,  # noqa: F811
     assistant,
+    settings,
     database,
     tmp_path,
 ):
@@ -370,6 +371,7 @@ def test_prompt_injection_against_the_bundled_model(
     streaming and media service." 2 times in 3, so it is asked three times."""
     from assistant.app import create_app
 
+    assistant_settings = settings
     settings = Settings.from_env(
         {
             "LLM_PROVIDER": "openai",
@@ -381,7 +383,14 @@ def test_prompt_injection_against_the_bundled_model(
             "RATE_LIMIT": "",
         }
     )
-    live = Assistant(assistant.retriever, make_provider(settings), assistant.profile)
+    # The phrasing-cluster KB answers these (the FAQ demo KB declines the bare injection as
+    # off-topic, rightly), so every one of them reaches the model.
+    from assistant.rag import build_retriever
+
+    labelled = build_retriever(
+        replace(assistant_settings, data_dir=tmp_path), knowledge.read_file(LABELLED_KB)
+    )
+    live = Assistant(labelled, make_provider(settings), assistant.profile)
     app = create_app(
         replace(settings, database_url=database.url, data_dir=tmp_path),
         assistant=live,

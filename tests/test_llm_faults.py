@@ -101,7 +101,7 @@ def _ask(client, stream: bool) -> tuple[dict, str, float]:
 def _assert_fallback(body: dict, streamed: str, stream: bool, expected: str, database, error):
     assert body["fallback"] is True and body["status"] == "answered"
     assert body["provider"] == "extractive" and body["model_used"] == "extractive"
-    assert body["intent"] == "cancel_subscription"
+    assert body["intent"] == "cancel-subscription"
     # The knowledge base's best answer, its placeholders filled, in the deltas as well.
     assert body["answer"] == expected and "{{" not in expected
     if stream:

@@ -1,13 +1,11 @@
 from dataclasses import replace
-from pathlib import Path
 
 import minsearch
 import pytest
 
 from assistant import knowledge
 from assistant.retrieval.retriever import RetrievalSettings, Retriever, _record
-
-LABELLED_KB = Path(__file__).parent / "data" / "labelled-kb.csv"
+from tests.conftest import LABELLED_KB
 
 
 @pytest.fixture(scope="module")

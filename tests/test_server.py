@@ -21,7 +21,7 @@ def test_question_and_feedback_over_http(served):
     )
     assert response.status_code == 200
     body = response.json()
-    assert body["intent"] == "cancel_subscription" and "{{" not in body["answer"]
+    assert body["intent"] == "cancel-subscription" and "{{" not in body["answer"]
     feedback = requests.post(
         f"{served.url}/feedback",
         timeout=10,

