@@ -205,3 +205,23 @@ def test_restart_loads_the_cached_index(settings, tmp_path):
     again = build_retriever(cached, docs)
     assert again is not first and again.encoder is not None
     assert again.search("delete my facebook account").hits[0].document.id == "sf001"
+
+
+@pytest.mark.parametrize(
+    "message, searched",
+    [
+        ("I don't want to cancel, I want to upgrade", "I want to upgrade"),
+        ("not the app language, I want bigger subtitles", "I want bigger subtitles"),
+        ("my video doesn't play, what do I do", "my video doesn't play, what do I do"),
+        ("how do I cancel?", "how do I cancel?"),
+    ],
+)
+def test_a_clause_saying_what_is_not_wanted_is_not_searched(message, searched):
+    from assistant.retrieval.query import search_text
+
+    assert search_text(message) == searched
+
+
+def test_negated_intent_finds_the_wanted_entry(demo):
+    answer = demo.answer("I don't want to cancel my subscription, I want to upgrade my plan")
+    assert answer.status == "answered" and answer.intent == "change-plan"

@@ -30,6 +30,7 @@ from sklearn.svm import LinearSVC
 
 from assistant.knowledge import Document
 from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError
+from assistant.retrieval.query import search_text
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,13 @@ class RetrievalSettings:
     answer_weight: float = 0.2
     char_weight: float = 0.3
     word_weight: float = 0.1
-    # Share of the background text the hybrid gate declines: its threshold is this quantile of
-    # the background's best scores against the KB.
-    background_declined: float = 0.9
+    # Where the hybrid gate sits between the off-topic background's median best score (0)
+    # and the median score of a KB entry's title against the *other* entries (1): how close
+    # the KB's own topics are to each other. Chosen on StackFAQ and the demo FAQ, with both
+    # local encoders (README, "Scope").
+    scope_position: float = 0.5
+    # Entries whose titles are scored against the rest of the KB for that median.
+    scope_sample: int = 300
     # With an intent model, a question its gate declines is let through when the hybrid
     # score clears this (stricter) quantile: everyday wording the KB's phrasings lack.
     rescue_declined: float = 0.995
@@ -327,9 +332,42 @@ class Retriever:
                 log.warning("embedding the KB failed (%s): retrieval is lexical only", exc)
                 self.encoder = None
         if background:
-            scores = np.array([self.hybrid_scores(text).max() for text in background])
-            self.hybrid_threshold = float(np.quantile(scores, self.settings.background_declined))
-            self.rescue_threshold = float(np.quantile(scores, self.settings.rescue_declined))
+            self._calibrate_hybrid(list(background), cache if self.encoder else None)
+
+    def _best_scores(
+        self, texts: list[str], cache: EmbeddingCache | None, own: Sequence[int] = ()
+    ) -> np.ndarray:
+        """Each text's best hybrid score over the KB, leaving out entry `own[i]` for text i."""
+        vectors = None
+        if cache is not None:
+            try:
+                vectors = cache.embed_multi(texts)
+            except EncoderError:
+                vectors = None
+        zero = np.zeros(0, dtype=np.float32)
+        best = []
+        for i, text in enumerate(texts):
+            scores = self.hybrid_scores(text, vectors[i] if vectors is not None else zero)
+            if own:
+                scores[own[i]] = -np.inf
+            best.append(scores.max() if len(scores) else 0.0)
+        return np.array(best)
+
+    def _calibrate_hybrid(self, background: list[str], cache: EmbeddingCache | None) -> None:
+        """The hybrid gate, from the KB alone: between the background's median best score and
+        the median best score of an entry's title against the other entries."""
+        outside = self._best_scores(background, cache)
+        self.rescue_threshold = float(np.quantile(outside, self.settings.rescue_declined))
+        rows = np.arange(len(self.documents))
+        if len(rows) > self.settings.scope_sample:
+            rows = np.random.default_rng(0).choice(rows, self.settings.scope_sample, False)
+        if len(rows) < 2:
+            self.hybrid_threshold = float(np.quantile(outside, 0.9))
+            return
+        titles = [self.documents[i].question for i in rows]
+        inside = self._best_scores(titles, cache, own=list(rows))
+        low, high = float(np.median(outside)), float(np.median(inside))
+        self.hybrid_threshold = low + self.settings.scope_position * max(high - low, 0.0)
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""
@@ -342,14 +380,15 @@ class Retriever:
             return None
 
     def hybrid_scores(self, query: str, vector: np.ndarray | None = None) -> np.ndarray:
-        """The hybrid score of every document, in KB order (see the module docstring)."""
+        """The hybrid score of every document, in KB order (see the module docstring).
+        `vector` is the query's embedding when already known (an empty one: none)."""
         s = self.settings
         columns, values = self._char_query.weights(query)
         scores = s.char_weight * (self._char_questions[columns].T @ values)
         if s.word_weight:
             scores += s.word_weight * self.lexical_scores(query) / sum(s.boosts.values())
         vector = self.query_vector(query) if vector is None else vector
-        if vector is not None:
+        if vector is not None and len(vector):
             scores += vector @ self._dense_questions
             scores += s.answer_weight * (vector @ self._dense_answers)
         return scores
@@ -447,9 +486,11 @@ class Retriever:
         return scores
 
     def search(self, query: str, k: int = 5) -> SearchResult:
-        """The top `k` hits for `query`, best first, with intent, confidence and scope."""
+        """The top `k` hits for `query`, best first, with intent, confidence and scope. A
+        clause saying what the customer does not want is left out (`query.search_text`)."""
         if not self.documents or k < 1:
             return SearchResult([], None, None, 0.0, False, 0.0)
+        query = search_text(query)
         if self.intent_model is None:
             if self.settings.hybrid:
                 return self._search_hybrid(query, k)

@@ -1,0 +1,36 @@
+"""What of a customer's message to search for.
+
+Customers often say what they do *not* want before what they do: "I don't want to cancel, I
+want to upgrade". Every word of the first clause matches the wrong entry, so a clause that
+negates an intent ("don't want", "not trying to", "not asking about", a clause opening with
+"not") is left out of the search when another clause remains. A negation that describes the
+problem ("the video doesn't play") is kept: it is the question.
+"""
+
+from __future__ import annotations
+
+import re
+
+_INTENT_NEGATION = re.compile(
+    r"^(?:not\b|no\b)"
+    r"|\b(?:do|does|did)\s*(?:n[o']?t)\s+(?:want|need|mean|care)\b"
+    r"|\b(?:don'?t|doesn'?t|didn'?t)\s+(?:want|need|mean|care)\b"
+    r"|\b(?:i'?m|i am|am|we'?re|we are)\s+not\s+(?:trying|asking|looking|talking|interested)\b"
+    r"|\bnot\s+(?:asking|trying|looking|talking)\b"
+    r"|\b(?:rather than|instead of)\b",
+    re.IGNORECASE,
+)
+_CLAUSES = re.compile(r"[,;.!?]+\s*|\s+but\s+", re.IGNORECASE)
+_WORDS = re.compile(r"\w+")
+
+
+def search_text(message: str) -> str:
+    """`message` without the clauses that say what the customer does not want, when a clause
+    that says what they do want remains; otherwise `message` unchanged."""
+    clauses = [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
+    if len(clauses) < 2:
+        return message
+    kept = [c for c in clauses if not _INTENT_NEGATION.search(c)]
+    if len(kept) == len(clauses) or sum(len(_WORDS.findall(c)) for c in kept) < 2:
+        return message
+    return ", ".join(kept)
