@@ -183,3 +183,11 @@ def test_every_bitext_dev_response_is_filled(profile):
     for doc in docs:
         for text in (doc.response, doc.question):
             assert "{{" not in profile.fill(text), doc.id
+
+
+@pytest.mark.skipif(not BITEXT_DEV.is_file(), reason="../shared/data is absent on this machine")
+def test_the_profile_names_every_bitext_placeholder(profile):
+    """Filled from the profile, not from the placeholder's own name ("Section Name")."""
+    used = knowledge.placeholders(knowledge.read_csv(BITEXT_DEV))
+    assert set(used) <= set(profile.placeholders), sorted(set(used) - set(profile.placeholders))
+    assert "Section Name" not in profile.fill("the {{SECTION_NAME}} section")
