@@ -652,12 +652,8 @@ def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) 
 @DOCS_OPTION
 @click.option("--kb", default=None, help="Rows to repeat (default: ../shared dev data, else demo).")
 @click.option("--queries", type=click.IntRange(min=10), default=1000, show_default=True)
-@click.option(
-    "--unlabelled", is_flag=True, help="Drop the intent labels: time the hybrid ranking."
-)
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print build_s, restart_s, p50_ms, p99_ms."
-)
+@click.option("--unlabelled", is_flag=True, help="Drop the intent labels: time the hybrid ranking.")
+@click.option("--json", "as_json", is_flag=True, help="Print build_s, restart_s, p50_ms, p99_ms.")
 def bench_retrieval_command(
     size: int, kb: str | None, queries: int, unlabelled: bool, as_json: bool
 ) -> None:

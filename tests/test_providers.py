@@ -97,7 +97,7 @@ def model_dir(tmp_path_factory) -> Path:
     return data_dir
 
 
-def _start_llama_server(model: Path, alias: str) -> tuple[subprocess.Popen, str]:
+def _start_llama_server(model: Path, alias: str, *extra: str) -> tuple[subprocess.Popen, str]:
     _require("server", all(importlib.util.find_spec(m) for m in ("uvicorn", "fastapi")))
     port = free_port()
     process = subprocess.Popen(
@@ -117,6 +117,7 @@ def _start_llama_server(model: Path, alias: str) -> tuple[subprocess.Popen, str]
             "2048",
             "--verbose",
             "False",
+            *extra,
         ],
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
         stdout=subprocess.PIPE,

@@ -129,7 +129,10 @@ class OpenAIEncoder:
         except openai.OpenAIError as exc:
             raise EncoderError(f"{self.name}: {type(exc).__name__}") from exc
         rows = sorted(response.data, key=lambda item: item.index)
-        return normalize(np.array([row.embedding for row in rows], dtype=np.float32))
+        # llama.cpp's server returns one vector per token for a model without pooling:
+        # mean-pooled here, as sentence encoders pool.
+        vectors = [np.asarray(row.embedding, dtype=np.float32) for row in rows]
+        return normalize(np.stack([v.mean(axis=0) if v.ndim == 2 else v for v in vectors]))
 
 
 class OllamaEncoder:
