@@ -196,16 +196,18 @@ def outcome_of(answer, expectation: Expectation, kb_language: str = "en") -> boo
 def outcome_metrics(
     assistant: Assistant, expectations: Sequence[Expectation], progress: bool = False
 ) -> dict[str, object]:
-    """Share of right outcomes overall and per kind, and how many customers who asked for a
-    person (expected `handoff`) were declined instead."""
+    """Share of right outcomes overall and per kind; how many messages that should be handed
+    off were declined instead, and how many of those asked for a person (kind `human`, or no
+    kind given)."""
     right: dict[str, list[bool]] = {}
-    misses, declined_humans = [], 0
+    misses, declined_handoffs, declined_humans = [], 0, 0
     for item in tqdm(expectations, desc="outcomes", disable=not progress, unit="q"):
         answer = assistant.answer(item.question)
         ok = outcome_of(answer, item, assistant.language)
         right.setdefault(item.kind or "all", []).append(ok)
         if item.expected == "handoff" and answer.status == DECLINED:
-            declined_humans += 1
+            declined_handoffs += 1
+            declined_humans += item.kind in {"human", ""}
         if not ok:
             got = answer.intent if answer.status == "answered" else answer.status
             misses.append(f"{item.question} -> {got} (expected {item.expected})")
@@ -213,7 +215,8 @@ def outcome_metrics(
     return {
         "questions": len(flat),
         "right_outcome": float(np.mean(flat)) if flat else 0.0,
-        "handoff_expected_but_declined": declined_humans,
+        "handoff_expected_but_declined": declined_handoffs,
+        "asked_for_a_person_but_declined": declined_humans,
         **{f"right_{kind}": float(np.mean(oks)) for kind, oks in sorted(right.items())},
         "misses": misses,
     }

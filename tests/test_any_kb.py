@@ -225,3 +225,27 @@ def test_a_clause_saying_what_is_not_wanted_is_not_searched(message, searched):
 def test_negated_intent_finds_the_wanted_entry(demo):
     answer = demo.answer("I don't want to cancel my subscription, I want to upgrade my plan")
     assert answer.status == "answered" and answer.intent == "change-plan"
+
+
+def test_customer_questions_file_is_well_formed(settings):
+    """Our own customer-worded set: expectations exist in the demo KB, kinds are covered."""
+    path = settings.demo_kb.parent / "customer-questions.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    ids = {doc.id for doc in knowledge.read_file(settings.demo_kb)}
+    assert len(rows) >= 150
+    assert {r["demo"] for r in rows} - {"handoff", "decline"} <= ids
+    languages = {r["language"] for r in rows if r["kind"] == "foreign"}
+    assert len(languages) >= 5
+    kinds = {r["kind"] for r in rows}
+    assert {"typo", "short", "complaint", "two_questions", "negation", "indirect"} <= kinds
+    assert {"foreign", "frustration", "human", "off_topic", "near_media_off_topic"} <= kinds
+
+
+def test_nobody_who_asks_for_a_person_is_declined(settings, demo):
+    from assistant.evaluation import outcome_metrics, read_expectations
+
+    rows = read_expectations(settings.demo_kb.parent / "customer-questions.csv", "demo")
+    metrics = outcome_metrics(demo, [r for r in rows if r.kind in {"human", "off_topic"}])
+    assert metrics["asked_for_a_person_but_declined"] == 0, metrics["misses"]
+    assert metrics["right_human"] == 1.0, metrics["misses"]
+    assert metrics["right_off_topic"] >= 0.9, metrics["misses"]
