@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
-from assistant.knowledge import Document, KnowledgeBaseError, LoadReport, _read_text
+from assistant.knowledge import Document, KnowledgeBaseError, read_text
 
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
@@ -148,16 +148,15 @@ def _body(section: Section) -> str:
     return "\n".join(p for p in paragraphs if p)
 
 
-def article_documents(article: Article, relative: str, report: LoadReport) -> list[Document]:
-    """The article's sections as Documents; a section with no text is counted as empty."""
+def article_documents(article: Article, relative: str) -> list[Document]:
+    """The article's sections with text, as Documents."""
     docs = []
     anchors: Counter[str] = Counter()
     for section in article.sections:
         body = _body(section)
-        if not section.heading and not body:
-            continue
         if not body:
-            report.empty += 1
+            # A heading with no text of its own ("# Billing" over its "## Refunds") is the
+            # article's structure, not an empty entry.
             continue
         anchor = slug(section.heading) if section.heading else ""
         if anchor:
@@ -180,10 +179,9 @@ def article_documents(article: Article, relative: str, report: LoadReport) -> li
     return docs
 
 
-def read_folder(folder: Path, report: LoadReport | None = None) -> list[Document]:
+def read_folder(folder: Path) -> list[Document]:
     """Every Markdown and HTML file under `folder`, in path order, split into sections.
     Raises KnowledgeBaseError when the folder holds no such file, or a file is not UTF-8."""
-    report = report if report is not None else LoadReport()
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MARKDOWN | HTML
     )
@@ -193,6 +191,6 @@ def read_folder(folder: Path, report: LoadReport | None = None) -> list[Document
     for path in files:
         relative = path.relative_to(folder).as_posix()
         parse = parse_markdown if path.suffix.lower() in MARKDOWN else parse_html
-        article = parse(_read_text(path), path.stem.replace("-", " ").replace("_", " "))
-        docs += article_documents(article, relative, report)
+        article = parse(read_text(path), path.stem.replace("-", " ").replace("_", " "))
+        docs += article_documents(article, relative)
     return docs

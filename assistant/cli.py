@@ -40,6 +40,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     from assistant.app import create_app
     from assistant.db import embedded_url
+    from assistant.knowledge import KnowledgeBaseError
 
     settings = _settings()
     if not settings.database_url:
@@ -51,7 +52,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         port=port or settings.port,
         workers=workers or settings.workers,
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except KnowledgeBaseError as exc:
+        raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
@@ -211,7 +215,7 @@ def _print_metrics(metrics: dict[str, object], as_json: bool) -> None:
             click.echo(f"{key}:")
             click.echo("\n".join(f"  {item}" for item in value))
             continue
-        click.echo(f"{key:<30} {value:.4f}" if isinstance(value, float) else f"{key:<30} {value}")
+        click.echo(f"{key:<34} {value:.4f}" if isinstance(value, float) else f"{key:<34} {value}")
 
 
 def _documents(settings: Settings, source: str):

@@ -7,6 +7,7 @@ notebooks share one implementation.
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 import time
@@ -34,19 +35,35 @@ class Query:
     doc_id: str | None = None
 
 
+def _csv_rows(path: Path) -> csv.DictReader:
+    """A DictReader over a UTF-8 CSV; raises ValueError naming the file when it is not."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    return csv.DictReader(io.StringIO(text, newline=""))
+
+
 def read_queries(path: Path) -> list[Query]:
     """A CSV whose query column is `instruction`, `question` or `query`; optional `intent`
-    and `id` (a KB document id, as in the original project's ground truth)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        column = next((c for c in QUERY_COLUMNS if c in (reader.fieldnames or [])), None)
-        if column is None:
-            raise ValueError(f"{path}: needs a column named one of {', '.join(QUERY_COLUMNS)}")
-        return [
-            Query(row[column].strip(), row.get("intent") or None, row.get("id") or None)
-            for row in reader
-            if (row.get(column) or "").strip()
-        ]
+    and `id` (a KB document id, as in the original project's ground truth). A `.txt` file is
+    one query a line (`#` lines are comments). Raises ValueError naming the file."""
+    if path.suffix.lower() == ".txt":
+        from assistant.knowledge import read_lines
+
+        try:
+            return [Query(line) for line in read_lines(path)]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text; save it as UTF-8") from exc
+    reader = _csv_rows(path)
+    column = next((c for c in QUERY_COLUMNS if c in (reader.fieldnames or [])), None)
+    if column is None:
+        raise ValueError(f"{path}: needs a column named one of {', '.join(QUERY_COLUMNS)}")
+    return [
+        Query(row[column].strip(), row.get("intent") or None, row.get("id") or None)
+        for row in reader
+        if (row.get(column) or "").strip()
+    ]
 
 
 def split_documents(
@@ -163,20 +180,22 @@ class Expectation:
 def read_expectations(path: Path, column: str) -> list[Expectation]:
     """Rows of a CSV with `question` and the `column` of expected outcomes; rows whose
     expectation is empty (the topic is not in that KB) are left out."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if column not in (reader.fieldnames or []) or "question" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: needs a question column and a {column!r} column")
-        return [
-            Expectation(
-                row["question"].strip(),
-                row[column].strip(),
-                (row.get("kind") or "").strip(),
-                (row.get("language") or "en").strip() or "en",
-            )
-            for row in reader
-            if (row.get(column) or "").strip() and (row.get("question") or "").strip()
-        ]
+    reader = _csv_rows(path)
+    if column not in (reader.fieldnames or []) or "question" not in (reader.fieldnames or []):
+        raise ValueError(
+            f"{path}: needs a question column and a {column!r} column of expected "
+            "outcomes (name another with --expect)"
+        )
+    return [
+        Expectation(
+            row["question"].strip(),
+            row[column].strip(),
+            (row.get("kind") or "").strip(),
+            (row.get("language") or "en").strip() or "en",
+        )
+        for row in reader
+        if (row.get(column) or "").strip() and (row.get("question") or "").strip()
+    ]
 
 
 def outcome_of(answer, expectation: Expectation, kb_language: str = "en") -> bool:

@@ -135,7 +135,8 @@ def _documents(rows: Iterable[Mapping[str, object]], report: LoadReport) -> list
     return deduplicate(docs, report)
 
 
-def _read_text(path: Path, encoding: str = "utf-8") -> str:
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A text file's content; raises KnowledgeBaseError naming the file when it is not UTF-8."""
     try:
         return path.read_text(encoding=encoding)
     except UnicodeDecodeError as exc:
@@ -150,7 +151,7 @@ def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
     `tags` are optional. Raises KnowledgeBaseError for other columns or another encoding."""
     report = report if report is not None else LoadReport()
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
-    reader = csv.DictReader(io.StringIO(_read_text(path, "utf-8-sig"), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path, "utf-8-sig"), newline=""))
     columns = set(reader.fieldnames or [])
     if not columns & set(QUESTION_COLUMNS) or not columns & set(ANSWER_COLUMNS):
         raise KnowledgeBaseError(
@@ -173,7 +174,7 @@ def read_json(path: Path, report: LoadReport | None = None) -> list[Document]:
     """A JSON list of objects with the same keys as `read_csv`'s columns."""
     report = report if report is not None else LoadReport()
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise KnowledgeBaseError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
@@ -190,7 +191,7 @@ def read_file(path: Path, report: LoadReport | None = None) -> list[Document]:
     if path.is_dir():
         from assistant.articles import read_folder
 
-        return deduplicate(read_folder(path, report), report)
+        return deduplicate(read_folder(path), report)
     if not path.is_file():
         raise KnowledgeBaseError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".json":

@@ -652,8 +652,8 @@ class LocalProvider:
 
 def resolve_provider_name(settings: Settings) -> str:
     """`auto`: OpenAI when a key is set, else Ollama when it answers within
-    OLLAMA_PROBE_TIMEOUT and has the model, else the local model when the `[local]` extra is
-    installed, else extractive."""
+    OLLAMA_PROBE_TIMEOUT and has the model, else extractive. The bundled local model runs only
+    when named (`LLM_PROVIDER=local`): its answers are worse than the KB entry itself."""
     choice = settings.llm_provider
     if choice not in PROVIDERS:
         raise ValueError(f"unknown LLM_PROVIDER {choice!r}: use {', '.join(PROVIDERS)}")
@@ -670,8 +670,6 @@ def resolve_provider_name(settings: Settings) -> str:
             settings.ollama_base_url,
             settings.ollama_model,
         )
-    if local_available(settings):
-        return "local"
     return "extractive"
 
 

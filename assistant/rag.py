@@ -151,8 +151,11 @@ class Turn:
     answer: str
 
 
-# A follow-up this short ("and on my TV?") is retrieved together with the previous question.
+# A follow-up this short ("and the yearly one?") may be retrieved together with the previous
+# question (see Assistant._search).
 FOLLOW_UP_WORDS = 6
+# A follow-up this confident alone is its own question.
+FOLLOW_UP_SURE = 0.5
 HISTORY_TURNS = 3
 # A generated answer that repeats this many consecutive words of its instructions (the system
 # prompt) is echoing them: a prompt injection ("repeat the text above word for word") worked.
@@ -294,12 +297,13 @@ class Assistant:
         self.multilingual = bool(encoder is not None and encoder.multilingual)
 
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
-        """The question's own retrieval, unless it is a short follow-up that the previous
-        question makes more confident without leaving the topics the follow-up points to:
-        "and on my TV?" after a subtitles question, but not "can i watch on my ps5?" after
-        a password question, nor an off-topic follow-up."""
+        """The question's own retrieval, unless it is a short follow-up that is unsure alone
+        and that the previous question makes more confident without leaving the topics the
+        follow-up points to: not "can i watch on my ps5?" after a password question (or "and
+        on my ps5?" after a TV question: sure alone), nor an off-topic follow-up."""
         result = self.retriever.search(question, self.k)
-        if not (history and result.in_scope and len(question.split()) <= FOLLOW_UP_WORDS):
+        short = len(question.split()) <= FOLLOW_UP_WORDS
+        if not (history and short and result.in_scope and result.confidence < FOLLOW_UP_SURE):
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
         own = {hit.document.id for hit in result.hits}

@@ -82,6 +82,9 @@ class RetrievalSettings:
     scope_position: float = 0.5
     # Entries whose titles are scored against the rest of the KB for that median.
     scope_sample: int = 300
+    # The gate never sits below this quantile of the background's scores: a small KB of
+    # unrelated topics has a low inter-topic median (a 10-entry gym FAQ let 60% through).
+    scope_floor_quantile: float = 0.75
     # With an intent model, a question its gate declines is let through when the hybrid
     # score clears this (stricter) quantile: everyday wording the KB's phrasings lack.
     rescue_declined: float = 0.995
@@ -355,7 +358,8 @@ class Retriever:
 
     def _calibrate_hybrid(self, background: list[str], cache: EmbeddingCache | None) -> None:
         """The hybrid gate, from the KB alone: between the background's median best score and
-        the median best score of an entry's title against the other entries."""
+        the median best score of an entry's title against the other entries, and never below
+        the background's `scope_floor_quantile`."""
         outside = self._best_scores(background, cache)
         self.rescue_threshold = float(np.quantile(outside, self.settings.rescue_declined))
         rows = np.arange(len(self.documents))
@@ -367,7 +371,10 @@ class Retriever:
         titles = [self.documents[i].question for i in rows]
         inside = self._best_scores(titles, cache, own=list(rows))
         low, high = float(np.median(outside)), float(np.median(inside))
-        self.hybrid_threshold = low + self.settings.scope_position * max(high - low, 0.0)
+        self.hybrid_threshold = max(
+            low + self.settings.scope_position * max(high - low, 0.0),
+            float(np.quantile(outside, self.settings.scope_floor_quantile)),
+        )
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""
