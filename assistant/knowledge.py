@@ -230,14 +230,6 @@ class KnowledgeBase:
     def __len__(self) -> int:
         return len(self.documents)
 
-    @property
-    def digest(self) -> str:
-        """A hash of every document's content: the key of the caches built from this KB."""
-        hasher = hashlib.sha256()
-        for doc in self.documents:
-            hasher.update(json.dumps(doc.to_dict(), sort_keys=True).encode())
-        return hasher.hexdigest()[:16]
-
 
 def _read(path: Path, source: str) -> KnowledgeBase:
     report = LoadReport()

@@ -27,7 +27,13 @@ from assistant.retrieval import (
     SearchResult,
     make_encoder,
 )
-from assistant.signals import FRUSTRATION, HandoffSignals, foreign_language, language_of
+from assistant.signals import (
+    FRUSTRATION,
+    HandoffSignals,
+    foreign_language,
+    language_of,
+    vocabulary,
+)
 from assistant.signals import read_examples as read_handoff_examples
 
 log = logging.getLogger(__name__)
@@ -292,7 +298,7 @@ class Assistant:
         docs = retriever.documents
         self.out_of_scope_reply = OUT_OF_SCOPE_REPLY.replace("{topics}", kb_topics(docs))
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
-        self._known_words = {w.lower() for d in docs for w in re.findall(r"[^\W\d_]+", d.question)}
+        self._known_words = vocabulary([d.question for d in docs])
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
 

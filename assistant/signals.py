@@ -81,6 +81,11 @@ class HandoffSignals:
         return label if label != _NONE and margins[best] > 0 else None
 
 
+def vocabulary(texts: Sequence[str]) -> set[str]:
+    """The lower-cased words of `texts`: what `foreign_language` counts as the KB's own."""
+    return {w.lower() for text in texts for w in _WORDS.findall(text)}
+
+
 def _script(char: str) -> str:
     name = unicodedata.name(char, "")
     return name.split(" ")[0] if name else ""

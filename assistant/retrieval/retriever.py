@@ -324,6 +324,7 @@ class Retriever:
         self._char.fit([*questions, *background])
         self._char_questions = self._char.transform(questions).T.tocsr()
         self._char_query = QueryVectorizer(self._char)
+        cache = None
         if self.encoder is not None:
             cache = embeddings or EmbeddingCache(self.encoder, None)
             try:
@@ -333,9 +334,9 @@ class Retriever:
                 ).T.copy()
             except EncoderError as exc:
                 log.warning("embedding the KB failed (%s): retrieval is lexical only", exc)
-                self.encoder = None
+                self.encoder = cache = None
         if background:
-            self._calibrate_hybrid(list(background), cache if self.encoder else None)
+            self._calibrate_hybrid(list(background), cache)
 
     def _best_scores(
         self, texts: list[str], cache: EmbeddingCache | None, own: Sequence[int] = ()
@@ -362,6 +363,8 @@ class Retriever:
         the background's `scope_floor_quantile`."""
         outside = self._best_scores(background, cache)
         self.rescue_threshold = float(np.quantile(outside, self.settings.rescue_declined))
+        if self.labelled:
+            return  # the intent model's gate decides; the hybrid one only rescues
         rows = np.arange(len(self.documents))
         if len(rows) > self.settings.scope_sample:
             rows = np.random.default_rng(0).choice(rows, self.settings.scope_sample, False)
