@@ -305,3 +305,38 @@ def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
     assert result.exit_code == 1
     assert "the knowledge base cannot be loaded" in result.output
     assert "not UTF-8" in result.output and "Traceback" not in result.output
+
+
+def test_eval_commands_take_an_article_folder(articles, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from assistant.cli import main
+
+    queries = tmp_path / "q.csv"
+    queries.write_text(
+        "question,id\nmy card got charged two times,billing/refunds.md#charged-twice\n"
+        "does it work on my playstation,devices.html#watch-on-a-game-console\n",
+        encoding="utf-8",
+    )
+    env = {"DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(
+        main,
+        ["eval", "retrieval", "--kb", str(articles), "--queries", str(queries), "--json"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{") :])
+    assert metrics["id_at_1"] == 1.0 and "intent_at_1" not in metrics
+    off = tmp_path / "off.txt"
+    off.write_text("what's the weather in Paris\nhow do I bake bread\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main,
+        ["eval", "oos", "--kb", str(articles), "--in-scope", str(queries),
+         "--out-of-scope", str(off), "--json"],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scope = json.loads(result.output[result.output.index("{") :])
+    assert scope["out_of_scope_declined"] == 1.0 and scope["in_scope_answered"] == 1.0
