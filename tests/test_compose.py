@@ -131,7 +131,11 @@ def test_dockerfile_is_multi_stage_non_root_and_healthchecked():
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
     assert re.search(r'^CMD \["assistant", "serve"\]', dockerfile, re.M)
-    assert "pip install '.[ui]'" in dockerfile and "[dev]" not in dockerfile
+    # The extras come from a build argument that defaults to the UI alone (never dev); the
+    # semantic extra takes PyTorch's CPU build first.
+    assert re.search(r"^ARG EXTRAS=ui$", dockerfile, re.M) and "[dev]" not in dockerfile
+    assert 'pip install ".[$EXTRAS]"' in dockerfile
+    assert re.search(r"\*,semantic,\*\).*\n.*pip install torch --index-url \S+/cpu", dockerfile)
 
 
 def test_dockerignore_keeps_what_the_dockerfile_copies():
