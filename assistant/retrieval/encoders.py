@@ -103,21 +103,36 @@ class MiniLMEncoder:
         return normalize(vectors)
 
 
-class OpenAIEncoder:
-    """`/v1/embeddings` of OpenAI or any compatible server."""
+class _ServedEncoder:
+    """What the encoders of a model server share: the model named by EMBEDDING_MODEL (else
+    `default_model`), their name, and the LLM timeouts."""
 
     batch_size = 64
+    kind = ""
+    default_model = ""
+
+    def __init__(self, settings: Settings):
+        self.model = settings.embedding_model or self.default_model
+        self.name = f"{self.kind}:{self.model}"
+        self.multilingual = settings.embedding_multilingual
+        self._timeout = httpx.Timeout(
+            settings.llm_read_timeout, connect=settings.llm_connect_timeout
+        )
+
+
+class OpenAIEncoder(_ServedEncoder):
+    """`/v1/embeddings` of OpenAI or any compatible server."""
+
+    kind, default_model = "openai", "text-embedding-3-small"
 
     def __init__(self, settings: Settings):
         import openai
 
-        self.model = settings.embedding_model or "text-embedding-3-small"
-        self.name = f"openai:{self.model}"
-        self.multilingual = settings.embedding_multilingual
+        super().__init__(settings)
         self._client = openai.OpenAI(
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.embedding_base_url or settings.openai_base_url,
-            timeout=httpx.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout),
+            timeout=self._timeout,
             max_retries=settings.llm_max_retries,
         )
 
@@ -135,20 +150,17 @@ class OpenAIEncoder:
         return normalize(np.stack([v.mean(axis=0) if v.ndim == 2 else v for v in vectors]))
 
 
-class OllamaEncoder:
+class OllamaEncoder(_ServedEncoder):
     """Ollama's native `/api/embed`."""
 
-    batch_size = 64
+    kind, default_model = "ollama", "nomic-embed-text"
 
     def __init__(self, settings: Settings):
         import ollama
 
-        self.model = settings.embedding_model or "nomic-embed-text"
-        self.name = f"ollama:{self.model}"
-        self.multilingual = settings.embedding_multilingual
+        super().__init__(settings)
         self._client = ollama.Client(
-            host=settings.embedding_base_url or settings.ollama_base_url,
-            timeout=httpx.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout),
+            host=settings.embedding_base_url or settings.ollama_base_url, timeout=self._timeout
         )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
