@@ -304,12 +304,15 @@ class Assistant:
 
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone
-        and that the previous question makes more confident without leaving the topics the
-        follow-up points to: not "can i watch on my ps5?" after a password question (or "and
-        on my ps5?" after a TV question: sure alone), nor an off-topic follow-up."""
+        (out of scope, or below FOLLOW_UP_SURE) and that the previous question makes more
+        confident without leaving the topics the follow-up points to (the merged top entry is
+        among the follow-up's own hits): "what about on sundays?" after an opening-hours
+        question; not "can i watch on my ps5?" after a password question, nor "what's the
+        weather in Paris?" after a cancel question."""
         result = self.retriever.search(question, self.k)
         short = len(question.split()) <= FOLLOW_UP_WORDS
-        if not (history and short and result.in_scope and result.confidence < FOLLOW_UP_SURE):
+        unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE
+        if not (history and short and unsure and result.hits):
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
         own = {hit.document.id for hit in result.hits}

@@ -265,6 +265,21 @@ LIBRARY_FAQ = [
 ]
 
 
+def test_an_elliptical_follow_up_takes_the_previous_question(settings, tmp_path):
+    path = tmp_path / "library.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer"])
+        writer.writerows(LIBRARY_FAQ)
+    assistant = make_assistant(settings, str(path))
+    first = assistant.answer("what time do you open?")
+    assert first.sources[0].question == "What are the opening hours?"
+    assert assistant.answer("what about sundays?").status == "out_of_scope"
+    followed = assistant.answer("what about sundays?", history=[Turn(first.question, "...")])
+    assert followed.status == "answered"
+    assert followed.sources[0].question == "What are the opening hours?"
+
+
 def test_a_small_faq_of_unrelated_topics_still_declines_off_topic(settings, tmp_path):
     path = tmp_path / "library.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
