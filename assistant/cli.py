@@ -190,6 +190,10 @@ def ingest(source: str) -> None:
     for category, count in sorted(categories.items()):
         click.echo(f"  {category:<32} {count:>6}")
     profile = knowledge.load_profile(settings.profile_path)
+    click.echo(
+        f"business profile {settings.profile_path} (BUSINESS_PROFILE): replies speak for "
+        f"{profile.company_name} and give its contact details"
+    )
     unfilled = {
         name: count
         for name, count in knowledge.placeholders(kb.documents).items()

@@ -39,7 +39,7 @@ from assistant.signals import read_examples as read_handoff_examples
 log = logging.getLogger(__name__)
 
 OUT_OF_SCOPE_REPLY = (
-    "I'm sorry, I can't help with that: I'm {{COMPANY_NAME}}'s support assistant. I can help "
+    "I'm sorry, I can't help with that: I'm the {{COMPANY_NAME}} support assistant. I can help "
     "with {topics}. For anything else, our team is at {{CUSTOMER_SUPPORT_EMAIL}} or "
     "{{CUSTOMER_SUPPORT_PHONE}}."
 )
@@ -58,7 +58,7 @@ HANDOFF_REPLY = (
 )
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 SMALL_TALK_REPLIES = {
-    "greeting": "Hello! I'm {{COMPANY_NAME}}'s support assistant. What can I help you with?",
+    "greeting": "Hello! I'm the {{COMPANY_NAME}} support assistant. What can I help you with?",
     "thanks": "You're welcome! Is there anything else I can help you with?",
     "goodbye": "Goodbye, and enjoy watching {{COMPANY_NAME}}!",
 }
