@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from assistant.config import MAX_QUESTION_CHARS
 
 Status = Literal["answered", "out_of_scope", "handoff", "small_talk"]
-Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING"]
+Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED"]
 
 
 class QuestionRequest(BaseModel):
@@ -136,7 +136,15 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "down"]
     spool: int = Field(description="Rows waiting in the local spool for the database.")
+    spool_status: Literal["ok", "failing"] = Field(
+        description="`failing` while the spool cannot write: with the database down too, "
+        "answers cannot be stored."
+    )
     provider: str
+    provider_status: Literal["ok", "degraded", "unused"] = Field(
+        description="The answer model's recent calls: `degraded` while the latest failed, "
+        "or most of the last ten."
+    )
     model: str
     knowledge_base: KnowledgeBaseInfo
 
@@ -159,6 +167,7 @@ class RelevanceCounts(BaseModel):
     PARTLY_RELEVANT: int
     NON_RELEVANT: int
     PENDING: int
+    UNJUDGED: int = Field(description="The judge replied, but its verdict could not be read.")
 
 
 class FeedbackCounts(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -33,8 +34,8 @@ from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError
 from assistant.protection import API_KEY_HEADER, protect
-from assistant.rag import Answer, Assistant, Turn, build_assistant
-from assistant.spool import UNAVAILABLE, Flusher, Spool
+from assistant.rag import Answer, Assistant, Retraction, Turn, build_assistant
+from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,11 @@ def create_app(
         log.error("database unavailable: %s", type(exc).__name__)
         return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
 
+    @app.errorhandler(SpoolUnavailable)
+    def storage_error(exc: Exception):
+        log.error("database unavailable and %s", exc)
+        return _error(503, "storage_unavailable", "the answer could not be stored; retry shortly")
+
     @app.errorhandler(psycopg.DataError)
     def unstorable(exc: Exception):
         return _error(400, "invalid_request", "the request holds values that cannot be stored")
@@ -261,25 +267,31 @@ def create_app(
         """The same answer as server-sent events, so a UI can show it as it is written."""
         text, session_id, history = read_question()
 
+        def failed(code: str, message: str) -> str:
+            return _sse("error", {"error": {"code": code, "message": message}})
+
         def events():
-            try:
-                for part in assistant.stream(text, session_id, history):
-                    if isinstance(part, Answer):
-                        record(part)
-                        yield _sse("answer", part.public())
-                    else:
-                        yield _sse("delta", {"text": part})
-            except (ProviderError, DatabaseUnavailable, psycopg.OperationalError) as exc:
-                log.error("stream failed: %s", type(exc).__name__)
-                yield _sse(
-                    "error",
-                    {
-                        "error": {
-                            "code": "stream_failed",
-                            "message": "the answer could not be completed",
-                        }
-                    },
-                )
+            # Closed explicitly when the client goes away: the model's request ends with it.
+            with closing(assistant.stream(text, session_id, history)) as parts:
+                try:
+                    for part in parts:
+                        if isinstance(part, Answer):
+                            record(part)
+                            yield _sse("answer", part.public())
+                        elif isinstance(part, Retraction):
+                            yield _sse("reset", {"reason": part.reason})
+                        else:
+                            yield _sse("delta", {"text": part})
+                except SpoolUnavailable as exc:
+                    log.error("database unavailable and %s", exc)
+                    yield failed("storage_unavailable", "the answer could not be stored")
+                except (ProviderError, DatabaseUnavailable, psycopg.OperationalError) as exc:
+                    log.error("stream failed: %s", type(exc).__name__)
+                    yield failed("stream_failed", "the answer could not be completed")
+                except Exception:
+                    # Past the 200 no error status can be sent: the stream still ends in an event.
+                    log.exception("stream failed")
+                    yield failed("internal_error", "an unexpected error occurred")
 
         # A (body, status, headers) tuple: spectree passes it through without reading the
         # generator, which a Response object would have it drain before the first byte.
@@ -358,11 +370,17 @@ def create_app(
         """Liveness for load balancers: `degraded` while rows wait in the spool."""
         database_ok = database.ping()
         pending = spool.pending()
+        provider_status = assistant.provider_status
+        healthy = (
+            database_ok and not pending and not spool.failing and provider_status != "degraded"
+        )
         body = {
-            "status": "ok" if database_ok and not pending else "degraded",
+            "status": "ok" if healthy else "degraded",
             "database": "ok" if database_ok else "down",
             "spool": pending,
+            "spool_status": "failing" if spool.failing else "ok",
             "provider": assistant.provider.name,
+            "provider_status": provider_status,
             "model": assistant.provider.model,
             "knowledge_base": {
                 "documents": len(assistant.retriever.documents),

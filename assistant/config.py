@@ -68,6 +68,8 @@ class Settings:
     num_results: int = 5
     llm_retry_backoff: float = 0.5
     llm_max_tokens: int = 400
+    # Seconds, in all, for one answer or judgement: connect, reads, retries and their waits.
+    llm_deadline: float = 30.0
     ollama_read_timeout: float = 300.0
     ollama_probe_timeout: float = 0.5
     local_model_path: Path | None = None
@@ -148,6 +150,7 @@ class Settings:
             "num_results": int(env.get("NUM_RESULTS", 5)),
             "llm_retry_backoff": float(env.get("LLM_RETRY_BACKOFF", 0.5)),
             "llm_max_tokens": int(env.get("LLM_MAX_TOKENS", 400)),
+            "llm_deadline": float(env.get("LLM_DEADLINE", 30)),
             # Ollama's first request loads the model from disk, which can take minutes.
             "ollama_read_timeout": float(env.get("OLLAMA_READ_TIMEOUT", 300)),
             "ollama_probe_timeout": float(env.get("OLLAMA_PROBE_TIMEOUT", 0.5)),

@@ -53,6 +53,8 @@ CONVERSATION_COLUMNS = (
     "total_tokens",
     "cost_usd",
     "tokens_estimated",
+    "cited_sources",
+    "uncited",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 # Rendered to text once: a composed statement is composed again on every execution, which
@@ -208,6 +210,8 @@ class Database:
         values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
         values["sources"] = Jsonb(list(row.get("sources") or []))
         values["tokens_estimated"] = bool(row.get("tokens_estimated"))
+        values["cited_sources"] = Jsonb(list(row.get("cited_sources") or []))
+        values["uncited"] = bool(row.get("uncited"))
         values["timestamp"] = row.get("timestamp")
         try:
             with self._connection() as conn:
@@ -377,7 +381,8 @@ class Database:
                        count(*) FILTER (WHERE c.relevance = 'PARTLY_RELEVANT')
                            AS "PARTLY_RELEVANT",
                        count(*) FILTER (WHERE c.relevance = 'NON_RELEVANT') AS "NON_RELEVANT",
-                       count(*) FILTER (WHERE c.relevance = 'PENDING') AS "PENDING"
+                       count(*) FILTER (WHERE c.relevance = 'PENDING') AS "PENDING",
+                       count(*) FILTER (WHERE c.relevance = 'UNJUDGED') AS "UNJUDGED"
                 FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
                 WHERE c.timestamp >= %(since)s
                 """,
@@ -446,7 +451,7 @@ class Database:
             "tokens": {**tokens, "total": sum(tokens.values())},
             "relevance": {
                 key: summary[key]
-                for key in ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING")
+                for key in ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED")
             },
             "feedback": feedback,
             "hourly": hourly,

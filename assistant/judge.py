@@ -33,24 +33,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABELS = ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT")
-# Longest first, so PARTLY_RELEVANT and NON_RELEVANT are not read as RELEVANT.
-_LABEL = re.compile(
-    r"(?<![\w-])(NON[\s_-]*RELEVANT|NOT[\s_-]+RELEVANT|IRRELEVANT|PARTLY[\s_-]+RELEVANT"
-    r"|PARTIALLY[\s_-]+RELEVANT|RELEVANT)(?![\w-])",
-    re.IGNORECASE,
-)
+# Stored when the judge model replied but its verdict could not be read: never a guess.
+UNJUDGED = "UNJUDGED"
+# The judge's reply, as a JSON schema: asked for through the provider's structured output
+# where it has one (OpenAI's `response_format`, Ollama's `format`), and in the prompt always.
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "relevance": {"type": "string", "enum": list(LABELS)},
+        "explanation": {"type": "string"},
+    },
+    "required": ["relevance", "explanation"],
+    "additionalProperties": False,
+}
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL | re.IGNORECASE)
 
 
-def _label(text: str) -> str:
-    words = re.sub(r"[\s_-]+", "_", text.strip().upper())
-    if words.startswith(("NON", "NOT", "IRRELEVANT")):
-        return "NON_RELEVANT"
-    if words.startswith("PART"):
-        return "PARTLY_RELEVANT"
-    return words
+class UnreadableVerdict(ValueError):
+    """The judge's reply is not one JSON object with a known `relevance` label."""
 
 
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 HEURISTIC = "heuristic"
 # Retrieval confidence (the share of the hits' score that agrees with the top intent) above
 # which an answered question counts as RELEVANT, and above which PARTLY_RELEVANT.
@@ -99,24 +101,31 @@ def sources_text(sources: Iterable[Any]) -> str:
     return "\n".join(lines) or "(none)"
 
 
-def parse_verdict(text: str) -> tuple[str, str] | None:
-    """(label, explanation) from the judge's reply: its JSON object when it wrote one, else the
-    first label it names. None when it names none."""
-    match = _JSON_OBJECT.search(text)
-    if match:
-        try:
-            data = json.loads(match.group(0))
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            fields = {str(k).lower(): v for k, v in data.items()}
-            label = _label(str(fields.get("relevance", "")))
-            if label in LABELS:
-                return label, str(fields.get("explanation", "")).strip()
-    found = _LABEL.search(text)
-    if found:
-        return _label(found.group(1)), text.strip()[:500]
-    return None
+def parse_verdict(text: str) -> tuple[str, str]:
+    """(label, explanation) from a judge reply that is exactly one JSON object (in a code
+    fence or not) whose `relevance` field holds a label; keys and the label's case, spaces and
+    hyphens are forgiven. Raises UnreadableVerdict for anything else: prose, two objects, a
+    label named only in passing. A reply that weighs one label before concluding another
+    must not be read as the first one it names."""
+    body = text.strip()
+    fenced = _FENCED.fullmatch(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise UnreadableVerdict(f"not one JSON object ({exc.__class__.__name__})") from exc
+    if not isinstance(data, dict):
+        raise UnreadableVerdict(f"a JSON {type(data).__name__}, not an object")
+    fields = {str(key).lower(): value for key, value in data.items()}
+    value = fields.get("relevance")
+    if not isinstance(value, str):
+        raise UnreadableVerdict("no relevance field")
+    label = re.sub(r"[\s-]+", "_", value.strip().upper())
+    if label not in LABELS:
+        raise UnreadableVerdict(f"relevance {value[:40]!r} is not one of {', '.join(LABELS)}")
+    explanation = fields.get("explanation")
+    return label, (explanation.strip() if isinstance(explanation, str) else "")
 
 
 class Judge:
@@ -144,15 +153,17 @@ class Judge:
                 ),
             },
         ]
-        completion = self.provider.complete(messages)
-        parsed = parse_verdict(completion.text)
-        if parsed is None:
-            fallback = heuristic_verdict(
-                status, confidence, f"judge model {completion.model} gave no verdict"
-            )
-            relevance, explanation, source = fallback.relevance, fallback.explanation, HEURISTIC
+        ask_json = getattr(self.provider, "complete_json", None)
+        if ask_json is not None:
+            completion = ask_json(messages, VERDICT_SCHEMA)
         else:
-            (relevance, explanation), source = parsed, "llm"
+            completion = self.provider.complete(messages)
+        try:
+            relevance, explanation = parse_verdict(completion.text)
+        except UnreadableVerdict as exc:
+            log.warning("judge %s replied without a readable verdict: %s", completion.model, exc)
+            relevance, explanation = UNJUDGED, f"the judge's reply could not be read: {exc}"
+        source = "llm"
         # The judge's tokens were spent either way, so they are recorded either way.
         return Verdict(
             relevance,

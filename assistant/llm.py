@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -56,6 +57,99 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 class ProviderError(RuntimeError):
     """The provider could not produce a completion; the caller falls back to extractive."""
+
+
+class IncompleteStream(ProviderError):
+    """The stream ended (or the connection closed) before the model said it had finished:
+    what arrived is a fragment, never an answer."""
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The call's total time budget (LLM_DEADLINE) ran out."""
+
+
+# --- Deadlines --------------------------------------------------------------------------
+
+
+class Deadline:
+    """A total budget of `seconds` from now, on the monotonic clock."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left, never below 0."""
+        return max(0.0, self.at - time.monotonic())
+
+
+_current = threading.local()
+
+
+def _current_deadline() -> Deadline | None:
+    return getattr(_current, "deadline", None)
+
+
+def _start_deadline(seconds: float | None) -> Deadline | None:
+    """The calling thread's provider calls are held to a new deadline from now (None: no
+    deadline). A thread makes one provider call at a time, so one slot per thread is enough."""
+    _current.deadline = Deadline(seconds) if seconds else None
+    return _current.deadline
+
+
+class _DeadlineStream(httpx.SyncByteStream):
+    """A response body that stops at the deadline. A read timeout alone never trips for a
+    server that trickles a byte every second; every byte passes through here."""
+
+    def __init__(self, inner: httpx.SyncByteStream, deadline: Deadline):
+        self._inner, self._deadline = inner, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            if not self._deadline.remaining():
+                raise DeadlineExceeded("LLM_DEADLINE passed while the answer was arriving")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport, held to the calling thread's deadline (`_start_deadline`): connect
+    and every read wait at most until it, and the body stops at it."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = _current_deadline()
+        if deadline is None:
+            return super().handle_request(request)
+        remaining = deadline.remaining()
+        if not remaining:
+            raise DeadlineExceeded("LLM_DEADLINE passed before the request", request=request)
+        timeout = dict(request.extensions.get("timeout") or {})
+        for key in ("connect", "read", "write", "pool"):
+            timeout[key] = remaining if timeout.get(key) is None else min(timeout[key], remaining)
+        request.extensions["timeout"] = timeout
+        response = super().handle_request(request)
+        response.stream = _DeadlineStream(response.stream, deadline)
+        return response
+
+
+class CallRecord:
+    """The outcomes of a provider's recent calls, for /health: `degraded` while the latest
+    one failed, or more than half of the last `size` did."""
+
+    def __init__(self, size: int = 10):
+        self._outcomes: deque[bool] = deque(maxlen=size)
+
+    def add(self, ok: bool) -> None:
+        self._outcomes.append(ok)
+
+    @property
+    def status(self) -> str:
+        """`ok`, `degraded`, or `unused` before the first call."""
+        if not self._outcomes:
+            return "unused"
+        failed = self._outcomes.count(False)
+        return "degraded" if not self._outcomes[-1] or failed * 2 > len(self._outcomes) else "ok"
 
 
 @dataclass(frozen=True)
@@ -193,7 +287,8 @@ def call_with_retries(
     """Run `call`, retrying up to `retries` times on HTTP 429 and 5xx with exponential backoff
     (`backoff`, then twice that, ...), honouring Retry-After when the server sends it. Other
     errors, timeouts included, go straight to the caller: a provider that is down or slow
-    should fall back to the extractive answer now, not after several more waits."""
+    should fall back to the extractive answer now, not after several more waits. A wait that
+    would end past the thread's deadline is not started: the error goes to the caller."""
     attempt = 0
     while True:
         try:
@@ -203,6 +298,9 @@ def call_with_retries(
             if status not in RETRYABLE_STATUS or attempt >= retries:
                 raise
             delay = min(MAX_BACKOFF, max(backoff * 2**attempt, retry_after_of(exc) or 0.0))
+            deadline = _current_deadline()
+            if deadline is not None and delay >= deadline.remaining():
+                raise
             log.info(
                 "provider answered %s; retry %d/%d in %.1fs", status, attempt + 1, retries, delay
             )
@@ -277,8 +375,25 @@ class ExtractiveProvider:
         yield completion
 
 
+# Model families that take `max_completion_tokens` and refuse sampling parameters
+# (OpenAI's reasoning models): gpt-5, o1, o3, o4 and their dated or sized variants.
+REASONING_MODEL = re.compile(r"^(?:gpt-5|o[1-9])(?:$|[-.:])")
+# What a server that cannot read a reply, or reads one of the wrong shape, raises.
+MALFORMED = (ValueError, TypeError, AttributeError, LookupError)
+
+
+def _model_family(model: str) -> str:
+    return model.rsplit("/", 1)[-1].lower()
+
+
 class OpenAICompatibleProvider:
-    """OpenAI, or any server that speaks its chat API: Ollama's /v1, llama.cpp, vLLM."""
+    """OpenAI, or any server that speaks its chat API: Ollama's /v1, llama.cpp, vLLM.
+
+    OpenAI itself is sent `max_completion_tokens`; its reasoning models (gpt-5, o-series) get no
+    `temperature`, which they refuse. Other servers get `max_tokens`, which they all read. A 400
+    that names a parameter as unsupported is retried once without it, and the parameter is left
+    out from then on. Every call, retries and waits included, ends within LLM_DEADLINE.
+    """
 
     name = "openai"
     context_entries = None
@@ -288,48 +403,114 @@ class OpenAICompatibleProvider:
         self._max_tokens = settings.llm_max_tokens
         self._retries = settings.llm_max_retries
         self._backoff = settings.llm_retry_backoff
+        self._deadline = settings.llm_deadline
         self._prices = prices if prices is not None else PriceTable.load(settings.prices_path)
+        base_url = settings.openai_base_url or ""
+        self._official = not base_url or "api.openai.com" in base_url
+        self._refused: set[str] = set()
+        timeout = httpx.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout)
         self._client = openai.OpenAI(
             # Local OpenAI-compatible servers ignore the key but the SDK insists on one.
             api_key=settings.openai_api_key or "not-needed",
             base_url=settings.openai_base_url,
-            timeout=httpx.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout),
+            timeout=timeout,
             # Retries are ours (call_with_retries): the same policy for every provider.
             max_retries=0,
+            http_client=httpx.Client(transport=DeadlineTransport(), timeout=timeout),
         )
 
+    def parameters(self) -> dict[str, Any]:
+        """The generation parameters this model is sent (see the class docstring)."""
+        reasoning = bool(REASONING_MODEL.match(_model_family(self.model)))
+        tokens = "max_completion_tokens" if reasoning or self._official else "max_tokens"
+        params: dict[str, Any] = {tokens: self._max_tokens}
+        if not reasoning:
+            params["temperature"] = TEMPERATURE
+        if "max_tokens" in self._refused and "max_tokens" in params:
+            params["max_completion_tokens"] = params.pop("max_tokens")
+        return params
+
+    def _refused_parameter(self, exc: Exception, sent: dict[str, Any]) -> str | None:
+        """The parameter a 400 (or a validating server's 422) says this model or server does
+        not support, when it is one we sent."""
+        if not isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+            return None
+        named = getattr(exc, "param", None)
+        if named in sent:
+            return named
+        message = str(getattr(exc, "message", "") or exc)
+        if isinstance(exc, openai.BadRequestError) and "unsupported" not in message.lower():
+            return None
+        return next((name for name in sent if f"'{name}'" in message or name in message), None)
+
+    def _sent(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in {**self.parameters(), **extra}.items() if k not in self._refused}
+
     def _create(self, messages: Sequence[Message], **extra: Any) -> Any:
-        return call_with_retries(
-            lambda: self._client.chat.completions.create(
-                model=self.model,
-                messages=list(messages),
-                temperature=TEMPERATURE,
-                max_tokens=self._max_tokens,
-                **extra,
-            ),
-            retries=self._retries,
-            backoff=self._backoff,
-            status_of=_openai_status,
-            retry_after_of=_openai_retry_after,
-        )
+        sent = self._sent(extra)
+
+        def with_retries() -> Any:
+            return call_with_retries(
+                lambda: self._client.chat.completions.create(
+                    model=self.model, messages=list(messages), **sent
+                ),
+                retries=self._retries,
+                backoff=self._backoff,
+                status_of=_openai_status,
+                retry_after_of=_openai_retry_after,
+            )
+
+        try:
+            return with_retries()
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            refused = self._refused_parameter(exc, sent)
+            if refused is None:
+                raise
+            log.warning("%s refuses %r: sent without it from now on", self.model, refused)
+            self._refused.add(refused)
+            sent = self._sent(extra)
+            return with_retries()
 
     def complete(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Completion:
+        return self._complete(messages)
+
+    def complete_json(self, messages: Sequence[Message], schema: dict[str, Any]) -> Completion:
+        """`complete`, asking for a reply that follows the JSON `schema` (structured output):
+        OpenAI's `json_schema` format for OpenAI, and `json_object` with the schema beside it
+        for other servers (llama.cpp constrains its output to it; llama-cpp-python refuses
+        `json_schema`). A server that refuses `response_format` is asked without it, from
+        then on."""
+        if self._official:
+            wanted = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": schema, "strict": True},
+            }
+        else:
+            wanted = {"type": "json_object", "schema": schema}
+        return self._complete(messages, response_format=wanted)
+
+    def _complete(self, messages: Sequence[Message], **extra: Any) -> Completion:
         started = time.perf_counter()
+        _start_deadline(self._deadline)
         try:
-            response = self._create(messages)
-        except openai.OpenAIError as exc:
+            response = self._create(messages, **extra)
+            text = response.choices[0].message.content or "" if response.choices else ""
+            if not isinstance(text, str):
+                raise TypeError(f"message content is {type(text).__name__}, not text")
+            return self._completion(messages, text, response.model, response.usage, started)
+        except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        return self._completion(messages, text, response.model, response.usage, started)
 
     def stream(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Iterator[str | Completion]:
         started = time.perf_counter()
         parts: list[str] = []
-        model, usage = None, None
+        model, usage, finished = None, None, False
+        chunks = None
+        _start_deadline(self._deadline)
         try:
             # include_usage asks for a last chunk with the usage; servers without it omit it.
             chunks = self._create(messages, stream=True, stream_options={"include_usage": True})
@@ -337,12 +518,21 @@ class OpenAICompatibleProvider:
                 model = chunk.model or model
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
+                    finished = finished or bool(choice.finish_reason)
                     if choice.delta and choice.delta.content:
                         parts.append(choice.delta.content)
                         yield choice.delta.content
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            if not finished:
+                raise IncompleteStream("the stream ended before the model finished")
+            completion = self._completion(messages, "".join(parts), model, usage, started)
+        except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
-        yield self._completion(messages, "".join(parts), model, usage, started)
+        finally:
+            # Also when the caller stops reading (the customer left): the upstream request
+            # ends now instead of generating to the end for nobody.
+            if chunks is not None:
+                chunks.close()
+        yield completion
 
     def _completion(
         self,
@@ -358,12 +548,12 @@ class OpenAICompatibleProvider:
             counter = default_token_counter()
             prompt_tokens = counter.count_messages(messages)
             completion_tokens = counter.count(text)
-        model = model or self.model
+        model = model if isinstance(model, str) and model else self.model
         return _finish(
             text,
             model,
-            prompt_tokens,
-            completion_tokens,
+            int(prompt_tokens),
+            int(completion_tokens),
             started,
             estimated=usage is None or not usage.prompt_tokens,
             cost_usd=self._prices.cost(self.name, model, prompt_tokens, completion_tokens),
@@ -397,11 +587,13 @@ class OllamaProvider:
         self._max_tokens = settings.llm_max_tokens
         self._retries = settings.llm_max_retries
         self._backoff = settings.llm_retry_backoff
+        self._deadline = settings.llm_deadline
         self._client = ollama.Client(
             host=settings.ollama_base_url,
             timeout=httpx.Timeout(
                 settings.ollama_read_timeout, connect=settings.llm_connect_timeout
             ),
+            transport=DeadlineTransport(),
         )
 
     def models(self) -> list[str]:
@@ -422,13 +614,14 @@ class OllamaProvider:
         except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
             raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _chat(self, messages: Sequence[Message], stream: bool) -> Any:
+    def _chat(self, messages: Sequence[Message], stream: bool, **extra: Any) -> Any:
         return call_with_retries(
             lambda: self._client.chat(
                 model=self.model,
                 messages=list(messages),
                 stream=stream,
                 options={"temperature": TEMPERATURE, "num_predict": self._max_tokens},
+                **extra,
             ),
             retries=self._retries,
             backoff=self._backoff,
@@ -438,29 +631,48 @@ class OllamaProvider:
     def complete(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Completion:
+        return self._complete(messages)
+
+    def complete_json(self, messages: Sequence[Message], schema: dict[str, Any]) -> Completion:
+        """`complete`, with the reply held to the JSON `schema` (Ollama's `format`)."""
+        return self._complete(messages, format=schema)
+
+    def _complete(self, messages: Sequence[Message], **extra: Any) -> Completion:
         started = time.perf_counter()
+        _start_deadline(self._deadline)
         try:
-            response = self._chat(messages, stream=False)
-        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            response = self._chat(messages, stream=False, **extra)
+            text = response.message.content or ""
+            if not isinstance(text, str):
+                raise TypeError(f"message content is {type(text).__name__}, not text")
+            return self._completion(messages, text, response, started)
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
-        return self._completion(messages, response.message.content or "", response, started)
 
     def stream(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Iterator[str | Completion]:
         started = time.perf_counter()
         parts: list[str] = []
-        final = None
+        final, chunks = None, None
+        _start_deadline(self._deadline)
         try:
-            for part in self._chat(messages, stream=True):
+            chunks = self._chat(messages, stream=True)
+            for part in chunks:
                 if part.message and part.message.content:
                     parts.append(part.message.content)
                     yield part.message.content
                 if part.done:
                     final = part
-        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            if final is None:
+                raise IncompleteStream("the stream ended before the model was done")
+            completion = self._completion(messages, "".join(parts), final, started)
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
-        yield self._completion(messages, "".join(parts), final, started)
+        finally:
+            if chunks is not None:
+                chunks.close()
+        yield completion
 
     def _completion(
         self, messages: Sequence[Message], text: str, response: Any, started: float
@@ -579,6 +791,7 @@ class LocalProvider:
         self.context_entries = settings.local_context_entries
         self._context = settings.local_context
         self._max_tokens = settings.local_max_tokens
+        self._deadline = settings.llm_deadline
         self._llm: Any = None
         self._lock = threading.Lock()
 
@@ -623,17 +836,24 @@ class LocalProvider:
         with self._lock:
             try:
                 llm = self._model()
+                finished = False
+                deadline = Deadline(self._deadline) if self._deadline else None
                 for chunk in llm.create_chat_completion(
                     messages=list(messages),
                     temperature=TEMPERATURE,
                     max_tokens=self._max_tokens,
                     stream=True,
                 ):
+                    finished = finished or bool(chunk["choices"][0].get("finish_reason"))
                     delta = chunk["choices"][0]["delta"].get("content")
                     if delta:
                         parts.append(delta)
                         yield delta
-            except (ValueError, RuntimeError) as exc:
+                    if deadline is not None and not deadline.remaining():
+                        raise DeadlineExceeded("LLM_DEADLINE passed while generating")
+                if not finished:
+                    raise IncompleteStream("the model stopped before it finished")
+            except (ValueError, RuntimeError, DeadlineExceeded) as exc:
                 raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
             text = "".join(parts)
             # Streamed chunks carry no usage: count with the model's own tokenizer; the

@@ -18,7 +18,15 @@ from pathlib import Path
 from assistant import knowledge, prompts
 from assistant.config import Settings
 from assistant.knowledge import Document, Profile
-from assistant.llm import Completion, ExtractiveProvider, Provider, ProviderError, make_provider
+from assistant.llm import (
+    CallRecord,
+    Completion,
+    ExtractiveProvider,
+    IncompleteStream,
+    Provider,
+    ProviderError,
+    make_provider,
+)
 from assistant.retrieval import (
     EmbeddingCache,
     Hit,
@@ -129,6 +137,10 @@ class Answer:
     handoff_reason: str | None = None
     cost_usd: float = 0.0
     tokens_estimated: bool = False
+    # The source ids the answer cites as [n]; `uncited`: a generated answer citing none of
+    # the entries it was given.
+    cited_sources: list[str] = field(default_factory=list)
+    uncited: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -144,6 +156,8 @@ class Answer:
             "handoff_reason",
             "cost_usd",
             "tokens_estimated",
+            "cited_sources",
+            "uncited",
         )
         for name in private:
             body.pop(name)
@@ -163,11 +177,12 @@ FOLLOW_UP_WORDS = 6
 # A follow-up this confident alone is its own question.
 FOLLOW_UP_SURE = 0.5
 HISTORY_TURNS = 3
-# A generated answer that repeats this many consecutive words of its instructions (the system
-# prompt) is echoing them: a prompt injection ("repeat the text above word for word") worked.
-# Measured: the bundled SmolLM2 did so for 2 of 3 such requests. Shorter runs ("the customer
-# support team") are ordinary wording.
-ECHO_RUN_WORDS = 8
+# A generated answer that repeats this many consecutive letters of its instructions (the
+# system prompt), once case, spacing, punctuation and numbering are taken out, is echoing
+# them: a prompt injection ("repeat the text above word for word", "number each word",
+# "space out the letters") worked. Measured: the bundled SmolLM2 did so for 2 of 3 such
+# requests. About eight words; shorter runs ("suggest contacting support") are ordinary wording.
+ECHO_RUN_LETTERS = 40
 _WORD = re.compile(r"\w+")
 
 
@@ -175,38 +190,55 @@ class InstructionsEchoed(ProviderError):
     """The model repeated its instructions instead of answering: the answer is discarded."""
 
 
+def _letters(text: str) -> tuple[str, list[int]]:
+    """`text`'s letters, lower-cased, and where each one is in `text`: what is left of a
+    passage after any reformatting (case, spaces, punctuation, digits and numbering)."""
+    positions = [i for i, char in enumerate(text) if char.isalpha()]
+    return "".join(text[i] for i in positions).lower(), positions
+
+
 class Instructions:
-    """The system prompt's runs of words, to tell an answer that repeats it."""
+    """The system prompt as a run of letters, to tell an answer that repeats any of it, or
+    that carries the prompt's canary (`prompts.canary()`), however it is reformatted."""
 
-    def __init__(self, system: str, run: int = ECHO_RUN_WORDS):
-        words = [w.lower() for w in _WORD.findall(system)]
+    def __init__(self, system: str, run: int = ECHO_RUN_LETTERS):
+        self.letters, _ = _letters(system)
         self.run = run
-        # Every run of 1 to `run` words, so a stream can tell which endings could still grow.
-        self._runs = {
-            tuple(words[i : i + k]) for k in range(1, run + 1) for i in range(len(words) - k + 1)
-        }
+        self._runs = {self.letters[i : i + run] for i in range(len(self.letters) - run + 1)}
+        self.canary = prompts.canary() if prompts.canary() in self.letters else None
 
-    def echoed(self, text: str, recent_words: int | None = None) -> bool:
-        """Whether `text` holds `run` consecutive words of the instructions, in their order;
-        with `recent_words`, only runs that end among that many last words (a stream checks
-        what its latest delta could have completed, not the whole text again)."""
-        words = [w.lower() for w in _WORD.findall(text)]
-        last = len(words) - self.run + 1
-        first = 0 if recent_words is None else max(0, last - recent_words)
-        return any(tuple(words[i : i + self.run]) in self._runs for i in range(first, last))
+    def echoed(self, text: str, recent: int | None = None) -> bool:
+        """Whether `text` holds `run` consecutive letters of the instructions, or their canary;
+        with `recent`, only what ends among the last `recent` characters (a stream checks what
+        its latest delta could have completed, not the whole text again)."""
+        letters, _ = _letters(text)
+        if self.canary and self.canary in letters:
+            return True
+        first = 0
+        if recent is not None:
+            new = sum(char.isalpha() for char in text[-recent:])
+            first = max(0, len(letters) - new - self.run + 1)
+        return any(
+            letters[i : i + self.run] in self._runs
+            for i in range(first, len(letters) - self.run + 1)
+        )
 
     def releasable(self, text: str) -> int:
         """How much of a growing `text` may be sent: not its last word, which may be cut
-        short, nor the complete words before it that are a run of the instructions and could
-        still grow into an echo."""
-        matches = list(_WORD.finditer(text))
+        short, nor the letters at its end that continue the instructions and could still
+        grow into an echo (or into the canary)."""
         end = len(text)
-        if matches and matches[-1].end() == len(text):
-            end = matches.pop().start()
-        words = [m.group().lower() for m in matches]
-        for k in range(min(self.run - 1, len(words)), 0, -1):
-            if tuple(words[-k:]) in self._runs:
-                return min(end, matches[-k].start())
+        last = re.search(r"\w+$", text)
+        if last:
+            end = last.start()
+        letters, positions = _letters(text[:end])
+        if not letters:
+            return 0
+        for k in range(min(self.run - 1, len(letters)), 0, -1):
+            if letters[-k:] in self.letters:
+                # Held from just after the last letter before it: the numbering or spacing
+                # between is part of what may grow into an echo.
+                return positions[-k - 1] + 1 if k < len(letters) else 0
         return end
 
 
@@ -217,6 +249,28 @@ def instructions_of(messages: Sequence[dict[str, str]]) -> Instructions:
 
 
 _instructions = functools.lru_cache(maxsize=16)(Instructions)
+# "[1]", "[2, 3]", "[1][3]": the entries an answer cites, by their number in the prompt.
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def cited_ids(text: str, shown: Sequence[str]) -> list[str]:
+    """The ids of the entries `text` cites as [n], in order of first citation; `shown` are the
+    ids of the entries the prompt numbered 1, 2, ... (numbers outside them are ignored)."""
+    cited: list[str] = []
+    for group in _CITATION.findall(text):
+        for number in re.findall(r"\d+", group):
+            n = int(number)
+            if 1 <= n <= len(shown) and shown[n - 1] not in cited:
+                cited.append(shown[n - 1])
+    return cited
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """In a stream: the text sent so far is withdrawn (the model failed after it started);
+    the extractive answer follows in its place."""
+
+    reason: str
 
 
 def _placeholder_free(text: str, start: int) -> int:
@@ -242,7 +296,8 @@ def build_messages(
         )
         for n, hit in enumerate(hits, start=1)
     )
-    messages = [{"role": "system", "content": prompts.ANSWER_SYSTEM.format(company=company)}]
+    system = prompts.ANSWER_SYSTEM.format(company=company, canary=prompts.canary())
+    messages = [{"role": "system", "content": system}]
     for turn in history[-HISTORY_TURNS:]:
         messages += [
             {"role": "user", "content": turn.question},
@@ -295,6 +350,7 @@ class Assistant:
         self.k = k
         self.signals = signals
         self._extractive = ExtractiveProvider()
+        self.provider_calls = CallRecord()
         docs = retriever.documents
         self.out_of_scope_reply = OUT_OF_SCOPE_REPLY.replace("{topics}", kb_topics(docs))
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
@@ -399,30 +455,32 @@ class Assistant:
         started = time.perf_counter()
         answer, hits = self.decide(question, session_id, history)
         if hits:
-            messages, references = self._prompt(question, hits, history)
+            messages, references, shown = self._prompt(question, hits, history)
             try:
                 completion = self.provider.complete(messages, references=references)
                 if instructions_of(messages).echoed(completion.text):
                     raise InstructionsEchoed("the answer repeats the instructions")
                 answer.provider = self.provider.name
+                self._called(ok=True)
             except ProviderError as exc:
                 self._note_fallback(answer, exc)
                 completion = self._extractive.complete(messages, references=references)
-            self._take(answer, completion)
+            self._take(answer, completion, shown)
         return self._finish(answer, started)
 
     def stream(
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
-    ) -> Iterator[str | Answer]:
+    ) -> Iterator[str | Retraction | Answer]:
         """Text deltas as the provider writes them, then the finished Answer. A provider that
-        fails before its first delta is sent, or whose answer repeats its instructions, is
-        replaced by the extractive answer; no run of the instructions is ever sent."""
+        fails, stops before it says it finished, or starts repeating its instructions, is
+        replaced by the extractive answer: when text was already sent, a `Retraction` comes
+        first. No run of the instructions is ever sent, and no fragment is ever the answer."""
         started = time.perf_counter()
         answer, hits = self.decide(question, session_id, history)
         if not hits:
             yield self._finish(answer, started)
             return
-        messages, references = self._prompt(question, hits, history)
+        messages, references, shown = self._prompt(question, hits, history)
         instructions = instructions_of(messages)
         answer.provider = self.provider.name
         parts = self.provider.stream(messages, references=references)
@@ -433,45 +491,68 @@ class Assistant:
                     completion = part
                     continue
                 text += part
-                # The word the text ended on may have grown: it counts among the recent ones.
-                if instructions.echoed(text, len(_WORD.findall(part)) + 1):
+                if instructions.echoed(text, len(part) + 1):
                     raise InstructionsEchoed("the answer repeats the instructions")
                 ready = _placeholder_free(text[: instructions.releasable(text)], sent)
                 if ready > sent:
                     yield self.profile.fill(text[sent:ready])
                     sent = ready
+            if completion is None:
+                raise IncompleteStream("the stream ended without a completion")
+            if instructions.echoed(text):
+                raise InstructionsEchoed("the answer repeats the instructions")
             if sent < len(text):
                 yield self.profile.fill(text[sent:])
+            self._called(ok=True)
         except ProviderError as exc:
-            if sent:
-                raise
             self._note_fallback(answer, exc)
+            if sent:
+                yield Retraction(answer.error or "ProviderError")
             completion = self._extractive.complete(messages, references=references)
             # The knowledge base's own text: its {{PLACEHOLDERS}} are filled like any delta's.
             yield self.profile.fill(completion.text)
         finally:
             parts.close()
-        if completion is None:
-            raise ProviderError("the stream ended without a completion")
-        self._take(answer, completion)
+        self._take(answer, completion, shown)
         yield self._finish(answer, started)
+
+    def _called(self, ok: bool) -> None:
+        self.provider_calls.add(ok)
+
+    @property
+    def provider_status(self) -> str:
+        """The answer provider's health from its recent calls: `ok`, `degraded` (the latest
+        failed, or most of the last ten) or `unused`; always `ok` without a model."""
+        if self.provider.name == ExtractiveProvider.name:
+            return "ok"
+        return self.provider_calls.status
 
     def _prompt(
         self, question: str, hits: list[Hit], history: Sequence[Turn]
-    ) -> tuple[list[dict[str, str]], list[str]]:
+    ) -> tuple[list[dict[str, str]], list[str], list[str]]:
+        """The messages, every hit's answer (for the extractive fallback) and the ids of the
+        entries the prompt numbers [1], [2], ..."""
         # Small local models answer faster and no worse from the best entry alone.
         entries = self.provider.context_entries or len(hits)
         messages = build_messages(question, hits[:entries], self.profile.company_name, history)
-        return messages, [hit.document.response for hit in hits]
+        shown = [hit.document.id for hit in hits[:entries]]
+        return messages, [hit.document.response for hit in hits], shown
 
     def _note_fallback(self, answer: Answer, exc: ProviderError) -> None:
         log.warning("provider %s failed (%s); answering extractively", self.provider.name, exc)
+        if not isinstance(exc, InstructionsEchoed):
+            self._called(ok=False)
         answer.fallback = True
         answer.error = type(exc.__cause__ or exc).__name__
         answer.provider = self._extractive.name
 
-    @staticmethod
-    def _take(answer: Answer, completion: Completion) -> None:
+    def _take(self, answer: Answer, completion: Completion, shown: Sequence[str]) -> None:
+        if answer.provider == self._extractive.name:
+            # The best entry itself, verbatim: it is its own source.
+            answer.cited_sources, answer.uncited = list(shown[:1]), False
+        else:
+            answer.cited_sources = cited_ids(completion.text, shown)
+            answer.uncited = bool(shown) and not answer.cited_sources
         answer.answer = completion.text
         answer.model_used = completion.model
         answer.prompt_tokens = completion.prompt_tokens

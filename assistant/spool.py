@@ -37,12 +37,23 @@ class _Snapshot:
     data: bytes
 
 
+class SpoolUnavailable(RuntimeError):
+    """The spool could not write a record (disk full, read-only, gone): it is not kept."""
+
+
 class Spool:
+    """Rows and votes kept on local disk while PostgreSQL is away, one JSON line each.
+
+    `failing` names the error of the last write when it failed (None once one succeeds):
+    /health reports it, since nothing can be kept while both the database and the spool fail.
+    """
+
     def __init__(self, directory: Path):
         self.directory = directory
         self._lock = threading.Lock()
         self._path: Path | None = None
         self._pid: int | None = None
+        self.failing: str | None = None
 
     @property
     def path(self) -> Path:
@@ -70,7 +81,16 @@ class Spool:
         )
 
     def _append(self, record: dict[str, Any]) -> None:
+        """Append one record, fsynced; raises SpoolUnavailable when it cannot be written."""
         line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+        try:
+            self._write(line)
+        except OSError as exc:
+            self.failing = type(exc).__name__
+            raise SpoolUnavailable(f"the spool cannot write: {self.failing}") from exc
+        self.failing = None
+
+    def _write(self, line: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             while True:

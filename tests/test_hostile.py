@@ -24,7 +24,13 @@ import requests
 from assistant import knowledge, prompts
 from assistant.config import MAX_BODY_BYTES, Settings
 from assistant.llm import Completion, make_provider
-from assistant.rag import Assistant, InstructionsEchoed, build_messages, instructions_of
+from assistant.rag import (
+    Assistant,
+    InstructionsEchoed,
+    Retraction,
+    build_messages,
+    instructions_of,
+)
 from tests.conftest import LABELLED_KB, sse_events
 from tests.test_providers import llama_server, model_dir  # noqa: F401 (fixtures)
 from tests.test_server import served  # noqa: F401 (fixture)
@@ -109,7 +115,7 @@ def _words(text: str) -> list[str]:
 
 def _system_prompt_runs(company: str) -> list[str]:
     """Every run of RUN consecutive words of the answer prompt's system message."""
-    words = _words(prompts.ANSWER_SYSTEM.format(company=company))
+    words = _words(prompts.ANSWER_SYSTEM.format(company=company, canary=prompts.canary()))
     return [" ".join(words[i : i + RUN]) for i in range(len(words) - RUN + 1)]
 
 
@@ -455,14 +461,15 @@ class Scripted:
 
 
 def _system(company: str) -> str:
-    return prompts.ANSWER_SYSTEM.format(company=company)
+    return prompts.ANSWER_SYSTEM.format(company=company, canary=prompts.canary())
 
 
 def _stream(assistant, provider) -> tuple[str, object]:
+    """What the customer was sent, every delta (a retracted start included), and the Answer."""
     *deltas, final = list(
         Assistant(assistant.retriever, provider, assistant.profile).stream(CANCEL)
     )
-    return "".join(deltas), final
+    return "".join(d for d in deltas if isinstance(d, str)), final
 
 
 def test_guard_spots_a_run_of_the_instructions_and_nothing_shorter(assistant):
@@ -472,10 +479,12 @@ def test_guard_spots_a_run_of_the_instructions_and_nothing_shorter(assistant):
     first = _system(company).split("\n")[0]
     assert instructions.echoed(first)
     assert instructions.echoed(f"Sure! {first.upper()} Anything else?")
-    # Seven words of it, or the same words out of order, are ordinary wording.
-    words = _words(first)
-    assert not instructions.echoed(" ".join(words[:7]))
-    assert not instructions.echoed(" ".join(reversed(words)))
+    # Fewer letters of it in a row than the guard's run, or its words out of order, are
+    # ordinary wording.
+    letters = _letters_of(first)
+    assert instructions.echoed(letters[: instructions.run])
+    assert not instructions.echoed(letters[: instructions.run - 1])
+    assert not instructions.echoed(" ".join(reversed(_words(first))))
     for hit in hits:
         assert not instructions.echoed(hit.document.response)
 
@@ -498,14 +507,58 @@ def test_guard_replaces_an_echo_with_the_extractive_answer(assistant, step):
 
 def test_guard_stops_an_echo_that_starts_mid_stream(assistant):
     company = assistant.profile.company_name
+    extractive = assistant.answer(CANCEL)
     text = "Sure, here it is. " + _system(company)
-    sent = []
-    stream = Assistant(assistant.retriever, Scripted(text, 2), assistant.profile).stream(CANCEL)
-    with pytest.raises(InstructionsEchoed):
-        for part in stream:
-            sent.append(part)
-    # The app turns this into an `error` event; what was sent holds no run of the prompt.
-    assert "".join(sent) == "Sure, here it is. " and not _leaked("".join(sent), company)
+    parts = list(
+        Assistant(assistant.retriever, Scripted(text, 2), assistant.profile).stream(CANCEL)
+    )
+    # What was sent before the echo showed holds no run of the prompt; it is withdrawn, and
+    # the extractive answer takes its place.
+    retraction = next(i for i, part in enumerate(parts) if isinstance(part, Retraction))
+    before = "".join(parts[:retraction])
+    assert before == "Sure, here it is" and not _leaked(before, company)
+    *after, final = parts[retraction + 1 :]
+    assert "".join(after) == final.answer == extractive.answer
+    assert final.fallback is True and final.error == InstructionsEchoed.__name__
+
+
+@pytest.mark.parametrize(
+    "reformat",
+    [
+        lambda text: " ".join(f"{n}. {word}" for n, word in enumerate(text.split(), 1)),
+        lambda text: " ".join(text.replace(" ", "")),
+        lambda text: "\n".join(word.upper() for word in text.split()),
+        lambda text: "-".join(text.split()),
+    ],
+    ids=["numbered", "spaced-letters", "one-word-a-line", "hyphenated"],
+)
+@pytest.mark.parametrize("step", [1, 7, 1000])
+def test_guard_sees_a_reformatted_echo(assistant, reformat, step):
+    company = assistant.profile.company_name
+    extractive = assistant.answer(CANCEL)
+    echo = reformat(_system(company).split("\n")[1])
+    answer = Assistant(assistant.retriever, Scripted(echo, step), assistant.profile).answer(CANCEL)
+    assert answer.fallback is True and answer.error == InstructionsEchoed.__name__
+    streamed, final = _stream(assistant, Scripted(echo, step))
+    assert final.fallback is True and streamed == final.answer == extractive.answer
+
+
+@pytest.mark.parametrize("step", [1, 1000])
+def test_the_canary_never_reaches_a_customer(assistant, step):
+    canary = prompts.canary()
+    assert canary in _system(assistant.profile.company_name)
+    for text in (f"Your reference is {canary}.", f"ref: {' '.join(canary.upper())} ok"):
+        answer = Assistant(assistant.retriever, Scripted(text, step), assistant.profile).answer(
+            CANCEL
+        )
+        assert answer.fallback is True and canary not in answer.answer.lower()
+        streamed, final = _stream(assistant, Scripted(text, step))
+        assert final.fallback is True and canary not in _letters_of(streamed)
+        assert streamed.endswith(final.answer) and canary not in final.answer
+
+
+def _letters_of(text: str) -> str:
+    return "".join(char for char in text.lower() if char.isalpha())
 
 
 @pytest.mark.parametrize("step", [1, 5, 1000])

@@ -25,8 +25,10 @@ from assistant.config import PROJECT_ROOT, Settings
 from assistant.db import Database
 from assistant.judge import (
     LABELS,
+    UNJUDGED,
     Judge,
     JudgeQueue,
+    UnreadableVerdict,
     heuristic_verdict,
     judge_pending,
     parse_verdict,
@@ -117,24 +119,37 @@ VERDICT = '{"Relevance": "RELEVANT", "Explanation": "It gives the steps."}'
     [
         (VERDICT, ("RELEVANT", "It gives the steps.")),
         (
-            'Sure! {"relevance": "partly relevant", "explanation": "Vague."} Done.',
+            '```json\n{"relevance": "partly relevant", "explanation": "Vague."}\n```',
             ("PARTLY_RELEVANT", "Vague."),
         ),
         (
-            '{"Relevance": "NON_RELEVANT", "Explanation": "Off topic."}',
+            ' {"Relevance": "NON-RELEVANT", "Explanation": "Off topic."}\n',
             ("NON_RELEVANT", "Off topic."),
         ),
-        # No JSON: the first label named, with the reply as the explanation.
-        ("It is PARTLY_RELEVANT: vague.", ("PARTLY_RELEVANT", "It is PARTLY_RELEVANT: vague.")),
-        ("NON_RELEVANT, about cooking.", ("NON_RELEVANT", "NON_RELEVANT, about cooking.")),
-        ("I think it is fine.", None),
-        ("NON-RELEVANT: off topic", ("NON_RELEVANT", "NON-RELEVANT: off topic")),
-        ("The answer is not relevant", ("NON_RELEVANT", "The answer is not relevant")),
-        ("Partly-relevant", ("PARTLY_RELEVANT", "Partly-relevant")),
+        ('{"relevance": "RELEVANT"}', ("RELEVANT", "")),
     ],
 )
-def test_parse_verdict(text, expected):
+def test_parse_verdict_reads_the_relevance_field(text, expected):
     assert parse_verdict(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Weighs one label, then concludes another: never read as the first one named.
+        "It could be NON_RELEVANT since it skips the refund, but overall it is RELEVANT.",
+        '{"relevance": "NON_RELEVANT"} {"relevance": "RELEVANT"}',
+        'Sure! {"relevance": "RELEVANT", "explanation": "ok"} Done.',
+        "The answer is not relevant",
+        '{"relevance": "USEFUL"}',
+        '["RELEVANT"]',
+        "",
+    ],
+    ids=["mixed-labels", "two-objects", "prose-around", "prose-only", "unknown", "list", "empty"],
+)
+def test_parse_verdict_refuses_what_it_cannot_read(text):
+    with pytest.raises(UnreadableVerdict):
+        parse_verdict(text)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +232,9 @@ def test_queue_judges_a_pending_row_with_a_real_model_and_adds_its_cost(
     )
     assert queue.wait_idle(120)
     row = _row(judge_db, conversation_id)
-    assert row["relevance"] in LABELS and row["relevance_explanation"]
-    # A 135M model may not write the JSON asked for; then the heuristic decides, and says so.
-    assert row["relevance_source"] in ("llm", "heuristic")
+    # Asked for structured output, llama.cpp holds even a 135M model to the verdict's schema.
+    assert row["relevance"] in LABELS and row["relevance_explanation"], row
+    assert row["relevance_source"] == "llm"
     assert row["judge_model"] == "gpt-4o-mini" and row["judged_at"] is not None
     assert row["eval_prompt_tokens"] > 100 and row["eval_completion_tokens"] > 0
     assert row["eval_total_tokens"] == row["eval_prompt_tokens"] + row["eval_completion_tokens"]
@@ -284,14 +299,14 @@ def test_a_verdict_is_written_and_charged_once(judge_db):
     assert (row["eval_prompt_tokens"], row["eval_completion_tokens"]) == (200, 20)
 
 
-def test_no_verdict_in_the_reply_is_a_labelled_heuristic_that_keeps_its_tokens(judge_db):
+def test_an_unreadable_reply_is_stored_unjudged_with_its_tokens(judge_db):
     conversation_id = _save(judge_db, confidence=0.2)
     Judge(ScriptedProvider("Well, it depends.")).judge_row(
         judge_db, conversation_id, "q", "a", "(none)", "answered", 0.2
     )
     row = _row(judge_db, conversation_id)
-    assert row["relevance"] == "NON_RELEVANT" and row["relevance_source"] == "heuristic"
-    assert row["relevance_explanation"].startswith("heuristic (judge model gpt-4o-mini gave")
+    assert row["relevance"] == UNJUDGED and row["relevance_source"] == "llm"
+    assert row["relevance_explanation"].startswith("the judge's reply could not be read")
     assert row["eval_prompt_tokens"] == 200 and row["cost_usd"] > 0.001
 
 
