@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from assistant.config import MAX_QUESTION_CHARS
 
 Status = Literal["answered", "out_of_scope", "handoff", "small_talk"]
+# A stored conversation may also be a stream the customer left before it was complete.
+StoredStatus = Literal["answered", "out_of_scope", "handoff", "small_talk", "abandoned"]
 Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED"]
 
 
@@ -118,7 +120,7 @@ class ConversationResponse(BaseModel):
     intent: str | None
     category: str | None
     confidence: float | None
-    status: Status
+    status: StoredStatus
     fallback: bool
     sources: list[Source]
     response_time: float

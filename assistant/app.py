@@ -34,7 +34,7 @@ from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError
 from assistant.protection import API_KEY_HEADER, protect
-from assistant.rag import Answer, Assistant, Retraction, Turn, build_assistant
+from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,8 @@ def create_app(
         return text, body.session_id, history
 
     def record(answer: Answer) -> None:
-        """Stored (or spooled) before the reply leaves; judged later, off the request path."""
+        """Stored (or spooled) before the reply leaves; judged later, off the request path.
+        Raises SpoolUnavailable when neither the database nor the spool can keep it."""
         row = conversation_row(answer)
         try:
             database.save_conversation(row)
@@ -230,6 +231,8 @@ def create_app(
             # Not judged now: replayed, the row stays PENDING for `assistant judge --pending`.
             spool.add_conversation(row)
             return
+        if answer.status == ABANDONED:
+            return  # nothing was delivered to judge
         judge_queue.submit(
             answer.conversation_id,
             answer.question,
@@ -267,12 +270,18 @@ def create_app(
         """The same answer as server-sent events, so a UI can show it as it is written."""
         text, session_id, history = read_question()
 
+        def keep_abandoned(answer: Answer) -> None:
+            try:
+                record(answer)
+            except SpoolUnavailable as exc:
+                log.error("an abandoned stream's row is lost: %s", exc)
+
         def failed(code: str, message: str) -> str:
             return _sse("error", {"error": {"code": code, "message": message}})
 
         def events():
             # Closed explicitly when the client goes away: the model's request ends with it.
-            with closing(assistant.stream(text, session_id, history)) as parts:
+            with closing(assistant.stream(text, session_id, history, keep_abandoned)) as parts:
                 try:
                     for part in parts:
                         if isinstance(part, Answer):

@@ -295,12 +295,13 @@ class Database:
             ).fetchone()
 
     def pending_judgements(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Conversations still waiting for a relevance verdict, oldest first."""
+        """Conversations still waiting for a relevance verdict, oldest first. A stream the
+        customer abandoned delivered nothing to judge: it is left out."""
         with self._connection() as conn:
             return conn.execute(
                 """
                 SELECT id, question, answer, sources, status, confidence
-                FROM conversations WHERE relevance = 'PENDING'
+                FROM conversations WHERE relevance = 'PENDING' AND status <> 'abandoned'
                 ORDER BY timestamp, id LIMIT %s
                 """,
                 (limit,),

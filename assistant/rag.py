@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -71,6 +71,8 @@ SMALL_TALK_REPLIES = {
     "goodbye": "Goodbye, and enjoy watching {{COMPANY_NAME}}!",
 }
 HUMAN_INTENT = "human_agent"
+# The status of a streamed answer the customer left before it was complete.
+ABANDONED = "abandoned"
 
 # A message is small talk only when these phrases make up all of it: "hi, how do I cancel?"
 # is a question.
@@ -469,12 +471,20 @@ class Assistant:
         return self._finish(answer, started)
 
     def stream(
-        self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
+        self,
+        question: str,
+        session_id: str | None = None,
+        history: Sequence[Turn] = (),
+        abandoned: Callable[[Answer], None] | None = None,
     ) -> Iterator[str | Retraction | Answer]:
         """Text deltas as the provider writes them, then the finished Answer. A provider that
         fails, stops before it says it finished, or starts repeating its instructions, is
         replaced by the extractive answer: when text was already sent, a `Retraction` comes
-        first. No run of the instructions is ever sent, and no fragment is ever the answer."""
+        first. No run of the instructions is ever sent, and no fragment is ever the answer.
+
+        Closed before its end (the customer left), the stream stops the provider's request at
+        once and, when the model was already asked, hands `abandoned` an Answer with status
+        `abandoned`, no text and error `ClientDisconnected`."""
         started = time.perf_counter()
         answer, hits = self.decide(question, session_id, history)
         if not hits:
@@ -511,6 +521,12 @@ class Assistant:
             completion = self._extractive.complete(messages, references=references)
             # The knowledge base's own text: its {{PLACEHOLDERS}} are filled like any delta's.
             yield self.profile.fill(completion.text)
+        except GeneratorExit:
+            parts.close()
+            answer.status, answer.error = ABANDONED, "ClientDisconnected"
+            if abandoned is not None:
+                abandoned(self._finish(answer, started))
+            raise
         finally:
             parts.close()
         self._take(answer, completion, shown)
