@@ -10,7 +10,7 @@ from typing import Any
 import click
 import questionary
 
-from assistant.client import ApiError, AssistantClient
+from assistant.client import ApiError, AssistantClient, feedback_note
 from assistant.simulate import SimulationError, read_questions
 
 GROUND_TRUTH = "ground-truth.csv"
@@ -65,6 +65,8 @@ def show_answer(client: AssistantClient, question: str, session_id: str | None) 
     for kind, data in client.stream(question, session_id):
         if kind == "delta":
             click.echo(data, nl=False)
+        elif kind == "reset":
+            click.echo(click.style(" [interrupted; the help-centre answer follows]", dim=True))
         else:
             body = data
     click.echo("\n")
@@ -79,11 +81,23 @@ def _vote(client: AssistantClient, conversation_id: str) -> None:
     if not VOTES[choice]:
         return
     try:
-        client.feedback(conversation_id, VOTES[choice])
+        reply = client.feedback(conversation_id, VOTES[choice])
     except ApiError as exc:
         click.echo(click.style(f"feedback not saved: {exc}", fg="red"))
         return
-    click.echo(click.style(f"feedback {choice.split()[0]} saved", fg="green"))
+    click.echo(click.style(f"feedback {choice.split()[0]} {feedback_note(reply)}", fg="green"))
+
+
+def degraded_note(health: dict) -> str:
+    """One line on what a degraded API still does, from its /health body."""
+    parts = []
+    if health.get("database") == "down":
+        parts.append("its database is down; answers are kept and stored when it is back")
+    if health.get("spool_status") == "failing":
+        parts.append("its spool cannot write, so answers are not being kept")
+    if health.get("provider_status") == "degraded":
+        parts.append("its answer model is failing; answers come from the help-centre entries")
+    return "The API is degraded: " + ("; ".join(parts) or "see its /health") + "."
 
 
 def run(client: AssistantClient, pool: list[str] | None = None, seed: int | None = None) -> None:
@@ -101,6 +115,8 @@ def run(client: AssistantClient, pool: list[str] | None = None, seed: int | None
         f"{knowledge_base['documents']} documents, {knowledge_base['source']} KB). "
         "'exit' or Ctrl-C leaves."
     )
+    if health.get("status") != "ok":
+        click.echo(click.style(degraded_note(health), fg="yellow"))
     rng = random.Random(seed)
     session_id = None
     try:

@@ -108,7 +108,7 @@ class AssistantClient:
                 code="invalid_response",
                 status=response.status_code,
             ) from exc
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:
             error = body.get("error") if isinstance(body, dict) else None
             if isinstance(error, dict):
                 raise ApiError(
@@ -130,21 +130,26 @@ class AssistantClient:
     def feedback(
         self, conversation_id: str, feedback: int, comment: str | None = None
     ) -> dict[str, Any]:
-        """POST /feedback: +1 or -1 on a conversation; the latest vote wins."""
+        """POST /feedback: +1 or -1 on a conversation; the latest vote wins. The body's
+        `status` is `saved`, or `queued` (HTTP 202) while the database is away: the vote is
+        kept and stored when it is back. Both are success."""
         body: dict[str, Any] = {"conversation_id": conversation_id, "feedback": feedback}
         if comment:
             body["comment"] = comment
         return self._json(self._request("POST", "/feedback", json=body))
 
     def health(self) -> dict[str, Any]:
-        """GET /health: provider, model and knowledge base; ApiError while it is unhealthy."""
+        """GET /health: status, provider, model and knowledge base. The body also when the
+        API answers 503 (its database is down, yet questions are still answered); ApiError
+        only when nothing, or something other than the API, answers."""
         response = self._request("GET", "/health")
         if response.status_code == 503:
-            raise ApiError(
-                f"{self.url} is up but unhealthy (its database is down)",
-                code="unhealthy",
-                status=503,
-            )
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "knowledge_base" in body:
+                return body
         return self._json(response)
 
     def stats(self, since: datetime | None = None) -> dict[str, Any]:
@@ -154,6 +159,8 @@ class AssistantClient:
 
     def stream(self, question: str, session_id: str | None = None) -> Iterator[tuple[str, Any]]:
         """Yield ("delta", text) pieces of the answer, then ("answer", the /question body).
+        A ("reset", {"reason": ...}) between them withdraws the text so far: the model failed
+        mid-answer and the knowledge base's answer follows in new deltas.
 
         On an API without POST /question/stream, the whole answer comes as one delta, so a UI
         needs only this one loop.
@@ -192,6 +199,9 @@ class AssistantClient:
                 payload = json.loads(data)
                 if event == "delta":
                     yield "delta", payload.get("text", "")
+                elif event == "reset":
+                    # The text so far is withdrawn; the knowledge base's answer follows.
+                    yield "reset", payload
                 elif event == "answer":
                     yield "answer", payload
                     return
@@ -219,3 +229,18 @@ def _body(question: str, session_id: str | None) -> dict[str, str]:
     if session_id:
         body["session_id"] = session_id
     return body
+
+
+def feedback_note(reply: dict[str, Any]) -> str:
+    """How a UI words a vote the API took: `saved`, or kept for later while the database is
+    away (HTTP 202, status `queued`)."""
+    if reply.get("status") == "queued":
+        return "saved, and will be stored when the database is back"
+    return "saved"
+
+
+def feedback_thanks(reply: dict[str, Any]) -> str:
+    """The thanks a UI shows for a vote the API took (see `feedback_note`)."""
+    if reply.get("status") == "queued":
+        return "Thanks for your feedback! It will be stored when the database is back."
+    return "Thanks for your feedback!"

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
+from assistant.client import AssistantClient
 from tests.conftest import free_port, running_api
 
 DOWN = "\x1b[B"
@@ -45,6 +46,45 @@ def _votes(database_url: str) -> dict[str, tuple[str, int]]:
             " JOIN feedback f ON f.conversation_id = c.id"
         ).fetchall()
     return {conversation: (question, vote) for conversation, question, vote in rows}
+
+
+@pytest.mark.timeout(300)
+def test_chat_starts_and_votes_while_the_database_is_down(tmp_path):
+    """A PostgreSQL of the test's own, stopped while the API runs: /health answers 503, yet
+    the API answers, keeps the vote for later (202), and `assistant chat` works as usual."""
+    import pgserver
+
+    pgdata = tmp_path / "pg"
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        (tmp_path / "api").mkdir()
+        with running_api(server.get_uri(), tmp_path / "api") as served:
+            server.cleanup()
+            client = AssistantClient(served.url)
+            health = client.health()
+            assert health["database"] == "down" and health["status"] == "degraded"
+
+            chat = _chat("--url", served.url)
+            chat.expect("Connected to .* 70 documents, demo KB")
+            chat.expect("The API is degraded: its database is down; answers are kept")
+            chat.expect("You:")
+            chat.sendline("how do I cancel my subscription?")
+            chat.expect(r"intent cancel-subscription .* id ([0-9a-f]{32})\]")
+            conversation_id = chat.match.group(1)
+            chat.expect("Was this answer helpful?")
+            chat.send("\r")
+            chat.expect("feedback \\+1 saved, and will be stored when the database is back")
+            chat.expect("You:")
+            chat.sendintr()
+            chat.expect(pexpect.EOF)
+            chat.close()
+            assert chat.exitstatus == 0
+
+            reply = client.feedback(conversation_id, -1)
+            assert reply["status"] == "queued"
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    finally:
+        server.cleanup()
 
 
 def test_chat_asks_shows_the_answer_and_stores_the_vote(api):

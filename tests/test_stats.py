@@ -35,7 +35,7 @@ ROWS = [
     (3.1, "answered", False, "payment_methods", "llama3.2:1b", 4.0, 0.0, 510, 120, 0,
      "RELEVANT", -1, 3.0),
     (5.9, "answered", False, "cancel_subscription", "gpt-4o-mini", 0.9, 0.0003, 280, 60, 110,
-     "PENDING", None, None),
+     "UNJUDGED", None, None),
     # Before the window: left out, but its late vote, given inside it, counts as the
     # dashboard's +1/-1 panel counts it.
     (7.0, "answered", False, "cancel_subscription", "gpt-4o-mini", 9.0, 0.0009, 999, 99, 99,
@@ -131,7 +131,7 @@ def test_totals(window):
     assert stats["tokens"] == {**tokens, "total": sum(tokens.values())}
     assert stats["relevance"] == {
         label: sum(row["relevance"] == label for row in rows)
-        for label in ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING")
+        for label in ("RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED")
     }
     # Votes count by when they were given: the late +1 on the older conversation is in.
     assert stats["feedback"] == {
@@ -225,7 +225,13 @@ def test_a_time_without_zone_is_utc_and_an_empty_window_is_zeros(seeded):
         "resolution_rate": None,
         "cost_usd": 0,
         "tokens": {"prompt": 0, "completion": 0, "judge": 0, "total": 0},
-        "relevance": {"RELEVANT": 0, "PARTLY_RELEVANT": 0, "NON_RELEVANT": 0, "PENDING": 0},
+        "relevance": {
+            "RELEVANT": 0,
+            "PARTLY_RELEVANT": 0,
+            "NON_RELEVANT": 0,
+            "PENDING": 0,
+            "UNJUDGED": 0,
+        },
         "feedback": {"thumbs_up": 0, "thumbs_down": 0, "satisfaction": None},
         "hourly": [],
         "status_mix": [],

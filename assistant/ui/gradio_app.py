@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from assistant.client import ApiError, AssistantClient
+from assistant.client import ApiError, AssistantClient, feedback_thanks
 
 EXAMPLES = [
     "How do I cancel my subscription?",
@@ -45,7 +45,10 @@ def build(client: AssistantClient) -> gr.Blocks:
                 if kind == "delta":
                     text += data
                     yield text
-                else:
+                elif kind == "reset":
+                    # The model failed mid-answer: its start is withdrawn, the KB's answer follows.
+                    text = ""
+                elif kind == "answer":
                     # The conversation id rides on the message, so a like on it, in any turn,
                     # finds its conversation without any state kept here.
                     yield {
@@ -62,10 +65,10 @@ def build(client: AssistantClient) -> gr.Blocks:
         if "id" not in metadata or not isinstance(like.liked, bool):
             return
         try:
-            client.feedback(str(metadata["id"]), 1 if like.liked else -1)
+            reply = client.feedback(str(metadata["id"]), 1 if like.liked else -1)
         except ApiError as exc:
             raise gr.Error(f"Feedback not saved: {exc}") from exc
-        gr.Info("Thanks for your feedback!")
+        gr.Info(feedback_thanks(reply))
 
     with gr.Blocks(title="Media Support Assistant", analytics_enabled=False) as demo:
         chatbot = gr.Chatbot(label="Support", height="72vh", feedback_options=("Like", "Dislike"))

@@ -3,7 +3,7 @@ POST /feedback. The API's session id is kept, so a conversation stays one sessio
 
 import streamlit as st
 
-from assistant.client import ApiError
+from assistant.client import ApiError, feedback_thanks
 
 client = st.session_state.client
 history = st.session_state.setdefault("history", [])
@@ -15,11 +15,11 @@ def send_vote(conversation_id: str) -> None:
     if choice is None:
         return
     try:
-        client.feedback(conversation_id, 1 if choice == 1 else -1)
+        reply = client.feedback(conversation_id, 1 if choice == 1 else -1)
     except ApiError as exc:
         st.toast(f"Feedback not saved: {exc}", icon=":material/error:")
     else:
-        st.toast("Thanks for your feedback!", icon=":material/check_circle:")
+        st.toast(feedback_thanks(reply), icon=":material/check_circle:")
 
 
 def show_details(body: dict) -> None:
@@ -63,7 +63,7 @@ if question := st.chat_input("Ask about plans, billing, devices, subtitles..."):
             for kind, data in client.stream(question, st.session_state.get("session_id")):
                 if kind == "delta":
                     yield data
-                else:
+                elif kind == "answer":
                     answer.update(data)
 
         try:
