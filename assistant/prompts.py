@@ -35,6 +35,11 @@ CONTEXT_ENTRY = """\
 A: {response}
 """
 
+TRANSLATE_SYSTEM = """\
+Translate the customer's message into {language}. Reply with the translation only: no quotes,
+notes or answers to the message.
+"""
+
 JUDGE_SYSTEM = """\
 You are an expert evaluator of a customer-support assistant for a streaming service.
 Classify how relevant the assistant's answer is to the customer's question:

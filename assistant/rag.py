@@ -353,6 +353,9 @@ class Assistant:
         self.signals = signals
         self._extractive = ExtractiveProvider()
         self.provider_calls = CallRecord()
+        # A question in another language is translated for retrieval by an answer model that
+        # can (a served one; the bundled 135M model cannot), else handed off for its language.
+        self.translates = provider.name in ("openai", "ollama")
         docs = retriever.documents
         self.out_of_scope_reply = OUT_OF_SCOPE_REPLY.replace("{topics}", kb_topics(docs))
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
@@ -419,7 +422,12 @@ class Assistant:
         foreign = None
         if not self.multilingual:
             foreign = foreign_language(question, self.language, self._known_words)
-        reason = None if foreign else self._handoff_reason(question, history)
+        searched = question
+        if foreign and self.translates:
+            translation = self._translate(question, answer)
+            if translation:
+                searched, foreign = translation, None
+        reason = None if foreign else self._handoff_reason(searched, history)
         if reason or foreign:
             answer.status, answer.handoff_reason = "handoff", reason or "language"
             prefix = ""
@@ -428,7 +436,7 @@ class Assistant:
                 prefix = LANGUAGE_PREFIX.format(language=language)
             answer.answer = prefix + HANDOFF_REPLY
             return answer, []
-        result = self._search(question, history)
+        result = self._search(searched, history)
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = [
@@ -450,6 +458,28 @@ class Assistant:
         else:
             return answer, result.hits
         return answer, []
+
+    def _translate(self, question: str, answer: Answer) -> str | None:
+        """`question` in the KB's language by the answer model, to retrieve with (the model
+        then answers the original, in its language); None when the model fails or replies
+        with something that is not a plausible translation. Its tokens count to `answer`."""
+        language = LANGUAGE_NAMES.get(self.language, self.language)
+        messages = [
+            {"role": "system", "content": prompts.TRANSLATE_SYSTEM.format(language=language)},
+            {"role": "user", "content": question},
+        ]
+        try:
+            completion = self.provider.complete(messages)
+        except ProviderError as exc:
+            log.warning("translating a question failed (%s): handed off for its language", exc)
+            self._called(ok=False)
+            return None
+        self._called(ok=True)
+        self._count(answer, completion)
+        text = completion.text.strip().strip('"')
+        if not text or len(text) > 4 * len(question) + 40:
+            return None
+        return text
 
     def answer(
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
@@ -571,10 +601,16 @@ class Assistant:
             answer.uncited = bool(shown) and not answer.cited_sources
         answer.answer = completion.text
         answer.model_used = completion.model
-        answer.prompt_tokens = completion.prompt_tokens
-        answer.completion_tokens = completion.completion_tokens
-        answer.cost_usd = completion.cost_usd
-        answer.tokens_estimated = completion.tokens_estimated
+        self._count(answer, completion)
+
+    @staticmethod
+    def _count(answer: Answer, completion: Completion) -> None:
+        """Add a completion's tokens and cost to the answer's (a translation's, then the
+        answer's own)."""
+        answer.prompt_tokens += completion.prompt_tokens
+        answer.completion_tokens += completion.completion_tokens
+        answer.cost_usd += completion.cost_usd
+        answer.tokens_estimated = answer.tokens_estimated or completion.tokens_estimated
 
     def _finish(self, answer: Answer, started: float) -> Answer:
         # Filled after generation too: a model may echo a {{PLACEHOLDER}} from its context.

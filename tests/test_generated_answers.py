@@ -660,3 +660,50 @@ def test_a_reformatted_echo_of_the_prompt_never_reaches_the_customer(
     letters = "".join(c for c in sent.lower() if c.isalpha())
     prompt = "".join(c for c in system_prompt(stand_in.requests[0]).lower() if c.isalpha())
     assert not any(letters[i : i + 40] in prompt for i in range(max(0, len(letters) - 39)))
+
+
+# --- A customer in another language ----------------------------------------------------------
+
+
+GERMAN = "Wie kann ich mein Abonnement kündigen?"
+GERMAN_ANSWER = "Melden Sie sich an, öffnen Sie Konto > Abo und wählen Sie Abo kündigen [1]."
+
+
+def _translates(handler: _Handler, body: dict) -> None:
+    """The stand-in as a model that translates when asked to, and answers in the customer's
+    language. (The bundled 135M model cannot translate; no larger one runs here.)"""
+    if system_prompt(body).startswith("Translate"):
+        answer("How can I cancel my subscription?")(handler, body)
+    else:
+        answer(GERMAN_ANSWER)(handler, body)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["question", "stream"])
+def test_another_language_is_answered_in_it_when_a_model_answers(
+    stand_in, assistant, own_database, tmp_path, stream
+):
+    stand_in.behaviour = _translates
+    with _app(stand_in, assistant, own_database, tmp_path) as app:
+        body, _, _ = _ask(app.test_client(), stream, GERMAN)
+    assert body["status"] == "answered" and body["intent"] == "cancel-subscription", body
+    assert body["answer"] == GERMAN_ANSWER.strip() and body["provider"] == "openai"
+    translate, generate = stand_in.requests
+    assert translate["messages"][-1]["content"] == GERMAN
+    # The model answers the customer's own words, not the translation.
+    assert GERMAN in generate["messages"][-1]["content"]
+    [row] = _rows(own_database)
+    assert row["cited_sources"] == [body["sources"][0]["id"]]
+    # The translation's tokens count too (a stream's usage is estimated: the stand-in sends none).
+    assert row["prompt_tokens"] == 2 * 120 if not stream else row["prompt_tokens"] > 120
+
+
+def test_another_language_is_handed_off_when_translation_fails(
+    stand_in, assistant, own_database, tmp_path
+):
+    stand_in.behaviour = _rate_limited("20")
+    with _app(stand_in, assistant, own_database, tmp_path) as app:
+        body, _, _ = _ask(app.test_client(), False, GERMAN)
+    assert body["status"] == "handoff" and body["answer"].startswith(
+        "I'm sorry, I can only answer in English"
+    )
+    assert len(stand_in.requests) == 1 and len(_rows(own_database)) == 1
