@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from assistant.config import Settings
+from assistant.config import PROJECT_ROOT, Settings
 
 
 def _settings() -> Settings:
@@ -629,11 +629,48 @@ def bench_group() -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print p50_s, p95_s, tokens_per_s, model.")
-def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) -> None:
+@click.option(
+    "--answers",
+    "answers_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instead: write the model's and the extractive answers to 25 customer questions, "
+    "side by side, to this CSV for a person to rate (good, partly, bad).",
+)
+@click.option(
+    "--ratings",
+    "ratings_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead: count the ratings in a file --answers wrote.",
+)
+def bench_llm_command(
+    provider: str,
+    runs: int,
+    max_tokens: int,
+    as_json: bool,
+    answers_path: Path | None,
+    ratings_path: Path | None,
+) -> None:
     """Answer latency (p50, p95) and tokens per second of a model on real answer prompts."""
-    from assistant.bench import bench_llm, bench_questions, bench_settings
+    from assistant.bench import bench_llm, bench_questions, bench_settings, count_ratings
     from assistant.rag import build_assistant
 
+    if ratings_path is not None:
+        try:
+            counts = count_ratings(ratings_path)
+        except (ValueError, KeyError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if as_json:
+            click.echo(json.dumps(counts))
+            return
+        for column, found in counts.items():
+            click.echo(f"{column.removeprefix('rating_'):<11} " + "  ".join(
+                f"{name} {n}" for name, n in found.items()
+            ))  # fmt: skip
+        return
+    if answers_path is not None:
+        # Answers as customers get them: the configured lengths, not the benchmark's.
+        _write_rating_file(replace(_settings(), llm_provider=provider), answers_path)
+        return
     settings = bench_settings(_settings(), provider, max_tokens)
     try:
         assistant = build_assistant(settings)
@@ -653,6 +690,24 @@ def bench_llm_command(provider: str, runs: int, max_tokens: int, as_json: bool) 
     )
     click.echo(
         f"p50 {result.p50_s:.2f} s  p95 {result.p95_s:.2f} s  {result.tokens_per_s:.1f} tokens/s"
+    )
+
+
+def _write_rating_file(settings, path: Path) -> None:
+    from assistant.bench import rating_questions, write_answers
+    from assistant.rag import build_assistant
+
+    try:
+        model = build_assistant(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    extractive = build_assistant(replace(settings, llm_provider="extractive"))
+    questions = rating_questions(PROJECT_ROOT / "data" / "customer-questions.csv")
+    written = write_answers(model, extractive, questions, path, count=25)
+    click.echo(
+        f"{written} questions answered by {model.provider.name}:{model.provider.model} and "
+        f"extractively in {path}; rate each answer good, partly or bad, then run "
+        f"`assistant bench llm --ratings {path}`"
     )
 
 
