@@ -518,6 +518,10 @@ def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, a
     assert body["answer"].strip() and "{{" not in body["answer"] and not body["fallback"]
     stored = database.get_conversation(body["conversation_id"])
     assert stored["prompt_tokens"] > 0 and stored["completion_tokens"] > 0
+    # Whatever the model cited is among the entries it was shown; citing none is flagged.
+    shown = [source["id"] for source in body["sources"]]
+    assert set(stored["cited_sources"]) <= set(shown)
+    assert stored["uncited"] is (not stored["cited_sources"])
 
     response = client.post("/question/stream", json={"question": "I forgot my password"})
     assert response.mimetype == "text/event-stream"
