@@ -195,7 +195,7 @@ def create_app(
     @app.errorhandler(SpoolUnavailable)
     def storage_error(exc: Exception):
         log.error("database unavailable and %s", exc)
-        return _error(503, "storage_unavailable", "the answer could not be stored; retry shortly")
+        return _error(503, "storage_unavailable", "the request could not be stored; retry shortly")
 
     @app.errorhandler(psycopg.DataError)
     def unstorable(exc: Exception):
@@ -224,8 +224,13 @@ def create_app(
         """Stored (or spooled) before the reply leaves; judged later, off the request path.
         Raises SpoolUnavailable when neither the database nor the spool can keep it."""
         row = conversation_row(answer)
+        if answer.status == ABANDONED:
+            row["relevance"] = "UNJUDGED"
+            row["relevance_explanation"] = "the customer left before the answer was complete"
         try:
             database.save_conversation(row)
+            # Stored without the spool: whatever stopped it writing no longer loses rows.
+            spool.failing = None
         except UNAVAILABLE as exc:
             log.warning("database unavailable, conversation spooled: %s", type(exc).__name__)
             # Not judged now: replayed, the row stays PENDING for `assistant judge --pending`.

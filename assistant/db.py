@@ -55,6 +55,8 @@ CONVERSATION_COLUMNS = (
     "tokens_estimated",
     "cited_sources",
     "uncited",
+    "relevance",
+    "relevance_explanation",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 # Rendered to text once: a composed statement is composed again on every execution, which
@@ -212,6 +214,8 @@ class Database:
         values["tokens_estimated"] = bool(row.get("tokens_estimated"))
         values["cited_sources"] = Jsonb(list(row.get("cited_sources") or []))
         values["uncited"] = bool(row.get("uncited"))
+        values["relevance"] = row.get("relevance") or "PENDING"
+        values["relevance_explanation"] = row.get("relevance_explanation") or ""
         values["timestamp"] = row.get("timestamp")
         try:
             with self._connection() as conn:
@@ -255,10 +259,12 @@ class Database:
             )
 
     def session_history(self, session_id: str, turns: int = 3) -> list[tuple[str, str]]:
-        """The session's last `turns` question/answer pairs, oldest first."""
+        """The session's last `turns` question/answer pairs, oldest first (a stream the
+        customer left unfinished is not a turn)."""
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT question, answer FROM conversations WHERE session_id = %s"
+                "SELECT question, answer FROM conversations"
+                " WHERE session_id = %s AND status <> 'abandoned'"
                 " ORDER BY timestamp DESC LIMIT %s",
                 (session_id, turns),
             ).fetchall()

@@ -12,6 +12,7 @@ as such) and its cost in USD from `data/model-prices.yaml`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fnmatch
 import importlib.metadata
@@ -19,6 +20,7 @@ import importlib.util
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -97,40 +99,72 @@ def _start_deadline(seconds: float | None) -> Deadline | None:
 
 
 class _DeadlineStream(httpx.SyncByteStream):
-    """A response body that stops at the deadline. A read timeout alone never trips for a
-    server that trickles a byte every second; every byte passes through here."""
+    """A response body held to the deadline. A read timeout never trips for a server that
+    trickles a byte a second, and a read that started just before the deadline could wait a
+    whole read timeout past it: at the deadline a timer shuts the connection's socket down,
+    which ends any read at once."""
 
-    def __init__(self, inner: httpx.SyncByteStream, deadline: Deadline):
-        self._inner, self._deadline = inner, deadline
+    def __init__(self, inner: httpx.SyncByteStream, deadline: Deadline, network: Any):
+        self._inner, self._deadline, self._network = inner, deadline, network
+        self._expired = self._done = False
+        self._timer = threading.Timer(deadline.remaining(), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        if self._done:
+            return
+        self._expired = True
+        sock = self._network.get_extra_info("socket") if self._network is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            if not self._deadline.remaining():
-                raise DeadlineExceeded("LLM_DEADLINE passed while the answer was arriving")
-            yield chunk
+        try:
+            for chunk in self._inner:
+                if self._expired or not self._deadline.remaining():
+                    raise DeadlineExceeded("LLM_DEADLINE passed while the answer was arriving")
+                yield chunk
+        except httpx.HTTPError as exc:
+            if self._expired:
+                raise DeadlineExceeded("LLM_DEADLINE passed while the answer was arriving") from exc
+            raise
+        finally:
+            self._done = True
+            self._timer.cancel()
 
     def close(self) -> None:
+        self._done = True
+        self._timer.cancel()
         self._inner.close()
 
 
-class DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport, held to the calling thread's deadline (`_start_deadline`): connect
-    and every read wait at most until it, and the body stops at it."""
+def _clamp_timeouts(request: httpx.Request) -> None:
+    """httpx request hook: connect and each read wait at most until the thread's deadline."""
+    deadline = _current_deadline()
+    if deadline is None:
+        return
+    remaining = deadline.remaining()
+    if not remaining:
+        raise DeadlineExceeded("LLM_DEADLINE passed before the request", request=request)
+    timeout = dict(request.extensions.get("timeout") or {})
+    for key in ("connect", "read", "write", "pool"):
+        timeout[key] = remaining if timeout.get(key) is None else min(timeout[key], remaining)
+    request.extensions["timeout"] = timeout
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = _current_deadline()
-        if deadline is None:
-            return super().handle_request(request)
-        remaining = deadline.remaining()
-        if not remaining:
-            raise DeadlineExceeded("LLM_DEADLINE passed before the request", request=request)
-        timeout = dict(request.extensions.get("timeout") or {})
-        for key in ("connect", "read", "write", "pool"):
-            timeout[key] = remaining if timeout.get(key) is None else min(timeout[key], remaining)
-        request.extensions["timeout"] = timeout
-        response = super().handle_request(request)
-        response.stream = _DeadlineStream(response.stream, deadline)
-        return response
+
+def _bound_body(response: httpx.Response) -> None:
+    """httpx response hook: the body stops at the thread's deadline (`_DeadlineStream`)."""
+    deadline = _current_deadline()
+    if deadline is not None:
+        network = response.extensions.get("network_stream")
+        response.stream = _DeadlineStream(response.stream, deadline, network)
+
+
+# Given to every provider's httpx client. Hooks rather than a transport of our own, so the
+# client still builds its usual transports, HTTP(S)_PROXY from the environment included.
+DEADLINE_HOOKS = {"request": [_clamp_timeouts], "response": [_bound_body]}
 
 
 class CallRecord:
@@ -161,6 +195,8 @@ class Completion:
     latency: float
     tokens_estimated: bool = False
     cost_usd: float = 0.0
+    # The model stopped at its token limit (finish_reason "length"): the text is cut short.
+    truncated: bool = False
 
 
 class Provider(Protocol):
@@ -378,6 +414,11 @@ class ExtractiveProvider:
 # Model families that take `max_completion_tokens` and refuse sampling parameters
 # (OpenAI's reasoning models): gpt-5, o1, o3, o4 and their dated or sized variants.
 REASONING_MODEL = re.compile(r"^(?:gpt-5|o[1-9])(?:$|[-.:])")
+# Never dropped on a server's say-so: without them the request is another request.
+ESSENTIAL = frozenset({"stream"})
+# OpenAI's reasoning models spend hidden reasoning tokens out of `max_completion_tokens`: they
+# get this many on top of the answer's LLM_MAX_TOKENS, and are asked to reason briefly.
+REASONING_TOKENS = 2048
 # What a server that cannot read a reply, or reads one of the wrong shape, raises.
 MALFORMED = (ValueError, TypeError, AttributeError, LookupError)
 
@@ -416,7 +457,7 @@ class OpenAICompatibleProvider:
             timeout=timeout,
             # Retries are ours (call_with_retries): the same policy for every provider.
             max_retries=0,
-            http_client=httpx.Client(transport=DeadlineTransport(), timeout=timeout),
+            http_client=httpx.Client(timeout=timeout, event_hooks=DEADLINE_HOOKS),
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -424,7 +465,10 @@ class OpenAICompatibleProvider:
         reasoning = bool(REASONING_MODEL.match(_model_family(self.model)))
         tokens = "max_completion_tokens" if reasoning or self._official else "max_tokens"
         params: dict[str, Any] = {tokens: self._max_tokens}
-        if not reasoning:
+        if reasoning:
+            params[tokens] += REASONING_TOKENS
+            params["reasoning_effort"] = "low"
+        else:
             params["temperature"] = TEMPERATURE
         if "max_tokens" in self._refused and "max_tokens" in params:
             params["max_completion_tokens"] = params.pop("max_tokens")
@@ -436,12 +480,14 @@ class OpenAICompatibleProvider:
         if not isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
             return None
         named = getattr(exc, "param", None)
-        if named in sent:
+        if named in sent and named not in ESSENTIAL:
             return named
         message = str(getattr(exc, "message", "") or exc)
         if isinstance(exc, openai.BadRequestError) and "unsupported" not in message.lower():
             return None
-        return next((name for name in sent if f"'{name}'" in message or name in message), None)
+        # Whole quoted names only: "'stream_options'" must not read as "stream".
+        quoted = set(re.findall(r"['\"`]([a-z_]+)['\"`]", message))
+        return next((name for name in sent if name in quoted and name not in ESSENTIAL), None)
 
     def _sent(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in {**self.parameters(), **extra}.items() if k not in self._refused}
@@ -496,10 +542,12 @@ class OpenAICompatibleProvider:
         _start_deadline(self._deadline)
         try:
             response = self._create(messages, **extra)
-            text = response.choices[0].message.content or "" if response.choices else ""
+            choice = response.choices[0] if response.choices else None
+            text = (choice.message.content or "") if choice is not None else ""
             if not isinstance(text, str):
                 raise TypeError(f"message content is {type(text).__name__}, not text")
-            return self._completion(messages, text, response.model, response.usage, started)
+            completion = self._completion(messages, text, response.model, response.usage, started)
+            return replace(completion, truncated=getattr(choice, "finish_reason", None) == "length")
         except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
 
@@ -508,7 +556,7 @@ class OpenAICompatibleProvider:
     ) -> Iterator[str | Completion]:
         started = time.perf_counter()
         parts: list[str] = []
-        model, usage, finished = None, None, False
+        model, usage, finished, truncated = None, None, False, False
         chunks = None
         _start_deadline(self._deadline)
         try:
@@ -518,6 +566,7 @@ class OpenAICompatibleProvider:
                 model = chunk.model or model
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
+                    truncated = truncated or choice.finish_reason == "length"
                     finished = finished or bool(choice.finish_reason)
                     if choice.delta and choice.delta.content:
                         parts.append(choice.delta.content)
@@ -525,12 +574,13 @@ class OpenAICompatibleProvider:
             if not finished:
                 raise IncompleteStream("the stream ended before the model finished")
             completion = self._completion(messages, "".join(parts), model, usage, started)
+            completion = replace(completion, truncated=truncated)
         except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
         finally:
             # Also when the caller stops reading (the customer left): the upstream request
             # ends now instead of generating to the end for nobody.
-            if chunks is not None:
+            if hasattr(chunks, "close"):
                 chunks.close()
         yield completion
 
@@ -593,7 +643,7 @@ class OllamaProvider:
             timeout=httpx.Timeout(
                 settings.ollama_read_timeout, connect=settings.llm_connect_timeout
             ),
-            transport=DeadlineTransport(),
+            event_hooks=DEADLINE_HOOKS,
         )
 
     def models(self) -> list[str]:
@@ -670,7 +720,7 @@ class OllamaProvider:
         except (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED) as exc:
             raise ProviderError(type(exc).__name__) from exc
         finally:
-            if chunks is not None:
+            if hasattr(chunks, "close"):
                 chunks.close()
         yield completion
 
@@ -687,7 +737,8 @@ class OllamaProvider:
         if completion_tokens is None:
             completion_tokens = counter.count(text)
         model = getattr(response, "model", None) or self.model
-        return _finish(text, model, prompt_tokens, completion_tokens, started, estimated)
+        completion = _finish(text, model, prompt_tokens, completion_tokens, started, estimated)
+        return replace(completion, truncated=getattr(response, "done_reason", None) == "length")
 
 
 def llama_cpp_installed() -> bool:
@@ -819,7 +870,7 @@ class LocalProvider:
                 # llama.cpp raises ValueError for a prompt longer than the context window.
                 raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
         usage = result["usage"]
-        return _finish(
+        completion = _finish(
             result["choices"][0]["message"]["content"] or "",
             self.model,
             usage["prompt_tokens"],
@@ -827,6 +878,7 @@ class LocalProvider:
             started,
             estimated=False,
         )
+        return replace(completion, truncated=result["choices"][0].get("finish_reason") == "length")
 
     def stream(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
@@ -836,7 +888,7 @@ class LocalProvider:
         with self._lock:
             try:
                 llm = self._model()
-                finished = False
+                finished = truncated = False
                 deadline = Deadline(self._deadline) if self._deadline else None
                 for chunk in llm.create_chat_completion(
                     messages=list(messages),
@@ -844,7 +896,9 @@ class LocalProvider:
                     max_tokens=self._max_tokens,
                     stream=True,
                 ):
-                    finished = finished or bool(chunk["choices"][0].get("finish_reason"))
+                    reason = chunk["choices"][0].get("finish_reason")
+                    truncated = truncated or reason == "length"
+                    finished = finished or bool(reason)
                     delta = chunk["choices"][0]["delta"].get("content")
                     if delta:
                         parts.append(delta)
@@ -864,7 +918,10 @@ class LocalProvider:
                 for m in messages
             )
             completion_tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=False))
-        yield _finish(text, self.model, prompt_tokens, completion_tokens, started, estimated=True)
+        completion = _finish(
+            text, self.model, prompt_tokens, completion_tokens, started, estimated=True
+        )
+        yield replace(completion, truncated=truncated)
 
 
 # --- The factory ------------------------------------------------------------------------

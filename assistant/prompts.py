@@ -1,15 +1,16 @@
 """Prompt templates, as plain text. Placeholders use str.format fields."""
 
-import functools
 import secrets
 import string
 
+# Made once, at import: every thread of a process writes the same one into its prompts.
+_CANARY = "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))
 
-@functools.cache
+
 def canary() -> str:
     """A random word of 16 letters, new in every process, written into the answer prompt: an
     answer that carries it is repeating the prompt, and is never sent (rag.Instructions)."""
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))
+    return _CANARY
 
 
 ANSWER_SYSTEM = """\

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -9,6 +10,7 @@ import logging
 import pickle
 import re
 import time
+import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -192,11 +194,19 @@ class InstructionsEchoed(ProviderError):
     """The model repeated its instructions instead of answering: the answer is discarded."""
 
 
-def _letters(text: str) -> tuple[str, list[int]]:
-    """`text`'s letters, lower-cased, and where each one is in `text`: what is left of a
-    passage after any reformatting (case, spaces, punctuation, digits and numbering)."""
-    positions = [i for i, char in enumerate(text) if char.isalpha()]
-    return "".join(text[i] for i in positions).lower(), positions
+def _letters(text: str, offset: int = 0) -> tuple[str, list[int]]:
+    """`text`'s letters, NFKC-normalised and case-folded (so fullwidth, accented-compatibility
+    and upper-case forms compare equal), and where each one came from in `text` (plus
+    `offset`): what is left of a passage after any reformatting (case, spaces, punctuation,
+    digits and numbering). A character that folds to several letters gives each its
+    position."""
+    letters, positions = [], []
+    for i, char in enumerate(text, offset):
+        for folded in unicodedata.normalize("NFKC", char).casefold():
+            if folded.isalpha():
+                letters.append(folded)
+                positions.append(i)
+    return "".join(letters), positions
 
 
 class Instructions:
@@ -207,40 +217,67 @@ class Instructions:
         self.letters, _ = _letters(system)
         self.run = run
         self._runs = {self.letters[i : i + run] for i in range(len(self.letters) - run + 1)}
-        self.canary = prompts.canary() if prompts.canary() in self.letters else None
+        canary, _ = _letters(prompts.canary())
+        self.canary = canary if canary in self.letters else None
 
-    def echoed(self, text: str, recent: int | None = None) -> bool:
-        """Whether `text` holds `run` consecutive letters of the instructions, or their canary;
-        with `recent`, only what ends among the last `recent` characters (a stream checks what
-        its latest delta could have completed, not the whole text again)."""
+    def echoed(self, text: str) -> bool:
+        """Whether `text` holds `run` consecutive letters of the instructions, or their
+        canary."""
         letters, _ = _letters(text)
-        if self.canary and self.canary in letters:
+        return self._echoed_in(letters, 0)
+
+    def _echoed_in(self, letters: str, first: int) -> bool:
+        """Whether a run or the canary ends in `letters` at or after index `first`."""
+        if self.canary and self.canary in letters[max(0, first - len(self.canary) + 1) :]:
             return True
-        first = 0
-        if recent is not None:
-            new = sum(char.isalpha() for char in text[-recent:])
-            first = max(0, len(letters) - new - self.run + 1)
         return any(
             letters[i : i + self.run] in self._runs
-            for i in range(first, len(letters) - self.run + 1)
+            for i in range(max(0, first - self.run + 1), len(letters) - self.run + 1)
         )
 
-    def releasable(self, text: str) -> int:
-        """How much of a growing `text` may be sent: not its last word, which may be cut
-        short, nor the letters at its end that continue the instructions and could still
-        grow into an echo (or into the canary)."""
-        end = len(text)
-        last = re.search(r"\w+$", text)
-        if last:
-            end = last.start()
-        letters, positions = _letters(text[:end])
+    def guard(self) -> EchoGuard:
+        """A guard for one stream of these instructions' answer."""
+        return EchoGuard(self)
+
+
+class EchoGuard:
+    """One stream's answer as it grows, checked against its instructions delta by delta. The
+    letters are kept as they arrive, so a delta costs about its own length, not the text's."""
+
+    def __init__(self, instructions: Instructions):
+        self.instructions = instructions
+        self.text = ""
+        self._letters = ""
+        self._positions: list[int] = []
+
+    def add(self, part: str) -> bool:
+        """Append a delta; True when the text now echoes the instructions."""
+        letters, positions = _letters(part, len(self.text))
+        self.text += part
+        first = len(self._letters)
+        self._letters += letters
+        self._positions += positions
         if not letters:
+            return False
+        keep = self.instructions.run + len(self.instructions.canary or "")
+        window = self._letters[max(0, first - keep) :]
+        return self.instructions._echoed_in(window, min(first, keep))
+
+    def releasable(self) -> int:
+        """How much of the text may be sent: not its last word, which may be cut short, nor
+        the letters at its end that continue the instructions and could still grow into an
+        echo (or into the canary), nor the numbering or spacing before them."""
+        text = self.text
+        end = len(text)
+        while end and (text[end - 1].isalnum() or text[end - 1] == "_"):
+            end -= 1
+        count = bisect.bisect_left(self._positions, end)
+        if not count:
             return 0
-        for k in range(min(self.run - 1, len(letters)), 0, -1):
-            if letters[-k:] in self.letters:
-                # Held from just after the last letter before it: the numbering or spacing
-                # between is part of what may grow into an echo.
-                return positions[-k - 1] + 1 if k < len(letters) else 0
+        instructions = self.instructions.letters
+        for k in range(min(self.instructions.run - 1, count), 0, -1):
+            if self._letters[count - k : count] in instructions:
+                return self._positions[count - k - 1] + 1 if k < count else 0
         return end
 
 
@@ -490,6 +527,9 @@ class Assistant:
             messages, references, shown = self._prompt(question, hits, history)
             try:
                 completion = self.provider.complete(messages, references=references)
+                if completion.truncated:
+                    self._count(answer, completion)  # spent, though not given
+                    raise IncompleteStream("the answer was cut at the model's token limit")
                 if instructions_of(messages).echoed(completion.text):
                     raise InstructionsEchoed("the answer repeats the instructions")
                 answer.provider = self.provider.name
@@ -521,39 +561,42 @@ class Assistant:
             yield self._finish(answer, started)
             return
         messages, references, shown = self._prompt(question, hits, history)
-        instructions = instructions_of(messages)
+        guard = instructions_of(messages).guard()
         answer.provider = self.provider.name
         parts = self.provider.stream(messages, references=references)
-        completion, text, sent = None, "", 0
+        completion, sent = None, 0
         try:
-            for part in parts:
-                if isinstance(part, Completion):
-                    completion = part
-                    continue
-                text += part
-                if instructions.echoed(text, len(part) + 1):
-                    raise InstructionsEchoed("the answer repeats the instructions")
-                ready = _placeholder_free(text[: instructions.releasable(text)], sent)
-                if ready > sent:
-                    yield self.profile.fill(text[sent:ready])
-                    sent = ready
-            if completion is None:
-                raise IncompleteStream("the stream ended without a completion")
-            if instructions.echoed(text):
-                raise InstructionsEchoed("the answer repeats the instructions")
-            if sent < len(text):
-                yield self.profile.fill(text[sent:])
-            self._called(ok=True)
-        except ProviderError as exc:
-            self._note_fallback(answer, exc)
-            if sent:
-                yield Retraction(answer.error or "ProviderError")
-            completion = self._extractive.complete(messages, references=references)
-            # The knowledge base's own text: its {{PLACEHOLDERS}} are filled like any delta's.
-            yield self.profile.fill(completion.text)
+            try:
+                for part in parts:
+                    if isinstance(part, Completion):
+                        if part.truncated:
+                            self._count(answer, part)  # spent, though not given
+                            raise IncompleteStream("the answer was cut at the model's token limit")
+                        completion = part
+                        continue
+                    if guard.add(part):
+                        raise InstructionsEchoed("the answer repeats the instructions")
+                    ready = _placeholder_free(guard.text[: guard.releasable()], sent)
+                    if ready > sent:
+                        yield self.profile.fill(guard.text[sent:ready])
+                        sent = ready
+                if completion is None:
+                    raise IncompleteStream("the stream ended without a completion")
+                if sent < len(guard.text):
+                    yield self.profile.fill(guard.text[sent:])
+                self._called(ok=True)
+            except ProviderError as exc:
+                parts.close()
+                self._note_fallback(answer, exc)
+                if sent:
+                    yield Retraction(answer.error or "ProviderError")
+                completion = self._extractive.complete(messages, references=references)
+                # The knowledge base's own text: its {{PLACEHOLDERS}} are filled like a delta's.
+                yield self.profile.fill(completion.text)
         except GeneratorExit:
+            # Wherever the customer left, the fallback's deltas included.
             parts.close()
-            answer.status, answer.error = ABANDONED, "ClientDisconnected"
+            answer.status, answer.error, answer.answer = ABANDONED, "ClientDisconnected", ""
             if abandoned is not None:
                 abandoned(self._finish(answer, started))
             raise

@@ -412,9 +412,11 @@ def test_prompt_injection_against_the_bundled_model(
             body = response.get_json()
             stored = _check_injection_answer(body, question, database, company)
             assert body["status"] == "answered", body
-            # The model answered, or the guard threw its echo away; nothing else went wrong.
+            # The model answered, or the guard threw its echo away, or the answer was cut at
+            # LLM_MAX_TOKENS and so is not an answer; nothing else went wrong.
             if body["fallback"]:
-                assert body["provider"] == "extractive" and stored["error"] == "InstructionsEchoed"
+                assert body["provider"] == "extractive"
+                assert stored["error"] in ("InstructionsEchoed", "IncompleteStream")
             else:
                 assert body["provider"] == "openai" and body["model_used"] == "smollm2"
             outcomes.append(stored["error"] or "answered")

@@ -61,17 +61,16 @@ def _require(extra: str, installed: bool) -> None:
 
 
 def _base_settings(tmp_path: Path, **changes) -> Settings:
-    return replace(
-        Settings.from_env({}),
-        data_dir=tmp_path,
-        llm_connect_timeout=2,
-        llm_read_timeout=60,
-        llm_retry_backoff=0.01,
+    defaults = {
+        "data_dir": tmp_path,
+        "llm_connect_timeout": 2,
+        "llm_read_timeout": 60,
+        "llm_retry_backoff": 0.01,
         # Short answers keep the suite quick on 2 cores; grounding shows in the first sentences.
-        llm_max_tokens=60,
-        local_max_tokens=60,
-        **changes,
-    )
+        "llm_max_tokens": 60,
+        "local_max_tokens": 60,
+    }
+    return replace(Settings.from_env({}), **{**defaults, **changes})
 
 
 def _messages(assistant, question: str, entries: int = 2) -> list[dict[str, str]]:
@@ -185,9 +184,9 @@ def test_killing_the_server_mid_answer_falls_back_to_extractive(model_dir, assis
     try:
         settings = _base_settings(tmp_path, openai_base_url=base, openai_model="smollm2")
         live = Assistant(assistant.retriever, OpenAICompatibleProvider(settings), assistant.profile)
-        first = live.answer(CANCEL)
-        assert first.provider == "openai" and first.fallback is False
-        assert first.model_used == "smollm2" and first.completion_tokens > 0
+        # Alive before the kill: the model answers (cut at 60 tokens or not).
+        first = live.provider.complete(_messages(assistant, CANCEL))
+        assert first.model == "smollm2" and first.completion_tokens > 0
 
         # The server dies while it reads a long prompt it has not seen before (over a
         # thousand tokens: more than a second here), so the answer is in flight.
@@ -228,10 +227,23 @@ def test_local_provider_answers_in_process(model_dir, assistant):
 
     *deltas, final = list(provider.stream(_messages(assistant, "how do I reset my password?")))
     assert deltas and final.text == "".join(deltas).strip() and final.completion_tokens > 0
+    # 60 tokens cut this answer short, and the completion says so.
+    assert final.truncated is (final.completion_tokens >= 60)
 
-    answer = Assistant(assistant.retriever, provider, assistant.profile).answer(CANCEL)
-    assert answer.provider == "local" and answer.fallback is False
-    assert answer.model_used == provider.model and "{{" not in answer.answer
+    cut = Assistant(assistant.retriever, provider, assistant.profile)
+    answer = cut.answer("how do I reset my password?")
+    if answer.fallback:
+        assert answer.error == "IncompleteStream" and answer.provider == "extractive"
+
+    # With room for a whole answer the model's own is given; it samples, and now and then
+    # loops to the limit: then that cut answer is not given, the entry is.
+    whole = LocalProvider(replace(Settings.from_env({}), data_dir=model_dir, local_max_tokens=300))
+    answer = Assistant(assistant.retriever, whole, assistant.profile).answer(CANCEL)
+    if answer.fallback:
+        assert answer.error == "IncompleteStream" and answer.provider == "extractive"
+    else:
+        assert answer.provider == "local" and answer.model_used == provider.model
+    assert answer.answer and "{{" not in answer.answer
 
 
 def test_local_provider_failure_falls_back_to_extractive(model_dir, assistant):
@@ -514,9 +526,14 @@ def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, a
     body = client.post(
         "/question", json={"question": "how do I cancel my subscription?"}
     ).get_json()
-    assert body["provider"] == "openai" and body["model_used"] == "smollm2"
-    assert body["answer"].strip() and "{{" not in body["answer"] and not body["fallback"]
     stored = database.get_conversation(body["conversation_id"])
+    if body["fallback"]:
+        # The model samples, and now and then loops to LLM_MAX_TOKENS: a cut answer is not
+        # given, the entry is, and the tokens it spent are still counted.
+        assert stored["error"] == "IncompleteStream" and body["provider"] == "extractive"
+    else:
+        assert body["provider"] == "openai" and body["model_used"] == "smollm2"
+    assert body["answer"].strip() and "{{" not in body["answer"]
     assert stored["prompt_tokens"] > 0 and stored["completion_tokens"] > 0
     # Whatever the model cited is among the entries it was shown; citing none is flagged.
     shown = [source["id"] for source in body["sources"]]
@@ -536,9 +553,19 @@ def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, a
         for event, data in events
         if event == "event: delta"
     )
-    assert final["provider"] == "openai" and final["answer"].strip()
-    assert deltas.strip()
-    assert database.get_conversation(final["conversation_id"])["completion_tokens"] > 0
+    stored = database.get_conversation(final["conversation_id"])
+    if "reset" in kinds:
+        # Cut at LLM_MAX_TOKENS mid-stream: withdrawn, and the entry streamed in its place.
+        assert final["fallback"] and stored["error"] == "IncompleteStream"
+        after = events[kinds.index("reset") + 1 : -1]
+        assert (
+            "".join(json.loads(data.removeprefix("data: "))["text"] for _, data in after)
+            == (final["answer"])
+        )
+    else:
+        assert final["provider"] == "openai" and not final["fallback"]
+    assert final["answer"].strip() and deltas.strip()
+    assert stored["completion_tokens"] > 0
 
 
 def test_eval_ground_truth_with_the_llama_cpp_server(llama_server, settings, tmp_path):
