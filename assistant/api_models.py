@@ -134,6 +134,10 @@ class KnowledgeBaseInfo(BaseModel):
     source: str
 
 
+class ProbeResponse(BaseModel):
+    status: Literal["alive", "ready", "not_ready"]
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "down"]

@@ -25,6 +25,7 @@ from assistant.api_models import (
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
+    ProbeResponse,
     QuestionRequest,
     StatsQuery,
     StatsResponse,
@@ -154,11 +155,16 @@ def create_app(
     settings = settings or Settings.from_env()
     assistant = assistant or build_assistant(settings)
     database = database or open_database(settings)
-    database.migrate()
+    try:
+        database.migrate()
+    except UNAVAILABLE as exc:
+        # Serve anyway: answers go to the spool, and the first query that reaches the
+        # database migrates it (Database.ensure_migrated).
+        log.warning("database unavailable at start (%s): serving, spooling", type(exc).__name__)
     spool = Spool(settings.spool_dir)
+    # Rows a previous run spooled are replayed by the flusher's thread, never before the port
+    # is bound or on a request's time.
     flusher = Flusher(spool, database, settings.spool_flush_interval)
-    # Rows a previous run spooled reach the database before new ones.
-    flusher.flush()
     judge_queue = JudgeQueue(build_judge(settings), database, settings.judge_queue_size)
 
     app = Flask(__name__)
@@ -402,6 +408,25 @@ def create_app(
             },
         }
         return jsonify(body), 200 if database_ok else 503
+
+    @app.get("/health/live")
+    @spec.validate(resp=_responses(ProbeResponse), tags=["monitoring"], skip_validation=True)
+    def live():
+        """Liveness: the process is up and serving requests (for restarts)."""
+        return jsonify({"status": "alive"})
+
+    @app.get("/health/ready")
+    @spec.validate(
+        resp=_responses(ProbeResponse, HTTP_503=ProbeResponse),
+        tags=["monitoring"],
+        skip_validation=True,
+    )
+    def ready():
+        """Readiness: it can answer and keep what it answers (for load balancers). Ready with
+        the database down while the spool can write; not ready when neither can."""
+        if spool.failing and not database.ping():
+            return jsonify({"status": "not_ready"}), 503
+        return jsonify({"status": "ready"})
 
     @app.get("/openapi.json")
     def openapi():

@@ -71,6 +71,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 # The first answer from a cold Ollama model can take minutes.
                 "timeout": int(settings.llm_read_timeout) + 30,
                 "loglevel": settings.log_level.lower(),
+                # Each worker replays the spool from its own thread as soon as it starts, not
+                # before the port is bound nor on a request's time.
+                "post_worker_init": lambda worker: app.extensions["flusher"].ensure_running(),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +115,19 @@ def migration_files(directory: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def _conversation_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The bound parameters of `_INSERT_CONVERSATION` for one answer row."""
+    values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
+    values["sources"] = Jsonb(list(row.get("sources") or []))
+    values["tokens_estimated"] = bool(row.get("tokens_estimated"))
+    values["cited_sources"] = Jsonb(list(row.get("cited_sources") or []))
+    values["uncited"] = bool(row.get("uncited"))
+    values["relevance"] = row.get("relevance") or "PENDING"
+    values["relevance_explanation"] = row.get("relevance_explanation") or ""
+    values["timestamp"] = row.get("timestamp")
+    return values
+
+
 class Database:
     def __init__(self, url: str, migrations_dir: Path, max_connections: int = 8):
         self.url = url
@@ -125,6 +138,8 @@ class Database:
         self._pool_lock = threading.Lock()
         self._down_until = 0.0
         self._used_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self.migrated = False
+        self._migrate_lock = threading.Lock()
 
     @property
     def pool(self) -> ConnectionPool:
@@ -154,10 +169,28 @@ class Database:
         if used_at is None or time.monotonic() - used_at > CHECK_IDLE_SECONDS:
             ConnectionPool.check_connection(conn)
 
+    def ensure_migrated(self) -> None:
+        """Run the migrations once per process, the first time the database answers: an app
+        started while PostgreSQL was down migrates when it is back. Raises DatabaseUnavailable
+        or psycopg.OperationalError while it is still down."""
+        if self.migrated:
+            return
+        with self._migrate_lock:
+            if not self.migrated:
+                if time.monotonic() < self._down_until:
+                    raise DatabaseUnavailable("PostgreSQL timed out moments ago")
+                try:
+                    self.migrate()
+                except psycopg.OperationalError:
+                    self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+                    raise
+
     @contextmanager
     def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
         if not probe and time.monotonic() < self._down_until:
             raise DatabaseUnavailable("PostgreSQL timed out moments ago")
+        if not probe:
+            self.ensure_migrated()
         try:
             with self.pool.connection(timeout=timeout) as conn:
                 try:
@@ -177,7 +210,7 @@ class Database:
         """Apply every initdb/NNN_*.sql not yet in schema_migrations, in order, each once."""
         applied_now = []
         with (
-            psycopg.connect(self.url, autocommit=False, connect_timeout=10) as conn,
+            psycopg.connect(self.url, autocommit=False, connect_timeout=5) as conn,
             conn.transaction(),
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -198,6 +231,7 @@ class Database:
                 applied_now.append(version)
         if applied_now:
             log.info("applied migrations %s", ", ".join(applied_now))
+        self.migrated = True
         return applied_now
 
     def ping(self) -> bool:
@@ -209,19 +243,38 @@ class Database:
             return False
 
     def save_conversation(self, row: Mapping[str, Any]) -> None:
-        values = {column: row.get(column) for column in CONVERSATION_COLUMNS}
-        values["sources"] = Jsonb(list(row.get("sources") or []))
-        values["tokens_estimated"] = bool(row.get("tokens_estimated"))
-        values["cited_sources"] = Jsonb(list(row.get("cited_sources") or []))
-        values["uncited"] = bool(row.get("uncited"))
-        values["relevance"] = row.get("relevance") or "PENDING"
-        values["relevance_explanation"] = row.get("relevance_explanation") or ""
-        values["timestamp"] = row.get("timestamp")
+        """Insert one conversation; a row whose id is stored already is left as it is."""
         try:
             with self._connection() as conn:
-                conn.execute(_INSERT_CONVERSATION, values)
+                conn.execute(_INSERT_CONVERSATION, _conversation_values(row))
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+
+    def save_conversations(self, rows: Sequence[Mapping[str, Any]], batch: int = 1000) -> None:
+        """Insert many conversations (a spool's replay), `batch` to a transaction, as
+        `save_conversation` does each."""
+        try:
+            with self._connection() as conn:
+                for start in range(0, len(rows), batch):
+                    with conn.transaction(), conn.cursor() as cursor:
+                        cursor.executemany(
+                            _INSERT_CONVERSATION,
+                            [_conversation_values(row) for row in rows[start : start + batch]],
+                        )
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    @contextmanager
+    def exclusive(self, key: int) -> Iterator[bool]:
+        """A PostgreSQL advisory lock on `key` for the block, across processes and replicas:
+        yields True when this process holds it, False when another does (no waiting)."""
+        with self._connection() as conn:
+            held = conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (key,)).fetchone()
+            try:
+                yield bool(held["held"])
+            finally:
+                if held["held"]:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def save_feedback(
         self,

@@ -52,7 +52,8 @@ def protect(app: Flask, settings: Settings) -> None:
     )
     app.extensions["rate_limiter"] = limiter
     # Load balancers and orchestrators poll it; throttling them would fake an outage.
-    limiter.exempt(app.view_functions["health"])
+    for probe in ("health", "live", "ready"):
+        limiter.exempt(app.view_functions[probe])
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):

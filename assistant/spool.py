@@ -28,6 +28,8 @@ from assistant.db import Database, DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = (DatabaseUnavailable, psycopg.OperationalError)
+# The advisory lock key that serialises replays across workers and replicas.
+REPLAY_LOCK = 7_224_302
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Spool:
         self._path: Path | None = None
         self._pid: int | None = None
         self.failing: str | None = None
+        # path -> (inode, bytes counted, lines in them): `pending` reads only what is new.
+        self._counted: dict[Path, tuple[int, int, int]] = {}
 
     @property
     def path(self) -> Path:
@@ -110,7 +114,29 @@ class Spool:
         return [entry for snapshot in self._snapshots() for entry in _parse(snapshot.data)]
 
     def pending(self) -> int:
-        return len(self.entries())
+        """Records waiting, counted as lines. Each file's count is kept and only bytes added
+        since are read, so /health stays fast however much an outage spooled (a file that was
+        replayed or rewritten is counted again)."""
+        total = 0
+        counted: dict[Path, tuple[int, int, int]] = {}
+        for path in self.files():
+            try:
+                stat = path.stat()
+                inode, size, lines = self._counted.get(path, (stat.st_ino, 0, 0))
+                if inode != stat.st_ino or stat.st_size < size:
+                    inode, size, lines = stat.st_ino, 0, 0
+                if stat.st_size > size:
+                    with open(path, "rb") as handle:
+                        handle.seek(size)
+                        data = handle.read(stat.st_size - size)
+                    lines += data.count(b"\n")
+                    size += len(data)
+            except FileNotFoundError:
+                continue
+            counted[path] = (inode, size, lines)
+            total += lines
+        self._counted = counted
+        return total
 
     def has_conversation(self, conversation_id: str) -> bool:
         return any(
@@ -121,14 +147,20 @@ class Spool:
     def replay(self, database: Database) -> int:
         """Insert every spooled row, then drop exactly the bytes replayed; returns rows sent.
 
+        One replay at a time across the workers and replicas sharing the database (an
+        advisory lock; the others skip their turn), conversations inserted in batches.
         Conversations of every file go first, so a vote spooled by one process finds the
         conversation another process spooled.
         """
+        with database.exclusive(REPLAY_LOCK) as mine:
+            return self._replay(database) if mine else 0
+
+    def _replay(self, database: Database) -> int:
         snapshots = self._snapshots()
         entries = [entry for snapshot in snapshots for entry in _parse(snapshot.data)]
-        for entry in entries:
-            if entry["kind"] == "conversation":
-                database.save_conversation(entry["row"])
+        database.save_conversations(
+            [entry["row"] for entry in entries if entry["kind"] == "conversation"]
+        )
         for entry in entries:
             if entry["kind"] == "feedback" and not database.save_feedback(
                 entry["conversation_id"],
@@ -210,11 +242,13 @@ class Flusher:
             return 0
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # At once, then every interval: rows an earlier run spooled go first.
+        while not self._stop.is_set():
             try:
                 self.flush()
             except Exception:
                 log.exception("spool replay failed")
+            self._stop.wait(self.interval)
 
 
 def _now() -> str:

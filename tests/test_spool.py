@@ -1,5 +1,6 @@
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -23,6 +24,16 @@ class FakeStore:
             raise DatabaseUnavailable("down")
         self.inserts += 1
         self.conversations.setdefault(row["id"], row)
+
+    def save_conversations(self, rows):
+        for row in rows:
+            self.save_conversation(row)
+
+    @contextmanager
+    def exclusive(self, key):
+        if self.down:
+            raise DatabaseUnavailable("down")
+        yield True
 
     def save_feedback(self, conversation_id, feedback, comment, given_at=None):
         if conversation_id not in self.conversations:
