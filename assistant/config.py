@@ -88,6 +88,11 @@ class Settings:
     spool_flush_interval: float = 5.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = "120/minute"
+    # Where the limits are counted: `memory://` (each process alone) or `redis://host:port`,
+    # shared by every worker and replica.
+    rate_limit_storage_uri: str = "memory://"
+    # Keys in a shared storage start with this: two deployments on one Redis stay apart.
+    rate_limit_prefix: str = "msa"
     cors_origins: tuple[str, ...] = ()
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
@@ -178,6 +183,9 @@ class Settings:
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
             "api_keys": _csv(env.get("API_KEYS", "")),
             "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
+            "rate_limit_storage_uri": env.get("RATE_LIMIT_STORAGE_URI", "memory://").strip()
+            or "memory://",
+            "rate_limit_prefix": env.get("RATE_LIMIT_PREFIX", "msa"),
             "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),

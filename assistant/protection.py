@@ -48,7 +48,10 @@ def protect(app: Flask, settings: Settings) -> None:
         default_limits=[settings.rate_limit] if settings.rate_limit else [],
         enabled=bool(settings.rate_limit),
         headers_enabled=True,
-        storage_uri="memory://",
+        storage_uri=settings.rate_limit_storage_uri,
+        # A storage that is down must not take the API with it: its requests go unlimited.
+        swallow_errors=True,
+        key_prefix=settings.rate_limit_prefix,
     )
     app.extensions["rate_limiter"] = limiter
     # Load balancers and orchestrators poll it; throttling them would fake an outage.

@@ -1,4 +1,10 @@
+import uuid
+
+import pytest
+import requests
+
 from assistant.config import Settings
+from tests.conftest import running_api
 
 QUESTION = {"question": "how do I cancel my subscription?"}
 
@@ -76,3 +82,53 @@ def test_client_sends_its_api_key(monkeypatch):
     assert AssistantClient("http://x", api_key="k1").http.headers["X-API-Key"] == "k1"
     monkeypatch.setenv("ASSISTANT_API_KEY", "k2")
     assert AssistantClient("http://x").http.headers["X-API-Key"] == "k2"
+
+
+def _redis_or_skip() -> str:
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    return url
+
+
+def test_replicas_share_one_limit_in_redis(make_client):
+    """Two apps, as two replicas would be, counting in the machine's Redis: together they let
+    exactly RATE_LIMIT through. Counted in memory, each lets its own RATE_LIMIT through."""
+    shared = {
+        "rate_limit": "5/minute",
+        "rate_limit_storage_uri": _redis_or_skip(),
+        "rate_limit_prefix": f"test-{uuid.uuid4().hex}",
+    }
+    first, second = make_client(**shared), make_client(**shared)
+    codes = [
+        (first if i % 2 else second).post("/question", json=QUESTION).status_code for i in range(12)
+    ]
+    assert codes.count(200) == 5 and codes.count(429) == 7, codes
+
+    alone = {"rate_limit": "5/minute", "rate_limit_prefix": f"test-{uuid.uuid4().hex}"}
+    first, second = make_client(**alone), make_client(**alone)
+    codes = [
+        (first if i % 2 else second).post("/question", json=QUESTION).status_code for i in range(12)
+    ]
+    assert codes.count(200) == 10, codes
+
+
+def test_gunicorn_workers_share_one_limit_in_redis(embedded_server, tmp_path):
+    """`assistant serve` with three workers: one client gets RATE_LIMIT in total, not three
+    times it (new connections land on any worker)."""
+    env = {
+        "RATE_LIMIT": "6/minute",
+        "RATE_LIMIT_STORAGE_URI": _redis_or_skip(),
+        "RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex}",
+        "WEB_CONCURRENCY": "3",
+    }
+    with running_api(embedded_server.get_uri(), tmp_path, **env) as served:
+        codes = [
+            requests.post(f"{served.url}/question", json=QUESTION, timeout=30).status_code
+            for _ in range(15)
+        ]
+    assert codes.count(200) == 6 and codes.count(429) == 9, codes
