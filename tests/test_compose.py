@@ -68,12 +68,17 @@ def test_resolved_stack_wiring(tmp_path):
     def published(name: str) -> set[int]:
         return {int(port["published"]) for port in services[name]["ports"]}
 
-    assert published("grafana") == {3999} and published("app") == {5999}
+    # The load balancer is the API's one published port; the replicas publish none, so
+    # `--scale app=3` starts three.
+    assert published("grafana") == {3999} and published("lb") == {5999}
+    assert "ports" not in services["app"]
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-secret"
     assert services["app"]["environment"]["TZ"] == "Asia/Tokyo"
     assert services["app"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["app"]["environment"]["RATE_LIMIT_STORAGE_URI"] == "redis://redis:6379/0"
     assert services["streamlit"]["image"] == services["app"]["image"]
-    assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://app:5000"
+    assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://lb:5000"
 
 
 def test_compose_services_as_the_stack_needs_them():
@@ -86,7 +91,10 @@ def test_compose_services_as_the_stack_needs_them():
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert services["ollama"]["volumes"][1] == "./ollama/entrypoint.sh:/entrypoint.sh:ro"
     assert "healthcheck" in services["ollama"] and "healthcheck" in services["app"]
-    assert "/health" in " ".join(services["app"]["healthcheck"]["test"])
+    assert "/health/ready" in " ".join(services["app"]["healthcheck"]["test"])
+    assert (
+        "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in (services["lb"]["volumes"])
+    )
     assert services["app"]["environment"]["WEB_CONCURRENCY"].startswith("${WEB_CONCURRENCY")
     assert services["streamlit"]["profiles"] == ["ui"]
     assert "assistant/ui/streamlit_app.py" in services["streamlit"]["command"]
@@ -203,3 +211,18 @@ def test_ollama_entrypoint_pulls_the_model_once_and_stops_cleanly(tmp_path):
     assert (tmp_path / "models").read_text().splitlines() == ["tiny:latest 123 1GB now"]
     log = (tmp_path / "log").read_text().splitlines()
     assert log == ["pull tiny", "stopped", "stopped"]
+
+
+def test_the_load_balancer_config_is_valid_and_checks_readiness():
+    config = PROJECT_ROOT / "deploy" / "haproxy.cfg"
+    text = config.read_text(encoding="utf-8")
+    assert "option httpchk GET /health/ready" in text
+    assert re.search(r"server-template app \d+-\d+ app:5000", text)
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (.ci/run installs it)")
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and "Configuration file is valid" in result.stdout + (
+        result.stderr
+    ), result.stderr
