@@ -34,6 +34,7 @@ from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.judge import JudgeQueue, build_judge, sources_text
 from assistant.llm import ProviderError
+from assistant.metrics import count_answer, exposition, instrument
 from assistant.protection import API_KEY_HEADER, protect
 from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
@@ -229,6 +230,14 @@ def create_app(
     def record(answer: Answer) -> None:
         """Stored (or spooled) before the reply leaves; judged later, off the request path.
         Raises SpoolUnavailable when neither the database nor the spool can keep it."""
+        count_answer(
+            answer.status,
+            answer.model_used,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            answer.cost_usd,
+            answer.error if answer.fallback else None,
+        )
         row = conversation_row(answer)
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
@@ -436,6 +445,18 @@ def create_app(
     def docs():
         return redirect("/docs/swagger/")
 
+    @app.get("/metrics")
+    @spec.validate(
+        resp=_responses((None, "text/plain: Prometheus text format (see README, Monitoring)")),
+        tags=["monitoring"],
+        skip_validation=True,
+    )
+    def metrics():
+        """Prometheus metrics: request latency, answers, tokens, cost, model errors, work
+        waiting; added up across the server's workers."""
+        return exposition(spool.pending(), judge_queue.depth())
+
+    instrument(app)
     spec.register(app)
     protect(app, settings)
     return app

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import random
+import tempfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -38,9 +40,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
+    # Before prometheus-client is first imported (by assistant.metrics): the workers' samples
+    # go to files there, added up at each scrape. A folder of this server's own, in its /tmp.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
     from assistant.db import embedded_url
     from assistant.knowledge import KnowledgeBaseError
+    from assistant.metrics import worker_exited
 
     settings = _settings()
     if not settings.database_url:
@@ -74,6 +80,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 # Each worker replays the spool from its own thread as soon as it starts, not
                 # before the port is bound nor on a request's time.
                 "post_worker_init": lambda worker: app.extensions["flusher"].ensure_running(),
+                "child_exit": lambda server, worker: worker_exited(worker.pid),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -266,6 +266,10 @@ class JudgeQueue:
         self._idle = threading.Condition()
         self._unfinished = 0
 
+    def depth(self) -> int:
+        """Conversations waiting in this process's queue."""
+        return self._queue.qsize()
+
     def submit(
         self,
         conversation_id: str,

@@ -55,7 +55,7 @@ def protect(app: Flask, settings: Settings) -> None:
     )
     app.extensions["rate_limiter"] = limiter
     # Load balancers and orchestrators poll it; throttling them would fake an outage.
-    for probe in ("health", "live", "ready"):
+    for probe in ("health", "live", "ready", "metrics"):
         limiter.exempt(app.view_functions[probe])
 
     @app.errorhandler(RateLimitExceeded)

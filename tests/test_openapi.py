@@ -19,6 +19,9 @@ def test_the_document_lists_every_operation_with_its_models(client):
         "/conversations/{conversation_id}",
         "/stats",
         "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
     }
     ask = spec["paths"]["/question"]["post"]
     body = _schema(spec, ask["requestBody"]["content"]["application/json"]["schema"])
