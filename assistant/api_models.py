@@ -146,6 +146,9 @@ class HealthResponse(BaseModel):
         description="`failing` while the spool cannot write: with the database down too, "
         "answers cannot be stored."
     )
+    jobs: int | None = Field(
+        description="Background jobs (judgements) waiting; null while the database is down."
+    )
     provider: str
     provider_status: Literal["ok", "degraded", "unused"] = Field(
         description="The answer model's recent calls: `degraded` while the latest failed, "

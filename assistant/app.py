@@ -32,7 +32,8 @@ from assistant.api_models import (
 )
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
-from assistant.judge import JudgeQueue, build_judge, sources_text
+from assistant.jobs import JobRunner
+from assistant.judge import build_judge
 from assistant.llm import ProviderError
 from assistant.metrics import count_answer, exposition, instrument
 from assistant.protection import API_KEY_HEADER, protect
@@ -166,7 +167,7 @@ def create_app(
     # Rows a previous run spooled are replayed by the flusher's thread, never before the port
     # is bound or on a request's time.
     flusher = Flusher(spool, database, settings.spool_flush_interval)
-    judge_queue = JudgeQueue(build_judge(settings), database, settings.judge_queue_size)
+    jobs = JobRunner(database, build_judge(settings), lease=settings.job_lease)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -176,13 +177,14 @@ def create_app(
     post_errors = (400, *((401,) if settings.api_keys else ()), 413, 415, 429)
     app.extensions["assistant"] = assistant
     app.extensions["database"] = database
-    app.extensions["judge_queue"] = judge_queue
+    app.extensions["jobs"] = jobs
     app.extensions["spool"] = spool
     app.extensions["flusher"] = flusher
 
     @app.before_request
-    def start_flusher():
+    def start_background_threads():
         flusher.ensure_running()
+        jobs.start(settings.job_worker_threads)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -228,8 +230,9 @@ def create_app(
         return text, body.session_id, history
 
     def record(answer: Answer) -> None:
-        """Stored (or spooled) before the reply leaves; judged later, off the request path.
-        Raises SpoolUnavailable when neither the database nor the spool can keep it."""
+        """Stored (or spooled) before the reply leaves, with the job that judges it later,
+        off the request path. Raises SpoolUnavailable when neither the database nor the spool
+        can keep it."""
         count_answer(
             answer.status,
             answer.model_used,
@@ -248,19 +251,8 @@ def create_app(
             spool.failing = None
         except UNAVAILABLE as exc:
             log.warning("database unavailable, conversation spooled: %s", type(exc).__name__)
-            # Not judged now: replayed, the row stays PENDING for `assistant judge --pending`.
+            # Replayed, it is saved with its judge job like any other row.
             spool.add_conversation(row)
-            return
-        if answer.status == ABANDONED:
-            return  # nothing was delivered to judge
-        judge_queue.submit(
-            answer.conversation_id,
-            answer.question,
-            answer.answer,
-            sources_text(answer.sources),
-            answer.status,
-            answer.confidence,
-        )
 
     @app.post("/question")
     @spec.validate(
@@ -408,6 +400,7 @@ def create_app(
             "database": "ok" if database_ok else "down",
             "spool": pending,
             "spool_status": "failing" if spool.failing else "ok",
+            "jobs": job_depth() if database_ok else None,
             "provider": assistant.provider.name,
             "provider_status": provider_status,
             "model": assistant.provider.model,
@@ -445,6 +438,12 @@ def create_app(
     def docs():
         return redirect("/docs/swagger/")
 
+    def job_depth() -> int | None:
+        try:
+            return database.job_counts()["queued"]
+        except UNAVAILABLE:
+            return None
+
     @app.get("/metrics")
     @spec.validate(
         resp=_responses((None, "text/plain: Prometheus text format (see README, Monitoring)")),
@@ -454,7 +453,7 @@ def create_app(
     def metrics():
         """Prometheus metrics: request latency, answers, tokens, cost, model errors, work
         waiting; added up across the server's workers."""
-        return exposition(spool.pending(), judge_queue.depth())
+        return exposition(spool.pending(), job_depth())
 
     instrument(app)
     spec.register(app)

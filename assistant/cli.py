@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import random
+import signal
 import tempfile
+import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +94,39 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     Server().run()
 
 
+@main.command()
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--until-idle", is_flag=True, help="Exit when no job is ready (for cron and tests).")
+def worker(threads: int, until_idle: bool) -> None:
+    """Run background jobs (relevance judgements) from PostgreSQL until stopped. Any number of
+    workers, on any machine, share the queue; set JOB_WORKER_THREADS=0 on the web processes to
+    leave the jobs to them."""
+    from assistant.db import open_database
+    from assistant.jobs import JobRunner
+    from assistant.judge import build_judge
+
+    settings = _settings()
+    database = open_database(settings)
+    runner = JobRunner(database, build_judge(settings), lease=settings.job_lease)
+    click.echo(f"worker {runner.name}: judging with {runner.judge.model}", err=True)
+    if until_idle:
+        ran = runner.run_until_idle(timeout=float("inf"))
+        click.echo(f"ran {ran} jobs", err=True)
+        database.close()
+        return
+    # SIGTERM (docker stop) ends it like Ctrl-C; a job cut short is taken over after its lease.
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    runner.start(threads)
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        database.close()
+
+
 QUESTIONS_OPTION = click.option(
     "--questions",
     type=click.Path(exists=True, dir_okay=False),
@@ -128,8 +163,8 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
         app = create_app(settings)
         response = app.test_client().post("/question", json={"question": question})
         body, ok = response.get_json(), response.status_code == 200
-        # The judge runs in a daemon thread: give it a moment before the process exits.
-        app.extensions["judge_queue"].wait_idle(10)
+        # Its judge job, now: the process exits right after.
+        app.extensions["jobs"].run_until_idle(10)
         app.extensions["database"].close()
     if as_json or not ok:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))

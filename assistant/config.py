@@ -84,7 +84,11 @@ class Settings:
     embedding_multilingual: bool = False
     judge_provider: str = "auto"
     judge_model: str | None = None
-    judge_queue_size: int = 1000
+    # Threads of each web process that run background jobs (judgements); 0 leaves them to
+    # `assistant worker` processes.
+    job_worker_threads: int = 1
+    # Seconds a running job may go unfinished before another runner takes it over.
+    job_lease: float = 300.0
     spool_flush_interval: float = 5.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = "120/minute"
@@ -179,7 +183,8 @@ class Settings:
             in {"1", "true", "yes", "on"},
             "judge_provider": env.get("JUDGE_PROVIDER", "auto").strip().lower(),
             "judge_model": env.get("JUDGE_MODEL") or None,
-            "judge_queue_size": int(env.get("JUDGE_QUEUE_SIZE", 1000)),
+            "job_worker_threads": int(env.get("JOB_WORKER_THREADS", 1)),
+            "job_lease": float(env.get("JOB_LEASE", 300)),
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
             "api_keys": _csv(env.get("API_KEYS", "")),
             "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),

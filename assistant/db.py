@@ -74,6 +74,10 @@ _INSERT_CONVERSATION = (
     .as_string()
 )
 
+_INSERT_JUDGE_JOB = (
+    "INSERT INTO jobs (kind, key) VALUES ('judge', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
+)
+
 # A connection back from a query this recently is taken to be alive: probing every checkout
 # cost each query an extra round trip. One idle for longer (PostgreSQL may have restarted
 # meanwhile) is probed before use, as psycopg_pool's check does.
@@ -243,26 +247,90 @@ class Database:
             return False
 
     def save_conversation(self, row: Mapping[str, Any]) -> None:
-        """Insert one conversation; a row whose id is stored already is left as it is."""
-        try:
-            with self._connection() as conn:
-                conn.execute(_INSERT_CONVERSATION, _conversation_values(row))
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
+        """Insert one conversation, and its judge job in the same transaction; a row whose id
+        is stored already is left as it is."""
+        self.save_conversations([row])
 
     def save_conversations(self, rows: Sequence[Mapping[str, Any]], batch: int = 1000) -> None:
-        """Insert many conversations (a spool's replay), `batch` to a transaction, as
-        `save_conversation` does each."""
+        """Insert conversations (one, or a spool's replay), `batch` to a transaction, each
+        with a `judge` job unless it is already judged (an abandoned stream's row)."""
         try:
             with self._connection() as conn:
                 for start in range(0, len(rows), batch):
+                    chunk = rows[start : start + batch]
+                    judged = [
+                        {"key": row["id"]}
+                        for row in chunk
+                        if (row.get("relevance") or "PENDING") == "PENDING"
+                    ]
                     with conn.transaction(), conn.cursor() as cursor:
                         cursor.executemany(
-                            _INSERT_CONVERSATION,
-                            [_conversation_values(row) for row in rows[start : start + batch]],
+                            _INSERT_CONVERSATION, [_conversation_values(row) for row in chunk]
                         )
+                        if judged:
+                            cursor.executemany(_INSERT_JUDGE_JOB, judged)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+
+    def claim_job(self, worker: str, lease: float) -> dict[str, Any] | None:
+        """The next job ready to run, marked running by `worker`, or None. A job another
+        process holds is skipped (FOR UPDATE SKIP LOCKED), and one left running longer than
+        `lease` seconds (its worker died) is taken over."""
+        with self._connection() as conn:
+            return conn.execute(
+                """
+                UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                                locked_by = %(worker)s, locked_at = now()
+                WHERE id = (
+                    SELECT id FROM jobs
+                    WHERE (status = 'queued' AND run_after <= now())
+                       OR (status = 'running'
+                           AND locked_at < now() - make_interval(secs => %(lease)s))
+                    ORDER BY run_after, id
+                    FOR UPDATE SKIP LOCKED
+                    LIMIT 1
+                )
+                RETURNING id, kind, key, attempts
+                """,
+                {"worker": worker, "lease": lease},
+            ).fetchone()
+
+    def finish_job(self, job_id: int, worker: str) -> None:
+        """Mark a job done (only if `worker` still holds it)."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'done', finished_at = now(), last_error = NULL"
+                " WHERE id = %s AND locked_by = %s AND status = 'running'",
+                (job_id, worker),
+            )
+
+    def retry_job(self, job_id: int, worker: str, error: str, delay: float | None) -> None:
+        """Back to the queue after `delay` seconds, or `failed` for good when delay is None."""
+        with self._connection() as conn:
+            conn.execute(
+                """
+                UPDATE jobs SET
+                    status = CASE WHEN %(delay)s::float8 IS NULL THEN 'failed' ELSE 'queued' END,
+                    run_after = now() + make_interval(secs => coalesce(%(delay)s::float8, 0)),
+                    last_error = %(error)s, locked_by = NULL, locked_at = NULL,
+                    finished_at = CASE WHEN %(delay)s::float8 IS NULL THEN now() END
+                WHERE id = %(id)s AND locked_by = %(worker)s AND status = 'running'
+                """,
+                {"id": job_id, "worker": worker, "error": error, "delay": delay},
+            )
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs by status: queued, running, failed (done ones are history)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                """
+                SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+                       count(*) FILTER (WHERE status = 'running') AS running,
+                       count(*) FILTER (WHERE status = 'failed') AS failed
+                FROM jobs WHERE status <> 'done'
+                """
+            ).fetchone()
+        return dict(row)
 
     @contextmanager
     def exclusive(self, key: int) -> Iterator[bool]:

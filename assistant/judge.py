@@ -1,11 +1,10 @@
 """LLM-as-judge relevance, off the request path.
 
-The app saves a conversation with relevance PENDING and hands it to a `JudgeQueue`: a bounded
-queue drained by one daemon thread, so judging never delays or fails a user's answer. The
-verdict (RELEVANT, PARTLY_RELEVANT or NON_RELEVANT), its explanation, the judge's tokens and
-its cost are written when they are known. Whatever is still PENDING (the queue was full, the
-process stopped, the judge model failed) is finished by `judge_pending`, which
-`assistant judge --pending` runs.
+The app saves a conversation with relevance PENDING and, in the same transaction, a `judge`
+job that a `jobs.JobRunner` runs later, so judging never delays or fails a customer's answer.
+The verdict (RELEVANT, PARTLY_RELEVANT or NON_RELEVANT), its explanation, the judge's tokens
+and its cost are written when they are known. Rows older than the jobs table, or whose job
+failed for good, are finished by `judge_pending`, which `assistant judge --pending` runs.
 
 With no judge model, a heuristic from the retrieval confidence and the answer's status gives
 the verdict, and says so: relevance_source is `heuristic`, not `llm`.
@@ -15,10 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -236,104 +232,3 @@ def judge_pending(database: Database, judge: Judge, limit: int | None = None) ->
         else:
             skipped += 1
     return PendingRun(judged, failed, skipped)
-
-
-@dataclass(frozen=True)
-class _Job:
-    conversation_id: str
-    question: str
-    answer: str
-    sources: str
-    status: str
-    confidence: float | None
-
-
-class JudgeQueue:
-    """A bounded queue and one daemon thread that judges what the app submits.
-
-    `submit` never blocks: when the queue is full the row simply stays PENDING. The thread is
-    started on first use in each process, because a thread started before a server forks its
-    workers does not run in them.
-    """
-
-    def __init__(self, judge: Judge, database: Database, maxsize: int = 1000):
-        self.judge = judge
-        self.database = database
-        self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._queue: queue.Queue[_Job] = queue.Queue(maxsize)
-        self._idle = threading.Condition()
-        self._unfinished = 0
-
-    def depth(self) -> int:
-        """Conversations waiting in this process's queue."""
-        return self._queue.qsize()
-
-    def submit(
-        self,
-        conversation_id: str,
-        question: str,
-        answer: str,
-        sources_text: str,
-        status: str,
-        confidence: float | None,
-    ) -> bool:
-        """Queue a saved conversation for judging. False when the queue is full."""
-        self._ensure_worker()
-        job = _Job(conversation_id, question, answer, sources_text, status, confidence)
-        with self._idle:
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                log.warning(
-                    "judge queue full: %s stays PENDING for `assistant judge --pending`",
-                    conversation_id,
-                )
-                return False
-            self._unfinished += 1
-        return True
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until every submitted job is done; False on timeout. For tests and shutdown."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
-
-    def _ensure_worker(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            # In a forked child the parent's queue may hold jobs its thread will never take.
-            self._queue = queue.Queue(self.maxsize)
-            with self._idle:
-                self._unfinished = 0
-            self._pid = os.getpid()
-            threading.Thread(target=self._work, name="judge", daemon=True).start()
-
-    def _work(self) -> None:
-        jobs = self._queue
-        while True:
-            job = jobs.get()
-            try:
-                self.judge.judge_row(
-                    self.database,
-                    job.conversation_id,
-                    job.question,
-                    job.answer,
-                    job.sources,
-                    job.status,
-                    job.confidence,
-                )
-            except Exception as exc:
-                # One bad row must not stop the worker; the row stays PENDING. Only the class
-                # is logged: messages can carry URLs and hosts.
-                log.warning(
-                    "judging %s failed (%s); it stays PENDING",
-                    job.conversation_id,
-                    type(exc).__name__,
-                    exc_info=log.isEnabledFor(logging.DEBUG),
-                )
-            finally:
-                with self._idle:
-                    self._unfinished -= 1
-                    self._idle.notify_all()

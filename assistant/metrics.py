@@ -11,7 +11,7 @@ Series (all prefixed `assistant_`):
 - `answers_total{status}`: answers by status (answered, handoff, out_of_scope, ...);
 - `tokens_total{model, kind}` and `cost_usd_total{model}`: what the models used and cost;
 - `llm_errors_total{error}`: model calls that failed, by error class (the answer fell back);
-- `spool_rows` and `judge_queue_depth`: work waiting, read at scrape time.
+- `spool_rows` and `jobs_queued`: work waiting, read at scrape time.
 """
 
 from __future__ import annotations
@@ -45,15 +45,14 @@ COST = Counter("assistant_cost_usd", "Model cost in USD, by model.", ["model"])
 LLM_ERRORS = Counter(
     "assistant_llm_errors", "Model calls that failed (the answer fell back), by error.", ["error"]
 )
-# Every worker sees the same spool folder: the largest reading is the depth. Each worker has
-# a judge queue of its own: the depths add up.
+# Every worker sees the same spool folder and jobs table: the largest reading is the depth.
 SPOOL_ROWS = Gauge(
     "assistant_spool_rows", "Rows waiting in the spool for the database.", multiprocess_mode="max"
 )
-JUDGE_QUEUE = Gauge(
-    "assistant_judge_queue_depth",
-    "Conversations waiting for the relevance judge.",
-    multiprocess_mode="livesum",
+JOBS_QUEUED = Gauge(
+    "assistant_jobs_queued",
+    "Background jobs (judgements) waiting in PostgreSQL.",
+    multiprocess_mode="max",
 )
 
 
@@ -91,10 +90,12 @@ def instrument(app: Flask) -> None:
         return response
 
 
-def exposition(spool_rows: int, judge_depth: int) -> Response:
-    """The body of `GET /metrics` (Prometheus text format), with the depths read now."""
+def exposition(spool_rows: int, jobs_queued: int | None) -> Response:
+    """The body of `GET /metrics` (Prometheus text format), with the depths read now (the
+    jobs' left as they were while the database is away)."""
     SPOOL_ROWS.set(spool_rows)
-    JUDGE_QUEUE.set(judge_depth)
+    if jobs_queued is not None:
+        JOBS_QUEUED.set(jobs_queued)
     registry = REGISTRY
     if os.environ.get(MULTIPROCESS_ENV):
         registry = CollectorRegistry()

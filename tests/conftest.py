@@ -94,6 +94,8 @@ def settings(tmp_path_factory) -> Settings:
         data_dir=tmp_path_factory.mktemp("data"),
         # The whole session shares one client address; test_protection.py tests the limit.
         rate_limit="",
+        # Judge jobs run when a test runs them (tests/test_jobs.py runs the threads).
+        job_worker_threads=0,
     )
 
 

@@ -77,6 +77,9 @@ def test_resolved_stack_wiring(tmp_path):
     assert services["app"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["app"]["environment"]["RATE_LIMIT_STORAGE_URI"] == "redis://redis:6379/0"
+    assert services["app"]["environment"]["JOB_WORKER_THREADS"] == "0"
+    assert services["worker"]["command"] == ["assistant", "worker"]
+    assert services["worker"]["image"] == services["app"]["image"]
     assert services["streamlit"]["image"] == services["app"]["image"]
     assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://lb:5000"
 

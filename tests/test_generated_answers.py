@@ -192,6 +192,8 @@ def _settings(base_url: str, tmp_path, **env: str) -> Settings:
                 "LLM_DEADLINE": str(DEADLINE),
                 "JUDGE_PROVIDER": "heuristic",
                 "RATE_LIMIT": "",
+                # Judge jobs run when a test runs them, so the stand-in's requests are counted.
+                "JOB_WORKER_THREADS": "0",
                 **env,
             }
         ),
@@ -585,7 +587,7 @@ def test_a_judge_reply_that_cannot_be_read_is_stored_unjudged(
         JUDGE_PROVIDER="openai",
     ) as app:  # fmt: skip
         body, _, _ = _ask(app.test_client(), stream=False)
-        assert app.extensions["judge_queue"].wait_idle(30)
+        assert app.extensions["jobs"].run_until_idle(30) == 1
     [row] = _rows(own_database)
     assert row["id"] == body["conversation_id"] and row["relevance"] == UNJUDGED, row
     assert row["relevance_explanation"].startswith("the judge's reply could not be read")
@@ -602,7 +604,7 @@ def test_a_judge_verdict_is_taken_from_its_field(stand_in, assistant, own_databa
         JUDGE_PROVIDER="openai",
     ) as app:  # fmt: skip
         _ask(app.test_client(), stream=False)
-        assert app.extensions["judge_queue"].wait_idle(30)
+        assert app.extensions["jobs"].run_until_idle(30) == 1
     [row] = _rows(own_database)
     assert row["relevance"] == "PARTLY_RELEVANT" and row["relevance_explanation"] == "Vague."
     assert row["relevance_source"] == "llm"

@@ -23,14 +23,13 @@ from psycopg.rows import dict_row
 from assistant.cli import main
 from assistant.config import PROJECT_ROOT, Settings
 from assistant.db import Database
+from assistant.jobs import RETRY_BACKOFF, JobRunner
 from assistant.judge import (
     LABELS,
     UNJUDGED,
     Judge,
-    JudgeQueue,
     UnreadableVerdict,
     heuristic_verdict,
-    judge_pending,
     parse_verdict,
     sources_text,
 )
@@ -208,7 +207,21 @@ def judge_server(tmp_path_factory):
     process.wait(timeout=20)
 
 
-def test_queue_judges_a_pending_row_with_a_real_model_and_adds_its_cost(
+def _enqueue(database: Database, conversation_id: str) -> None:
+    """The judge job `Database.save_conversation` writes beside a row (`_save` writes the row
+    alone, with columns the app never sets)."""
+    with psycopg.connect(database.url) as conn:
+        conn.execute("INSERT INTO jobs (kind, key) VALUES ('judge', %s)", (conversation_id,))
+
+
+def _job(database: Database, conversation_id: str) -> dict:
+    with psycopg.connect(database.url, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT * FROM jobs WHERE kind = 'judge' AND key = %s", (conversation_id,)
+        ).fetchone()
+
+
+def test_a_job_judges_a_pending_row_with_a_real_model_and_adds_its_cost(
     judge_db, judge_server, tmp_path
 ):
     settings = replace(
@@ -218,19 +231,12 @@ def test_queue_judges_a_pending_row_with_a_real_model_and_adds_its_cost(
         openai_model="gpt-4o-mini",
         llm_max_tokens=80,
     )
-    queue = JudgeQueue(Judge(OpenAICompatibleProvider(settings)), judge_db)
+    runner = JobRunner(judge_db, Judge(OpenAICompatibleProvider(settings)))
     conversation_id = _save(judge_db)
+    _enqueue(judge_db, conversation_id)
     assert _row(judge_db, conversation_id)["relevance"] == "PENDING"
 
-    assert queue.submit(
-        conversation_id,
-        "how do I cancel my subscription?",
-        "Open Account, choose Cancel plan and confirm [1].",
-        sources_text(SOURCES),
-        "answered",
-        0.9,
-    )
-    assert queue.wait_idle(120)
+    assert runner.run_until_idle(120) >= 1
     row = _row(judge_db, conversation_id)
     # Asked for structured output, llama.cpp holds even a 135M model to the verdict's schema.
     assert row["relevance"] in LABELS and row["relevance_explanation"], row
@@ -242,50 +248,42 @@ def test_queue_judges_a_pending_row_with_a_real_model_and_adds_its_cost(
     assert row["cost_usd"] == pytest.approx(0.001 + judge_cost)
     # The answer's own timing is untouched by judging.
     assert row["response_time"] == 0.5
+    job = _job(judge_db, conversation_id)
+    assert job["status"] == "done" and job["attempts"] == 1
 
 
-def test_a_failing_judge_leaves_the_row_pending_and_the_worker_running(judge_db, tmp_path):
+def test_a_failing_judge_is_retried_with_backoff_then_given_up(judge_db, tmp_path):
     dead = replace(
         Settings.from_env({}),
         data_dir=tmp_path,
         openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
         llm_max_retries=0,
     )
-    queue = JudgeQueue(Judge(OpenAICompatibleProvider(dead)), judge_db)
+    runner = JobRunner(judge_db, Judge(OpenAICompatibleProvider(dead)), max_attempts=2)
     failed = _save(judge_db)
-    assert queue.submit(failed, "q", "a", "(none)", "answered", 0.9)
-    assert queue.wait_idle(30)
+    _enqueue(judge_db, failed)
+    runner.run_until_idle(30)
+    job = _job(judge_db, failed)
+    assert job["status"] == "queued" and job["attempts"] == 1
+    assert job["last_error"] == "ProviderError" and job["locked_by"] is None
+    with psycopg.connect(judge_db.url) as conn:
+        wait = conn.execute("SELECT extract(epoch FROM %s - now())", (job["run_after"],))
+        assert 3 < wait.fetchone()[0] <= RETRY_BACKOFF
+        # Its time comes; it fails again, the last of its attempts.
+        conn.execute("UPDATE jobs SET run_after = now() WHERE id = %s", (job["id"],))
+    runner.run_until_idle(30)
+    job = _job(judge_db, failed)
+    assert job["status"] == "failed" and job["attempts"] == 2 and job["finished_at"]
     assert _row(judge_db, failed)["relevance"] == "PENDING"
 
-    queue.judge = Judge(ScriptedProvider(VERDICT))
+    # The runner goes on with the next job, and `judge --pending` can still finish the row.
+    runner.judge = Judge(ScriptedProvider(VERDICT))
     judged = _save(judge_db)
-    assert queue.submit(judged, "q", "a", "(none)", "answered", 0.9)
-    assert queue.wait_idle(30)
+    _enqueue(judge_db, judged)
+    runner.run_until_idle(30)
     assert _row(judge_db, judged)["relevance"] == "RELEVANT"
+    assert _job(judge_db, judged)["status"] == "done"
     assert _row(judge_db, failed)["relevance"] == "PENDING"
-
-
-def test_a_full_queue_never_blocks_and_leaves_the_row_pending(judge_db):
-    release = threading.Event()
-    provider = ScriptedProvider(VERDICT, release)
-    queue = JudgeQueue(Judge(provider), judge_db, maxsize=1)
-    first, second, third = (_save(judge_db) for _ in range(3))
-    assert queue.submit(first, "q", "a", "(none)", "answered", 0.9)
-    assert provider.started.wait(10)
-    assert queue.submit(second, "q", "a", "(none)", "answered", 0.9)
-    started = time.monotonic()
-    assert queue.submit(third, "q", "a", "(none)", "answered", 0.9) is False
-    assert time.monotonic() - started < 0.5
-    release.set()
-    assert queue.wait_idle(30)
-    assert [_row(judge_db, i)["relevance"] for i in (first, second, third)] == [
-        "RELEVANT",
-        "RELEVANT",
-        "PENDING",
-    ]
-    run = judge_pending(judge_db, Judge(ScriptedProvider(VERDICT)))
-    assert run.judged >= 1 and run.failed == 0
-    assert _row(judge_db, third)["relevance"] == "RELEVANT"
 
 
 def test_a_verdict_is_written_and_charged_once(judge_db):
@@ -310,57 +308,55 @@ def test_an_unreadable_reply_is_stored_unjudged_with_its_tokens(judge_db):
     assert row["eval_prompt_tokens"] == 200 and row["cost_usd"] > 0.001
 
 
-CRASHING_WORKER = """
-import sys, time
-from dataclasses import replace
-from assistant.config import Settings
-from assistant.db import Database
-from assistant.judge import Judge, JudgeQueue
-from assistant.llm import OpenAICompatibleProvider
-
-url, migrations, judge_url, conversation_id = sys.argv[1:]
-# The judge model accepts the connection and never answers: the verdict is in flight.
-settings = replace(Settings.from_env({}), openai_base_url=judge_url, llm_read_timeout=120)
-queue = JudgeQueue(Judge(OpenAICompatibleProvider(settings)), Database(url, migrations))
-queue.submit(conversation_id, "q", "a", "(none)", "answered", 0.9)
-print("submitted", flush=True)
-time.sleep(120)
-"""
-
-
-def test_a_killed_process_leaves_rows_pending_and_judge_pending_finishes_them(
-    judge_db, monkeypatch, tmp_path
-):
+def test_a_killed_worker_leaves_its_job_to_another_after_the_lease(judge_db, tmp_path):
+    """`assistant worker` is killed (-9) while its judge model holds the request: the row
+    stays PENDING, and once the job's lease is over another runner takes it and judges it."""
     conversation_id = _save(judge_db, confidence=0.95)
+    _enqueue(judge_db, conversation_id)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
+        env = {
+            **os.environ,
+            "DATABASE_URL": judge_db.url,
+            "DATA_DIR": str(tmp_path),
+            "JUDGE_PROVIDER": "openai",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
+            "OPENAI_API_KEY": "",
+            "LLM_DEADLINE": "120",
+            "LLM_READ_TIMEOUT": "120",
+        }
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                CRASHING_WORKER,
-                judge_db.url,
-                str(PROJECT_ROOT / "initdb"),
-                f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
-                conversation_id,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            [sys.executable, "-m", "assistant", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
-            assert worker.stdout.readline().strip() == "submitted"
             # The judge's request has reached the model when the process dies.
-            silent.settimeout(30)
+            silent.settimeout(60)
             connection, _ = silent.accept()
             worker.kill()
             connection.close()
         finally:
             worker.kill()
             worker.wait(timeout=20)
+    job = _job(judge_db, conversation_id)
+    assert job["status"] == "running" and job["attempts"] == 1
     assert _row(judge_db, conversation_id)["relevance"] == "PENDING"
 
+    takeover = JobRunner(judge_db, Judge(None), lease=1.0)
+    time.sleep(1.2)
+    assert takeover.run_until_idle(30) >= 1
+    job = _job(judge_db, conversation_id)
+    assert job["status"] == "done" and job["attempts"] == 2
+    assert job["locked_by"] == takeover.name
+    row = _row(judge_db, conversation_id)
+    assert row["relevance"] == "RELEVANT" and row["relevance_source"] == "heuristic"
+
+
+def test_judge_pending_finishes_rows_left_pending(judge_db, monkeypatch, tmp_path):
+    conversation_id = _save(judge_db, confidence=0.95)
     monkeypatch.setenv("DATABASE_URL", judge_db.url)
     monkeypatch.setenv("JUDGE_PROVIDER", "heuristic")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))

@@ -17,7 +17,7 @@ SERIES = (
     "assistant_cost_usd",
     "assistant_llm_errors",
     "assistant_spool_rows",
-    "assistant_judge_queue_depth",
+    "assistant_jobs_queued",
 )
 
 
