@@ -44,6 +44,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     # Before prometheus-client is first imported (by assistant.metrics): the workers' samples
     # go to files there, added up at each scrape. A folder of this server's own, in its /tmp.
+    # Always a new one: samples left from an earlier server would be added in.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
     from assistant.db import embedded_url

@@ -75,12 +75,15 @@ class JobRunner:
 
     def run_forever(self) -> None:
         """Claim and run jobs until `stop`; idle, poll every `poll_interval` seconds."""
+        down = False
         while not self._stop.is_set():
             try:
                 ran = self.run_once()
+                down = False
             except UNAVAILABLE as exc:
-                log.warning("jobs: database unavailable (%s)", type(exc).__name__)
-                ran = False
+                if not down:  # once an outage, not every poll
+                    log.warning("jobs wait: database unavailable (%s)", type(exc).__name__)
+                down, ran = True, False
             except Exception:
                 log.exception("jobs: claiming failed")
                 ran = False

@@ -853,6 +853,9 @@ class LocalProvider:
                 n_ctx=self._context,
                 n_threads=self.threads,
                 n_threads_batch=self.batch_threads,
+                # A fixed seed: the same questions get the same answers in every run (and
+                # in the tests), instead of a new draw at each start.
+                seed=0,
                 verbose=False,
             )
         return self._llm

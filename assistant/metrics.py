@@ -16,7 +16,6 @@ Series (all prefixed `assistant_`):
 
 from __future__ import annotations
 
-import os
 import time
 
 from flask import Flask, Response, g, request
@@ -29,9 +28,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus-client picks file-backed values if the variable is set when it is first imported:
+# only then are there files to add up (set later, in a process already counting in memory,
+# the folder would hold nothing of it). Its own choice is what counts.
+MULTIPROCESS = values.ValueClass.__name__ == "MmapedValue"
 
 REQUEST_SECONDS = Histogram(
     "assistant_http_request_duration_seconds",
@@ -97,7 +100,7 @@ def exposition(spool_rows: int, jobs_queued: int | None) -> Response:
     if jobs_queued is not None:
         JOBS_QUEUED.set(jobs_queued)
     registry = REGISTRY
-    if os.environ.get(MULTIPROCESS_ENV):
+    if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
@@ -105,5 +108,5 @@ def exposition(spool_rows: int, jobs_queued: int | None) -> Response:
 
 def worker_exited(pid: int) -> None:
     """gunicorn's child_exit hook: a dead worker's live gauges stop counting."""
-    if os.environ.get(MULTIPROCESS_ENV):
+    if MULTIPROCESS:
         multiprocess.mark_process_dead(pid)

@@ -69,9 +69,15 @@ def test_the_app_starts_answers_and_migrates_once_the_database_is_back(tmp_path)
                     break
                 time.sleep(0.25)
             assert body["status"] == "ok" and body["spool"] == 0, body
-            # New answers go straight to the database now.
+            # New answers are stored too (straight away, or by a worker whose pool is still
+            # reconnecting, through the spool: either way once).
             response = requests.post(f"{base}/question", json={"question": "prices"}, timeout=30)
+            assert response.status_code == 200
             answered.append(response.json()["conversation_id"])
+            deadline = time.monotonic() + 60
+            while requests.get(f"{base}/health", timeout=5).json()["spool"]:
+                assert time.monotonic() < deadline, "the spool did not drain"
+                time.sleep(0.25)
 
         with psycopg.connect(url) as conn:
             versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
