@@ -80,7 +80,9 @@ def test_resolved_stack_wiring(tmp_path):
     assert services["app"]["environment"]["JOB_WORKER_THREADS"] == "0"
     assert services["worker"]["command"] == ["assistant", "worker"]
     assert services["worker"]["image"] == services["app"]["image"]
-    assert services["streamlit"]["image"] == services["app"]["image"]
+    # The UI has an image of its own (the `ui` target); the API's carries no UI extra.
+    assert services["streamlit"]["build"]["target"] == "ui"
+    assert services["app"]["build"]["target"] == "api"
     assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://lb:5000"
 
 
@@ -137,15 +139,25 @@ def test_grafana_mounts_what_its_provisioning_names():
 
 def test_dockerfile_is_multi_stage_non_root_and_healthchecked():
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text(encoding="utf-8")
-    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["python:3.12-slim"] * 2
+    stages = re.findall(r"^FROM (\S+) AS (\S+)", dockerfile, re.M)
+    assert stages == [
+        ("python:3.12-slim", "build"),
+        ("build", "build-ui"),
+        ("python:3.12-slim", "base"),
+        ("base", "ui"),
+        ("base", "api"),
+    ]
+    # The default (last) target is the lean API: its virtualenv has no UI extra.
+    api = dockerfile.split("FROM base AS api", 1)[1]
+    assert "COPY --from=build /opt/venv" in api and "build-ui" not in api
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
-    assert users and users[-1] not in ("root", "0")
+    assert len(users) == 2 and not {"root", "0"} & set(users)
     assert re.search(r"^HEALTHCHECK .*\n.*/health", dockerfile, re.M)
     assert re.search(r'^CMD \["assistant", "serve"\]', dockerfile, re.M)
-    # The extras come from a build argument that defaults to the UI alone (never dev); the
+    # The extras come from a build argument that defaults to none (never dev); the
     # semantic extra takes PyTorch's CPU build first.
-    assert re.search(r"^ARG EXTRAS=ui$", dockerfile, re.M) and "[dev]" not in dockerfile
-    assert 'pip install ".[$EXTRAS]"' in dockerfile
+    assert re.search(r"^ARG EXTRAS=$", dockerfile, re.M) and "[dev]" not in dockerfile
+    assert 'pip install ".${EXTRAS:+[$EXTRAS]}"' in dockerfile
     assert re.search(r"\*,semantic,\*\).*\n.*pip install torch --index-url \S+/cpu", dockerfile)
 
 

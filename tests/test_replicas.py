@@ -136,6 +136,18 @@ def test_three_replicas_behind_haproxy(embedded_server, tmp_path):
             processes.append(haproxy)
             _wait_for(f"{lb}/health/live")
 
+            # One client's limit, counted once for the three (in Redis).
+            limited = [
+                requests.post(
+                    f"{lb}/question",
+                    json={"question": "prices"},
+                    headers={"X-API-Key": LIMITED_KEY},
+                    timeout=30,
+                ).status_code
+                for _ in range(LIMIT + 10)
+            ]
+            assert limited.count(200) == LIMIT and limited.count(429) == 10, limited
+
             # Load from a separate process; one instance is killed (-9) while it runs.
             load = subprocess.Popen(
                 [sys.executable, "-c", LOAD, lb, ",".join(KEYS), "12"],
@@ -154,18 +166,6 @@ def test_three_replicas_behind_haproxy(embedded_server, tmp_path):
             assert codes[200] >= 0.9 * len(results), codes
             # No key went over its limit here: nothing may be refused for it.
             assert codes[429] == 0, codes
-
-            # One client's limit, counted once for the three (in Redis).
-            limited = [
-                requests.post(
-                    f"{lb}/question",
-                    json={"question": "prices"},
-                    headers={"X-API-Key": LIMITED_KEY},
-                    timeout=30,
-                ).status_code
-                for _ in range(LIMIT + 10)
-            ]
-            assert limited.count(200) == LIMIT and limited.count(429) == 10, limited
     finally:
         for process in processes:
             process.kill()
