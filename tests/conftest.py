@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -83,6 +85,39 @@ def fresh_database_url(database_url):
     name, url = _scratch_database(admin)
     yield url
     _drop_scratch(admin, name)
+
+
+@pytest.fixture
+def own_database(fresh_database_url, settings) -> Iterator[Database]:
+    """An empty, migrated database of this test's own: its row count is this test's."""
+    database = Database(fresh_database_url, settings.migrations_dir)
+    database.migrate()
+    yield database
+    database.close()
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve a stand-in HTTP server from a daemon thread for the block."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def redis_url() -> str:
+    """The machine's Redis (127.0.0.1:6379), or a skip saying it is absent."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from assistant.db import Database
 from assistant.judge import UNJUDGED
 from assistant.llm import make_provider
 from assistant.rag import Assistant
-from tests.conftest import free_port, sse_events
+from tests.conftest import free_port, serving, sse_events
 
 CANCEL = "how do I cancel my subscription?"
 FRAGMENT = "To cancel, open Account settings and"
@@ -162,20 +162,8 @@ def system_prompt(body: dict) -> str:
 @pytest.fixture
 def stand_in() -> Iterator[StandIn]:
     server = StandIn()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def own_database(fresh_database_url, settings) -> Iterator[Database]:
-    """An empty database of this test's own: its row count is this test's requests."""
-    database = Database(fresh_database_url, settings.migrations_dir)
-    database.migrate()
-    yield database
-    database.close()
+    with serving(server):
+        yield server
 
 
 def _settings(base_url: str, tmp_path, **env: str) -> Settings:

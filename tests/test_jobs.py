@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 
 from assistant.app import conversation_row, create_app
 from assistant.db import Database
+from tests.conftest import serving
 
 VERDICT = json.dumps({"relevance": "RELEVANT", "explanation": "It answers."})
 
@@ -79,19 +80,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def slow_judge() -> Iterator[SlowJudge]:
     server = SlowJudge()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def own_database(fresh_database_url, settings) -> Iterator[Database]:
-    database = Database(fresh_database_url, settings.migrations_dir)
-    database.migrate()
-    yield database
-    database.close()
+    with serving(server):
+        yield server
 
 
 def _judge_env(judge: SlowJudge, database: Database, tmp_path) -> dict[str, str]:

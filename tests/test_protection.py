@@ -1,10 +1,9 @@
 import uuid
 
-import pytest
 import requests
 
 from assistant.config import Settings
-from tests.conftest import running_api
+from tests.conftest import redis_url, running_api
 
 QUESTION = {"question": "how do I cancel my subscription?"}
 
@@ -84,23 +83,12 @@ def test_client_sends_its_api_key(monkeypatch):
     assert AssistantClient("http://x").http.headers["X-API-Key"] == "k2"
 
 
-def _redis_or_skip() -> str:
-    import redis
-
-    url = "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return url
-
-
 def test_replicas_share_one_limit_in_redis(make_client):
     """Two apps, as two replicas would be, counting in the machine's Redis: together they let
     exactly RATE_LIMIT through. Counted in memory, each lets its own RATE_LIMIT through."""
     shared = {
         "rate_limit": "5/minute",
-        "rate_limit_storage_uri": _redis_or_skip(),
+        "rate_limit_storage_uri": redis_url(),
         "rate_limit_prefix": f"test-{uuid.uuid4().hex}",
     }
     first, second = make_client(**shared), make_client(**shared)
@@ -122,7 +110,7 @@ def test_gunicorn_workers_share_one_limit_in_redis(embedded_server, tmp_path):
     times it (new connections land on any worker)."""
     env = {
         "RATE_LIMIT": "6/minute",
-        "RATE_LIMIT_STORAGE_URI": _redis_or_skip(),
+        "RATE_LIMIT_STORAGE_URI": redis_url(),
         "RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex}",
         "WEB_CONCURRENCY": "3",
     }

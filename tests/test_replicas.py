@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import _drop_scratch, _scratch_database, free_port, started
+from tests.conftest import _drop_scratch, _scratch_database, free_port, redis_url, started
 
 KEYS = [f"load-key-{i}" for i in range(20)]
 LIMITED_KEY = "limited-key"
@@ -77,17 +77,6 @@ backend app
 """
 
 
-def _redis_url() -> str:
-    import redis
-
-    url = "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return url
-
-
 @pytest.mark.timeout(600)
 def test_three_replicas_behind_haproxy(embedded_server, tmp_path):
     if shutil.which("haproxy") is None:
@@ -105,7 +94,7 @@ def test_three_replicas_behind_haproxy(embedded_server, tmp_path):
         "JOB_WORKER_THREADS": "0",
         "WEB_CONCURRENCY": "2",
         "RATE_LIMIT": f"{LIMIT}/hour",
-        "RATE_LIMIT_STORAGE_URI": _redis_url(),
+        "RATE_LIMIT_STORAGE_URI": redis_url(),
         "RATE_LIMIT_PREFIX": f"replicas-{name}",
         "API_KEYS": ",".join([*KEYS, LIMITED_KEY]),
         # One KB cache for the three, as compose's shared volume: the first builds the index.
