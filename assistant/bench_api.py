@@ -5,6 +5,11 @@ no model time hides in the figures) and logs every exchange to PostgreSQL. A sep
 drives it with keep-alive clients, so the load generator's CPU and GIL are not the server's.
 Afterwards the returned conversation ids are looked up: every 200 must be a stored row, not a
 spooled or lost one.
+
+With `outage`, the throwaway PostgreSQL is stopped a third of the way into the load and started
+again that many seconds later: answers go to the spool meanwhile, and the result adds the
+spool's largest depth, the seconds it took to drain once the database was back, and the p99 of
+`GET /health`, polled every 100 ms all along.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ SETTLE_SECONDS = 1.0
 # A few off-topic questions, so the out-of-scope path is part of the mix as it is in real traffic.
 OUT_OF_SCOPE_QUESTIONS = 10
 HEADERS = {"Content-Type": "application/json"}
+# How long the spool may take to drain after an outage before the bench stops waiting.
+DRAIN_TIMEOUT = 300.0
 
 
 class BenchError(RuntimeError):
@@ -65,6 +72,10 @@ class ApiBenchResult:
     concurrency: int
     seconds: float
     docs: int
+    outage_s: float = 0.0
+    spooled_max: int | None = None
+    drain_s: float | None = None
+    health_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -81,6 +92,13 @@ class ApiBenchResult:
             ("rows stored", f"{self.rows} of {self.ok_responses}"),
             ("peak RSS per worker", f"{self.rss_mb_max:.0f} MB"),
         ]
+        if self.outage_s:
+            rows += [
+                ("database outage", f"{self.outage_s:g} s"),
+                ("rows spooled (most at once)", str(self.spooled_max)),
+                ("spool drained in", f"{self.drain_s} s after the database was back"),
+                ("/health p99", f"{self.health_p99_ms} ms"),
+            ]
         width = max(len(label) for label, _ in rows) + 1
         return [f"{label:<{width}} {value}" for label, value in rows]
 
@@ -107,8 +125,12 @@ def bench_api(
     workers: int,
     size: int,
     progress: bool = True,
+    outage: float = 0.0,
 ) -> ApiBenchResult:
-    """Serve a synthetic KB of `size` documents, drive it for `seconds`, and measure."""
+    """Serve a synthetic KB of `size` documents, drive it for `seconds`, and measure; with
+    `outage`, stop the database for that many seconds mid-load (see the module docstring)."""
+    if outage and settings.database_url:
+        raise BenchError("--outage stops the throwaway cluster: leave DATABASE_URL unset")
     # Imported here, not above: the spawned load process imports this module too, and these
     # would cost it seconds and a few hundred MB (scikit-learn, the LLM clients) for nothing.
     from assistant.bench import percentile
@@ -121,7 +143,12 @@ def bench_api(
         questions = bench_questions(source, settings.demo_kb.parent / "demo-out-of-scope.txt")
         with database(settings, directory) as url:
             with serving(kb_path, url, workers, directory) as server:
+                watch = Outage(directory, server.port, outage, WARMUP_SECONDS + seconds / 3)
+                if outage:
+                    watch.start()
                 load = run_load(server.port, questions, concurrency, seconds, progress)
+                if outage:
+                    watch.join()
                 time.sleep(SETTLE_SECONDS)
                 rss_mb = peak_rss_mb(server.pid)
             rows = stored_rows(url, load.conversation_ids)
@@ -141,7 +168,77 @@ def bench_api(
         concurrency=concurrency,
         seconds=seconds,
         docs=server.documents,
+        **watch.figures(),
     )
+
+
+class Outage:
+    """Stops the throwaway cluster in `directory` after `after` seconds, starts it again
+    `seconds` later, and times the spool's drain; meanwhile polls GET /health every 100 ms."""
+
+    def __init__(self, directory: Path, port: int, seconds: float, after: float):
+        self.directory, self.port, self.seconds, self.after = directory, port, seconds, after
+        self.health_ms: list[float] = []
+        self.spooled_max = 0
+        self.drain_s: float | None = None
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._outage, daemon=True),
+            threading.Thread(target=self._poll, daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self) -> None:
+        self._threads[0].join()
+        self._done.set()
+        self._threads[1].join()
+
+    def _outage(self) -> None:
+        import pgserver  # the throwaway cluster's own library; see database()
+
+        time.sleep(self.after)
+        pgserver.get_server(self.directory / "pgdata", cleanup_mode="stop").cleanup()
+        time.sleep(self.seconds)
+        pgserver.get_server(self.directory / "pgdata", cleanup_mode="stop")
+        back = time.monotonic()
+        while time.monotonic() - back < DRAIN_TIMEOUT:
+            if self._health().get("spool") == 0:
+                self.drain_s = round(time.monotonic() - back, 1)
+                return
+            time.sleep(0.1)
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.1):
+            self._health()
+
+    def _health(self) -> dict:
+        started = time.perf_counter()
+        try:
+            connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+            connection.request("GET", "/health")
+            body = json.loads(connection.getresponse().read())
+            connection.close()
+        except (OSError, ValueError, http.client.HTTPException):
+            return {}
+        self.health_ms.append((time.perf_counter() - started) * 1000)
+        self.spooled_max = max(self.spooled_max, int(body.get("spool") or 0))
+        return body
+
+    def figures(self) -> dict[str, object]:
+        """The result's outage fields (empty without an outage)."""
+        if not self.seconds:
+            return {}
+        from assistant.bench import percentile  # not at the top: see bench_api
+
+        return {
+            "outage_s": self.seconds,
+            "spooled_max": self.spooled_max,
+            "drain_s": self.drain_s,
+            "health_p99_ms": round(percentile(self.health_ms, 0.99), 2) if self.health_ms else None,
+        }
 
 
 def write_kb(source: Sequence[knowledge.Document], size: int, path: Path) -> Path:

@@ -797,10 +797,17 @@ def bench_retrieval_command(
 )
 @DOCS_OPTION
 @click.option(
+    "--outage",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Stop the database for this many seconds a third of the way in; report the spool's "
+    "drain and /health p99.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print rps, p50/p95/p99_ms, errors, rows, rss_mb_max."
 )
 def bench_api_command(
-    seconds: float, concurrency: int, workers: int | None, size: int, as_json: bool
+    seconds: float, concurrency: int, workers: int | None, size: int, outage: float, as_json: bool
 ) -> None:
     """Throughput, latency, stored rows and worker memory of the served API under load."""
     from assistant.bench_api import BenchError, bench_api
@@ -808,7 +815,13 @@ def bench_api_command(
     settings = _settings()
     try:
         result = bench_api(
-            settings, seconds, concurrency, workers or settings.workers, size, progress=not as_json
+            settings,
+            seconds,
+            concurrency,
+            workers or settings.workers,
+            size,
+            progress=not as_json,
+            outage=outage,
         )
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc

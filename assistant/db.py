@@ -88,6 +88,9 @@ CHECK_IDLE_SECONDS = 1.0
 # pool keeps reconnecting meanwhile, and `ping` always probes.
 FAIL_FAST_SECONDS = 3.0
 
+# Seconds a replaced pool lives on for the requests that still hold its connections.
+POOL_CLOSE_GRACE = 10.0
+
 _embedded_servers: dict[Path, Any] = {}
 
 
@@ -144,6 +147,7 @@ class Database:
         self._used_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.migrated = False
         self._migrate_lock = threading.Lock()
+        self._ping_ok = True
 
     @property
     def pool(self) -> ConnectionPool:
@@ -187,12 +191,16 @@ class Database:
                     self.migrate()
                 except psycopg.OperationalError:
                     self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+                    self._ping_ok = False
                     raise
 
     @contextmanager
     def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
-        if not probe and time.monotonic() < self._down_until:
-            raise DatabaseUnavailable("PostgreSQL timed out moments ago")
+        # Known down (a pool timeout, or a failed ping): fail at once until a ping (from
+        # /health, or the spool's flusher) finds it back, instead of every request waiting
+        # for the pool's timeout through the whole outage.
+        if not probe and (not self._ping_ok or time.monotonic() < self._down_until):
+            raise DatabaseUnavailable("PostgreSQL is down")
         if not probe:
             self.ensure_migrated()
         try:
@@ -203,6 +211,7 @@ class Database:
                     self._used_at[conn] = time.monotonic()
         except PoolTimeout as exc:
             self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+            self._ping_ok = False
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
 
     def close(self) -> None:
@@ -239,12 +248,29 @@ class Database:
         return applied_now
 
     def ping(self) -> bool:
+        """Whether PostgreSQL answers: a direct connection and `SELECT 1`, never a wait on the
+        pool, so /health stays fast through an outage (a refused connection fails at once).
+        The first ping that finds it back after an outage also gives the pool a fresh start:
+        the old one may be waiting out its reconnection backoff."""
         try:
-            with self._connection(timeout=2.0, probe=True) as conn:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
-            return True
-        except (DatabaseUnavailable, psycopg.OperationalError):
+        except psycopg.OperationalError:
+            self._ping_ok = False
             return False
+        if not self._ping_ok:
+            self._ping_ok, self._down_until = True, 0.0
+            self._renew_pool()
+        return True
+
+    def _renew_pool(self) -> None:
+        with self._pool_lock:
+            old, self._pool = self._pool, None
+        if old is not None and self._pool_pid == os.getpid():
+            # Closed once the requests still holding its connections are done with them.
+            closer = threading.Timer(POOL_CLOSE_GRACE, old.close)
+            closer.daemon = True
+            closer.start()
 
     def save_conversation(self, row: Mapping[str, Any]) -> None:
         """Insert one conversation, and its judge job in the same transaction; a row whose id

@@ -28,6 +28,8 @@ from assistant.db import Database, DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = (DatabaseUnavailable, psycopg.OperationalError)
+# Seconds between replay attempts while spooled rows wait for the database.
+RETRY_SECONDS = 1.0
 # The advisory lock key that serialises replays across workers and replicas.
 REPLAY_LOCK = 7_224_302
 
@@ -234,6 +236,8 @@ class Flusher:
         """One replay attempt; 0 when the database is still away."""
         if not self.spool.files():
             return 0
+        if not self.database.ping():
+            return 0
         try:
             return self.spool.replay(self.database)
         except UNAVAILABLE as exc:
@@ -242,13 +246,15 @@ class Flusher:
             return 0
 
     def _run(self) -> None:
-        # At once, then every interval: rows an earlier run spooled go first.
+        # At once, then every interval: rows an earlier run spooled go first. While rows wait
+        # for the database, every second: the drain starts as soon as it is back.
         while not self._stop.is_set():
             try:
                 self.flush()
             except Exception:
                 log.exception("spool replay failed")
-            self._stop.wait(self.interval)
+            waiting = self.spool.pending() > 0
+            self._stop.wait(min(self.interval, RETRY_SECONDS) if waiting else self.interval)
 
 
 def _now() -> str:

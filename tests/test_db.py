@@ -109,7 +109,7 @@ def test_unreachable_database_pings_false(tmp_path: Path):
     database.close()
 
 
-def test_after_a_timeout_queries_fail_fast_but_ping_still_probes(tmp_path: Path):
+def test_after_a_timeout_queries_fail_fast_and_ping_probes_directly(tmp_path: Path):
     from tests.conftest import free_port
 
     database = Database(
@@ -122,7 +122,9 @@ def test_after_a_timeout_queries_fail_fast_but_ping_still_probes(tmp_path: Path)
         with pytest.raises(DatabaseUnavailable):
             database.save_conversation({"id": "c2"})
         assert time.monotonic() - started < 0.5
+        # Ping is a direct connection (refused at once), never a wait on the pool: /health
+        # stays fast through an outage, and still sees the database return.
         started = time.monotonic()
-        assert database.ping() is False and time.monotonic() - started >= 1.5
+        assert database.ping() is False and time.monotonic() - started < 1.0
     finally:
         database.close()

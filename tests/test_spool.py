@@ -25,6 +25,9 @@ class FakeStore:
         self.inserts += 1
         self.conversations.setdefault(row["id"], row)
 
+    def ping(self):
+        return not self.down
+
     def save_conversations(self, rows):
         for row in rows:
             self.save_conversation(row)
