@@ -48,14 +48,15 @@ COST = Counter("assistant_cost_usd", "Model cost in USD, by model.", ["model"])
 LLM_ERRORS = Counter(
     "assistant_llm_errors", "Model calls that failed (the answer fell back), by error.", ["error"]
 )
-# Every worker sees the same spool folder and jobs table: the largest reading is the depth.
+# Every worker sees the same spool folder and jobs table: the latest reading of a live worker
+# is the depth (the largest would keep an idle worker's old one).
 SPOOL_ROWS = Gauge(
     "assistant_spool_rows", "Rows waiting in the spool for the database.", multiprocess_mode="max"
 )
 JOBS_QUEUED = Gauge(
     "assistant_jobs_queued",
     "Background jobs (judgements) waiting in PostgreSQL.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemostrecent",
 )
 
 
@@ -103,7 +104,8 @@ def exposition(spool_rows: int, jobs_queued: int | None) -> Response:
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: CONTENT_TYPE_LATEST carries its charset already.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def worker_exited(pid: int) -> None:

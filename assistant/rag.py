@@ -558,7 +558,11 @@ class Assistant:
         started = time.perf_counter()
         answer, hits = self.decide(question, session_id, history)
         if not hits:
-            yield self._finish(answer, started)
+            # A decided reply (a handoff, a decline, small talk) is text too: a client that
+            # shows deltas shows it.
+            self._finish(answer, started)
+            yield answer.answer
+            yield answer
             return
         messages, references, shown = self._prompt(question, hits, history)
         guard = instructions_of(messages).guard()

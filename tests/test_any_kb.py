@@ -222,6 +222,17 @@ def test_a_clause_saying_what_is_not_wanted_is_not_searched(message, searched):
     assert search_text(message) == searched
 
 
+def test_a_shouted_question_is_answered_as_the_same_question(demo):
+    shouted = demo.answer("WHY WAS I CHARGED TWICE THIS MONTH?!?! this is theft")
+    calm = demo.answer("why was i charged twice this month?!?! this is theft")
+    assert shouted.status == calm.status == "answered"
+    assert shouted.intent == calm.intent == "double-charge"
+    # An acronym or two is not shouting.
+    from assistant.retrieval.query import search_text
+
+    assert search_text("is HBO on my 4K TV?") == "is HBO on my 4K TV?"
+
+
 def test_negated_intent_finds_the_wanted_entry(demo):
     answer = demo.answer("I don't want to cancel my subscription, I want to upgrade my plan")
     assert answer.status == "answered" and answer.intent == "change-plan"

@@ -109,6 +109,19 @@ def test_stream_endpoint_of_the_served_api(client, api):
         ).fetchone() == (1,)
 
 
+@pytest.mark.parametrize(
+    "question, status",
+    [("I want to talk to a real person", "handoff"), ("what's the weather in Paris?",
+     "out_of_scope"), ("hello", "small_talk")],
+)  # fmt: skip
+def test_a_decided_reply_streams_its_text_too(client, api, question, status):
+    """A UI that shows deltas shows the handoff, the decline and the greeting too."""
+    events = list(client.stream(question))
+    assert [kind for kind, _ in events] == ["delta", "answer"]
+    body = events[-1][1]
+    assert body["status"] == status and events[0][1] == body["answer"] and body["answer"]
+
+
 class _Api(BaseHTTPRequestHandler):
     """A minimal API that answers each path with a canned (status, content type, body), so the
     client's event-stream parsing and its fallback can be pinned down byte by byte."""

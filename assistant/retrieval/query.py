@@ -1,5 +1,7 @@
 """What of a customer's message to search for.
 
+An angry customer may write in capitals; the message is then searched in lower case.
+
 Customers often say what they do *not* want before what they do: "I don't want to cancel, I
 want to upgrade". Every word of the first clause matches the wrong entry, so a clause that
 negates an intent ("don't want", "not trying to", "not asking about", a clause opening with
@@ -22,11 +24,18 @@ _INTENT_NEGATION = re.compile(
 )
 _CLAUSES = re.compile(r"[,;.!?]+\s*|\s+but\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")
+# A message with at least this many letters, 70% of them capitals, is shouted, not an acronym.
+SHOUTED_LETTERS = 8
 
 
 def search_text(message: str) -> str:
     """`message` without the clauses that say what the customer does not want, when a clause
-    that says what they do want remains; otherwise `message` unchanged."""
+    that says what they do want remains; otherwise `message` unchanged. A message shouted in
+    capitals is searched in lower case: the encoders read "CHARGED" as another word than
+    "charged"."""
+    letters = [char for char in message if char.isalpha()]
+    if len(letters) >= SHOUTED_LETTERS and sum(c.isupper() for c in letters) >= 0.7 * len(letters):
+        message = message.lower()
     clauses = [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
     if len(clauses) < 2:
         return message
