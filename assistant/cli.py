@@ -102,6 +102,8 @@ def worker(threads: int, until_idle: bool) -> None:
     """Run background jobs (relevance judgements) from PostgreSQL until stopped. Any number of
     workers, on any machine, share the queue; set JOB_WORKER_THREADS=0 on the web processes to
     leave the jobs to them."""
+    import psycopg
+
     from assistant.db import open_database
     from assistant.jobs import JobRunner
     from assistant.judge import build_judge
@@ -109,7 +111,14 @@ def worker(threads: int, until_idle: bool) -> None:
     settings = _settings()
     database = open_database(settings)
     runner = JobRunner(database, build_judge(settings), lease=settings.job_lease)
-    click.echo(f"worker {runner.name}: judging with {runner.judge.model}", err=True)
+    # Which database, without its password: a worker on another one than the server's
+    # finds nothing to do, and should say where it looked.
+    where = psycopg.conninfo.conninfo_to_dict(database.url)
+    click.echo(
+        f"worker {runner.name}: judging with {runner.judge.model}, jobs from database "
+        f"{where.get('dbname', '?')} on {where.get('host') or 'localhost'}",
+        err=True,
+    )
     if until_idle:
         ran = runner.run_until_idle(timeout=float("inf"))
         click.echo(f"ran {ran} jobs", err=True)

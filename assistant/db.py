@@ -88,6 +88,9 @@ CHECK_IDLE_SECONDS = 1.0
 # pool keeps reconnecting meanwhile, and `ping` always probes.
 FAIL_FAST_SECONDS = 3.0
 
+# Seconds a ping waits for a pooled connection before it takes the database for down (and
+# probes it directly from then on).
+PING_POOL_TIMEOUT = 0.5
 # Seconds a replaced pool lives on for the requests that still hold its connections.
 POOL_CLOSE_GRACE = 10.0
 
@@ -248,19 +251,26 @@ class Database:
         return applied_now
 
     def ping(self) -> bool:
-        """Whether PostgreSQL answers: a direct connection and `SELECT 1`, never a wait on the
-        pool, so /health stays fast through an outage (a refused connection fails at once).
-        The first ping that finds it back after an outage also gives the pool a fresh start:
-        the old one may be waiting out its reconnection backoff."""
+        """Whether PostgreSQL answers, fast either way, so /health stays fast through an
+        outage. Believed up: `SELECT 1` on a pooled connection, waiting at most
+        PING_POOL_TIMEOUT for one. Known down: a direct connection, refused at once, never a
+        wait on a pool that is retrying. The first ping that finds it back also gives the pool
+        a fresh start: the old one may be waiting out its reconnection backoff."""
+        if self._ping_ok and time.monotonic() >= self._down_until:
+            try:
+                with self._connection(timeout=PING_POOL_TIMEOUT, probe=True) as conn:
+                    conn.execute("SELECT 1")
+                return True
+            except (DatabaseUnavailable, psycopg.OperationalError):
+                self._ping_ok = False
         try:
             with psycopg.connect(self.url, connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
         except psycopg.OperationalError:
             self._ping_ok = False
             return False
-        if not self._ping_ok:
-            self._ping_ok, self._down_until = True, 0.0
-            self._renew_pool()
+        self._ping_ok, self._down_until = True, 0.0
+        self._renew_pool()
         return True
 
     def _renew_pool(self) -> None:

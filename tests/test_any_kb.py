@@ -276,13 +276,18 @@ LIBRARY_FAQ = [
 ]
 
 
-def test_an_elliptical_follow_up_takes_the_previous_question(settings, tmp_path):
+def _library_kb(tmp_path) -> Path:
+    """LIBRARY_FAQ as a team's `question,answer` CSV."""
     path = tmp_path / "library.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["question", "answer"])
         writer.writerows(LIBRARY_FAQ)
-    assistant = make_assistant(settings, str(path))
+    return path
+
+
+def test_an_elliptical_follow_up_takes_the_previous_question(settings, tmp_path):
+    assistant = make_assistant(settings, str(_library_kb(tmp_path)))
     first = assistant.answer("what time do you open?")
     assert first.sources[0].question == "What are the opening hours?"
     assert assistant.answer("what about sundays?").status == "out_of_scope"
@@ -292,12 +297,7 @@ def test_an_elliptical_follow_up_takes_the_previous_question(settings, tmp_path)
 
 
 def test_a_small_faq_of_unrelated_topics_still_declines_off_topic(settings, tmp_path):
-    path = tmp_path / "library.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["question", "answer"])
-        writer.writerows(LIBRARY_FAQ)
-    assistant = make_assistant(settings, str(path))
+    assistant = make_assistant(settings, str(_library_kb(tmp_path)))
     # A word the KB uses in another sense still fools it ("book me a flight", 0.45 against a
     # 0.35 gate with WordLlama): see the README's limits.
     for question in ("who won the football last night", "what is the capital of France"):

@@ -350,10 +350,9 @@ def test_a_failing_spool_during_an_outage_ends_the_stream_with_an_error(
 
 
 def _app_on_a_database_that_is_down(settings: Settings, live: Assistant, database: Database):
-    """The app on a PostgreSQL address where nothing listens (migrated beforehand, as a
-    server that went down after start-up)."""
+    """The app on a PostgreSQL address where nothing listens (it starts anyway, see
+    tests/test_outage.py)."""
     down = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/gone", database.migrations_dir)
-    down.migrate = lambda: []
     return create_app(replace(settings, database_url=down.url), assistant=live, database=down)
 
 

@@ -114,15 +114,20 @@ def _app(settings, assistant, database: Database, tmp_path, **changes):
     )
 
 
+def _ask_many(client, question: str, count: int) -> None:
+    """`count` answered conversations, each its own question (numbered)."""
+    for i in range(count):
+        numbered = f"{question} ({i})"
+        assert client.post("/question", json={"question": numbered}).status_code == 200
+
+
 def test_jobs_wait_without_a_runner_and_workers_take_each_once(
     settings, assistant, own_database, slow_judge, tmp_path
 ):
     app = _app(settings, assistant, own_database, tmp_path, job_worker_threads=0)
     client = app.test_client()
     try:
-        for i in range(30):
-            question = f"how do I cancel my subscription? ({i})"
-            assert client.post("/question", json={"question": question}).status_code == 200
+        _ask_many(client, "how do I cancel my subscription?", 30)
         # No runner: the answers are stored, their jobs wait, and /health says how many.
         assert client.get("/health").get_json()["jobs"] == 30
         assert set(_relevance(own_database)) == {"PENDING"}
@@ -161,9 +166,7 @@ def test_web_threads_run_the_jobs_in_the_background(
     app = _app(judged, assistant, own_database, tmp_path, job_worker_threads=2)
     client = app.test_client()
     try:
-        for i in range(6):
-            question = f"is there a free trial? ({i})"
-            assert client.post("/question", json={"question": question}).status_code == 200
+        _ask_many(client, "is there a free trial?", 6)
         deadline = time.monotonic() + 30
         while set(_relevance(own_database)) != {"RELEVANT"} and time.monotonic() < deadline:
             time.sleep(0.1)

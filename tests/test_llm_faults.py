@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from assistant.app import create_app
 from assistant.config import Settings
 from assistant.llm import make_provider
 from assistant.rag import Assistant
-from tests.conftest import sse_events
+from tests.conftest import serving, sse_events
 from tests.test_providers import _model_file, _start_llama_server, model_dir  # noqa: F401
 
 CANCEL = "how do I cancel my subscription?"
@@ -219,11 +218,8 @@ class _FailingHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def failing_server() -> Iterator[FailingServer]:
     server = FailingServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["question", "stream"])

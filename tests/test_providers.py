@@ -45,7 +45,7 @@ from assistant.llm import (
     resolve_provider_name,
 )
 from assistant.rag import Assistant
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 
 CANCEL = "how do I cancel my subscription?"
 
@@ -397,11 +397,8 @@ class _OllamaHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_ollama():
     server = FakeOllama(["phi3:latest"], "Open Account, then Cancel plan [1].")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 def _ollama(fake: FakeOllama, tmp_path: Path, **changes) -> OllamaProvider:
