@@ -126,9 +126,11 @@ def bench_api(
     size: int,
     progress: bool = True,
     outage: float = 0.0,
+    port: int | None = None,
 ) -> ApiBenchResult:
-    """Serve a synthetic KB of `size` documents, drive it for `seconds`, and measure; with
-    `outage`, stop the database for that many seconds mid-load (see the module docstring)."""
+    """Serve a synthetic KB of `size` documents on `port` (None: a free one), drive it for
+    `seconds`, and measure; with `outage`, stop the database for that many seconds mid-load
+    (see the module docstring)."""
     if outage and settings.database_url:
         raise BenchError("--outage stops the throwaway cluster: leave DATABASE_URL unset")
     # Imported here, not above: the spawned load process imports this module too, and these
@@ -142,7 +144,7 @@ def bench_api(
         kb_path = write_kb(source, size, directory / "kb.csv")
         questions = bench_questions(source, settings.demo_kb.parent / "demo-out-of-scope.txt")
         with database(settings, directory) as url:
-            with serving(kb_path, url, workers, directory) as server:
+            with serving(kb_path, url, workers, directory, port) as server:
                 watch = Outage(directory, server.port, outage, WARMUP_SECONDS + seconds / 3)
                 if outage:
                     watch.start()
@@ -284,9 +286,12 @@ class Server:
 
 
 @contextmanager
-def serving(kb_path: Path, database_url: str, workers: int, directory: Path) -> Iterator[Server]:
-    """`assistant serve` as a subprocess, exactly as deployed, until the block ends."""
-    port = _free_port()
+def serving(
+    kb_path: Path, database_url: str, workers: int, directory: Path, port: int | None = None
+) -> Iterator[Server]:
+    """`assistant serve` as a subprocess, exactly as deployed, on `port` (None: a free one),
+    until the block ends."""
+    port = port or _free_port()
     env = {
         **os.environ,
         "KB_PATH": str(kb_path),

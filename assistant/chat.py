@@ -10,7 +10,7 @@ from typing import Any
 import click
 import questionary
 
-from assistant.client import ApiError, AssistantClient, feedback_note
+from assistant.client import ApiError, AssistantClient, answer_facts, feedback_note
 from assistant.simulate import SimulationError, read_questions
 
 GROUND_TRUTH = "ground-truth.csv"
@@ -43,10 +43,8 @@ def ask_api(url: str, question: str) -> tuple[dict[str, Any], bool]:
 
 
 def summary_line(body: dict[str, Any]) -> str:
-    return (
-        f"[{body['status']} | intent {body['intent']} | confidence {body['confidence']:.2f}"
-        f" | {body['provider']}:{body['model_used']} | id {body['conversation_id']}]"
-    )
+    """`[answered | intent X | confidence 0.93 | provider:model | id ...]` (`answer_facts`)."""
+    return "[" + " | ".join([*answer_facts(body), f"id {body['conversation_id']}"]) + "]"
 
 
 def source_lines(body: dict[str, Any]) -> list[str]:

@@ -19,11 +19,14 @@ import click
 from assistant.config import PROJECT_ROOT, Settings
 
 
-def _settings() -> Settings:
+def _settings(service: bool = False) -> Settings:
+    """Settings from the environment, with logging set up. A one-shot command logs warnings
+    only, unless LOG_LEVEL asks for more: its output is the answer or the figures, and INFO
+    lines about loading the KB are noise there. A `service` (serve, worker) logs at
+    LOG_LEVEL (INFO by default)."""
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = settings.log_level if service or "LOG_LEVEL" in os.environ else "WARNING"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pgserver narrates every pg_ctl call at INFO; its warnings are what matter.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     return settings
@@ -51,7 +54,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
-    settings = _settings()
+    settings = _settings(service=True)
     if not settings.database_url:
         # Started once here, before the workers fork, so they all share one cluster.
         settings = replace(settings, database_url=embedded_url(settings.pgdata))
@@ -85,6 +88,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 "post_worker_init": lambda worker: app.extensions["flusher"].ensure_running(),
                 "child_exit": lambda server, worker: worker_exited(worker.pid),
             }
+            # gunicorn 25+ opens a control socket in ~/.gunicorn by default, one path for
+            # every server of the user: a second `assistant serve` took over the first's.
+            if "control_socket_disable" in self.cfg.settings:
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 
@@ -108,7 +115,7 @@ def worker(threads: int, until_idle: bool) -> None:
     from assistant.jobs import JobRunner
     from assistant.judge import build_judge
 
-    settings = _settings()
+    settings = _settings(service=True)
     database = open_database(settings)
     runner = JobRunner(database, build_judge(settings), lease=settings.job_lease)
     # Which database, without its password: a worker on another one than the server's
@@ -813,10 +820,22 @@ def bench_retrieval_command(
     "drain and /health p99.",
 )
 @click.option(
+    "--port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve on this port (default: a free one), e.g. to watch it or open it in a firewall.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print rps, p50/p95/p99_ms, errors, rows, rss_mb_max."
 )
 def bench_api_command(
-    seconds: float, concurrency: int, workers: int | None, size: int, outage: float, as_json: bool
+    seconds: float,
+    concurrency: int,
+    workers: int | None,
+    size: int,
+    outage: float,
+    port: int | None,
+    as_json: bool,
 ) -> None:
     """Throughput, latency, stored rows and worker memory of the served API under load."""
     from assistant.bench_api import BenchError, bench_api
@@ -831,6 +850,7 @@ def bench_api_command(
             size,
             progress=not as_json,
             outage=outage,
+            port=port,
         )
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -244,3 +244,15 @@ def feedback_thanks(reply: dict[str, Any]) -> str:
     if reply.get("status") == "queued":
         return "Thanks for your feedback! It will be stored when the database is back."
     return "Thanks for your feedback!"
+
+
+def answer_facts(body: dict[str, Any]) -> list[str]:
+    """What the UIs show under an answer, leaving out what it does not have: `["answered",
+    "intent double-charge", "confidence 0.93", "openai:gpt-4o-mini"]`; small talk is only
+    `["small_talk"]` (it has no intent), and a reply no model wrote names no model."""
+    facts = [body["status"]]
+    if body.get("intent"):
+        facts += [f"intent {body['intent']}", f"confidence {body['confidence']:.2f}"]
+    if body.get("provider") not in (None, "none"):
+        facts.append(f"{body['provider']}:{body.get('model_used') or '-'}")
+    return facts

@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -107,7 +108,12 @@ def embedded_url(pgdata: Path) -> str:
     The server object is kept for the life of the process: pgserver stops the cluster when the
     last process holding it exits.
     """
-    import pgserver  # imported here: heavy, and only needed without a configured database
+    # Imported here: heavy, and only needed without a configured database. Its class body
+    # asks platformdirs for XDG_RUNTIME_DIR, unset outside a desktop session, and the
+    # fallback in /tmp it warns about is fine for a lock file.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver
 
     pgdata = pgdata.resolve()
     if pgdata not in _embedded_servers:

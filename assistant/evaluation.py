@@ -271,13 +271,19 @@ def tune(
         for _ in range(trials - 1)
     ]
     best, best_key, found = base, (-1.0, -1.0), {}
-    for candidate in tqdm(candidates, desc="boosts", disable=not progress, unit="trial"):
+    trials_bar = tqdm(candidates, desc="trials", disable=not progress, unit="trial")
+    for candidate in trials_bar:
         metrics = retrieval_metrics(Retriever(docs, candidate, background), queries, k=5)
         key = (metrics.get("mrr", 0.0), metrics.get("intent_at_1", 0.0))
         if key > best_key:
             best, best_key, found = candidate, key, metrics
+            trials_bar.set_postfix(best_mrr=f"{key[0]:.3f}", best_intent_at_1=f"{key[1]:.3f}")
     texts = [q.text for q in queries]
-    confidences = [Retriever(docs, best, background).search(t, 1).confidence for t in texts]
+    chosen = Retriever(docs, best, background)
+    confidences = [
+        chosen.search(t, 1).confidence
+        for t in tqdm(texts, desc="handoff threshold", disable=not progress, unit="q")
+    ]
     best = replace(best, handoff_threshold=round(float(np.quantile(confidences, handoff_rate)), 4))
     if out_of_scope:
         best, scope = _tune_scope(

@@ -255,7 +255,8 @@ def load(
         return _read(path, str(path))
     except (requests.RequestException, OSError, ValueError) as exc:
         log.info(
-            "Bitext dataset unavailable (%s); answering from the bundled demo KB",
+            "Bitext dataset unavailable (%s): answering from the bundled demo KB. Set KB_PATH "
+            "to your own knowledge base, or KB_PATH=demo to skip the download",
             type(exc).__name__,
         )
         return _read(demo, "demo")

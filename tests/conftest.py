@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -36,12 +37,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Every Database a test made, directly or through create_app: one left open keeps its pool
+# reconnecting to a dropped scratch database, and logs "error connecting" after the summary.
+_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _track_databases():
+    original = Database.__init__
+
+    def tracked(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        _databases.add(self)
+
+    Database.__init__ = tracked
+    yield
+    Database.__init__ = original
+
+
+def _close_databases(dbname: str | None = None) -> None:
+    """Close the pools of the tests' Databases on `dbname` (None: all of them)."""
+    for database in list(_databases):
+        if (
+            dbname is None
+            or psycopg.conninfo.conninfo_to_dict(database.url).get("dbname") == dbname
+        ):
+            database.close()
+
+
 @pytest.fixture(scope="session")
 def embedded_server(tmp_path_factory):
     import pgserver
 
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     yield server
+    _close_databases()
     server.cleanup()
 
 
@@ -55,6 +85,7 @@ def _scratch_database(admin_url: str):
 
 
 def _drop_scratch(admin_url: str, name: str) -> None:
+    _close_databases(name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

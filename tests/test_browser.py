@@ -120,10 +120,20 @@ class Browser:
                 **({"text": "\r"} if kind == "keyDown" else {}),
             )
 
-    def click(self, selector: str) -> None:
-        assert self.evaluate(
-            f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"
-        ), f"nothing to click at {selector}"
+    def click(self, selector: str, last: bool = False) -> None:
+        """Click the first element `selector` matches (`last`: the last one)."""
+        pick = f"Array.from(document.querySelectorAll({json.dumps(selector)}))"
+        pick += ".pop()" if last else "[0]"
+        assert self.evaluate(f"(e => e ? (e.click(), true) : false)({pick})"), (
+            f"nothing to click at {selector}"
+        )
+
+    def foreign_requests(self) -> list[str]:
+        """Every resource the page loaded from another origin than its own."""
+        return self.evaluate(
+            "performance.getEntriesByType('resource').map(e => e.name)"
+            ".filter(n => !n.startsWith(location.origin) && !n.startsWith('data:'))"
+        )
 
     def screenshot(self, name: str, directory: Path) -> Path:
         png = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
@@ -205,18 +215,36 @@ def _vote_on(database_url: str, question: str, timeout: float = 15):
     return None
 
 
+def _assert_reads_well(text: str) -> None:
+    """No missing value shown as None, no empty source box."""
+    assert "None" not in text, text
+    assert "Sources (0)" not in text, text
+
+
 def test_streamlit_chat(browser, streamlit_url, api, tmp_path):
     question = "How do I cancel my subscription?"
     browser.open(streamlit_url, height=1150)
     chat_input = '[data-testid="stChatInputTextArea"]'
-    browser.wait_for(f"!!document.querySelector('{chat_input}')", "chat input")
-    browser.type_and_enter(chat_input, question)
     thumbs_up = '[data-testid="stFeedbackButton"][aria-label="Thumbs up"]'
-    browser.wait_for(f"!!document.querySelector('{thumbs_up}')", "the answer's thumbs")
+    browser.wait_for(f"!!document.querySelector('{chat_input}')", "chat input")
+    # Small talk first: it has no intent and no sources, and must not show them as empty.
+    browser.type_and_enter(chat_input, "hi")
+    browser.wait_for(f"document.querySelectorAll('{thumbs_up}').length == 1", "the reply's thumbs")
+    browser.type_and_enter(chat_input, question)
+    browser.wait_for(f"document.querySelectorAll('{thumbs_up}').length == 2", "the answer's thumbs")
     text = browser.evaluate("document.body.innerText")
     assert "Sources (5)" in text and "intent cancel-subscription" in text
-    browser.click(thumbs_up)
+    _assert_reads_well(text)
+    browser.click(thumbs_up, last=True)
     assert _vote_on(api.database_url, question) == 1
+    # The confirmation stays under the thumbs, not only in a toast that fades.
+    browser.wait_for(
+        "document.querySelectorAll('[data-testid=\"stCaptionContainer\"]').length &&"
+        " Array.from(document.querySelectorAll('[data-testid=\"stCaptionContainer\"]'))"
+        ".some(e => e.innerText.includes('Thanks for your feedback'))",
+        "the vote's confirmation",
+    )
+    assert browser.foreign_requests() == []
     browser.click('[data-testid="stExpander"] summary')
     browser.wait_for("document.body.innerText.includes('score ')", "the sources, unfolded")
     time.sleep(1)  # the expander's unfolding animation
@@ -226,12 +254,21 @@ def test_streamlit_chat(browser, streamlit_url, api, tmp_path):
 def test_streamlit_monitoring(browser, streamlit_url, tmp_path):
     browser.open(f"{streamlit_url}/monitoring", height=2350)
     browser.wait_for(
-        "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] svg').length >= 8",
-        "eight drawn charts",
+        "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] svg').length >= 6",
+        "six drawn charts",
     )
     text = browser.evaluate("document.body.innerText")
     for title in ("Conversations per hour (UTC)", "Response time p50 / p95 (s)", "Top intents"):
         assert title in text
+    # The API answers extractively: a note instead of the cost and token charts' empty axes.
+    assert "No LLM cost yet: answers are extractive" in text
+    assert "No LLM tokens yet" in text
+    assert (
+        browser.evaluate(
+            "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] svg').length"
+        )
+        == 6
+    )
     time.sleep(1)  # let the charts finish their entry animation
     browser.screenshot("streamlit-monitoring.png", tmp_path)
 
@@ -240,10 +277,26 @@ def test_gradio_chat(browser, gradio_url, api, tmp_path):
     question = "My card was charged twice this month"
     browser.open(gradio_url, height=1150)
     browser.wait_for("!!document.querySelector('textarea')", "message box")
+    browser.type_and_enter("textarea", "hi")
+    browser.wait_for("document.body.innerText.includes('small_talk')", "the small-talk reply")
+    # The box takes input again once Gradio has finished the reply's event.
+    browser.wait_for(
+        "!document.querySelector('textarea').disabled && !document.querySelector('.generating')",
+        "the message box, free again",
+    )
+    time.sleep(1)
     browser.type_and_enter("textarea", question)
     browser.wait_for("document.body.innerText.includes('Sources (5)')", "answer with sources")
-    assert "intent double-charge" in browser.evaluate("document.body.innerText")
-    browser.click('button[aria-label="Like"]')
+    text = browser.evaluate("document.body.innerText")
+    assert "intent double-charge" in text
+    _assert_reads_well(text)
+    # One font in the title: the page's own, with nothing fetched from another host.
+    fonts = browser.evaluate(
+        "Array.from(document.querySelectorAll('h1, h1 *')).map(e => getComputedStyle(e).fontFamily)"
+    )
+    assert fonts and len(set(fonts)) == 1 and fonts[0].startswith("ui-sans-serif"), fonts
+    assert browser.foreign_requests() == []
+    browser.click('button[aria-label="Like"]', last=True)
     assert _vote_on(api.database_url, question) == 1
     browser.click("details summary")
     time.sleep(1)  # the chat scrolls to its end

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,35 @@ def _env_file(tmp_path: Path, **values: str) -> Path:
 def test_compose_file_validates(tmp_path):
     result = _docker_compose(_env_file(tmp_path, **REQUIRED), "--profile", "ui", "config", "-q")
     assert result.returncode == 0, result.stderr
+
+
+def _check_against_compose_spec(path: Path) -> subprocess.CompletedProcess:
+    """check-jsonschema with the Compose Specification's schema, which it ships: no container
+    runtime needed, so it runs on every machine (docker-compose only where installed)."""
+    checker = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    assert checker, "check-jsonschema is part of the dev extra"
+    return subprocess.run(
+        [checker, "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_file_matches_the_compose_specification():
+    result = _check_against_compose_spec(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_specification_check_catches_a_mistake(tmp_path):
+    """A misspelt service key is refused."""
+    broken = _compose()
+    broken["services"]["app"]["enviroment"] = {"A": "1"}
+    path = tmp_path / "docker-compose.yaml"
+    path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+    result = _check_against_compose_spec(path)
+    assert result.returncode != 0
+    assert "enviroment" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("missing", sorted(REQUIRED))

@@ -512,6 +512,9 @@ def test_api_answers_and_streams_through_a_real_llama_cpp_server(llama_server, a
             "OPENAI_BASE_URL": llama_server,
             "OPENAI_MODEL": "smollm2",
             "LLM_READ_TIMEOUT": "60",
+            # Generous: on a loaded 2-core machine the model alone can take 30 s, the default,
+            # and a deadline fallback is not what this test is about.
+            "LLM_DEADLINE": "120",
             "JUDGE_PROVIDER": "heuristic",
         }
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from assistant.client import ApiError, AssistantClient, feedback_thanks
+from assistant.client import ApiError, AssistantClient, answer_facts, feedback_thanks
 
 EXAMPLES = [
     "How do I cancel my subscription?",
@@ -22,16 +22,18 @@ EXAMPLES = [
 
 
 def details(body: dict[str, Any]) -> str:
-    """Status, intent and confidence under the answer, and its sources folded away."""
+    """Status, intent and confidence under the answer (`answer_facts`), and its sources folded
+    away; an answer without sources (small talk, a decline) gets no empty box."""
+    text = f"\n\n<sub>{html.escape(' · '.join(answer_facts(body)))}</sub>"
+    if not body["sources"]:
+        return text
     sources = "".join(
         f"<li>{html.escape(source['question'])} <code>{html.escape(source['intent'])}</code>"
         f" · score {source['score']:.2f}</li>"
         for source in body["sources"]
     )
     return (
-        f"\n\n<sub>{body['status']} · intent {body['intent']} · confidence "
-        f"{body['confidence']:.2f} · {body['provider']}:{body['model_used']}</sub>\n\n"
-        f"<details><summary>Sources ({len(body['sources'])})</summary>"
+        f"{text}\n\n<details><summary>Sources ({len(body['sources'])})</summary>"
         f"<ol>{sources}</ol></details>"
     )
 
@@ -70,7 +72,13 @@ def build(client: AssistantClient) -> gr.Blocks:
             raise gr.Error(f"Feedback not saved: {exc}") from exc
         gr.Info(feedback_thanks(reply))
 
-    with gr.Blocks(title="Media Support Assistant", analytics_enabled=False) as demo:
+    # The default theme fetches its font from Google: offline, or under a strict policy, the
+    # title came out in two fonts. The system's own fonts need nothing from another host.
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "monospace"],
+    )
+    with gr.Blocks(title="Media Support Assistant", analytics_enabled=False, theme=theme) as demo:
         chatbot = gr.Chatbot(label="Support", height="72vh", feedback_options=("Like", "Dislike"))
         gr.ChatInterface(
             respond,

@@ -3,7 +3,7 @@ POST /feedback. The API's session id is kept, so a conversation stays one sessio
 
 import streamlit as st
 
-from assistant.client import ApiError, feedback_thanks
+from assistant.client import ApiError, answer_facts, feedback_thanks
 
 client = st.session_state.client
 history = st.session_state.setdefault("history", [])
@@ -17,28 +17,30 @@ def send_vote(conversation_id: str) -> None:
     try:
         reply = client.feedback(conversation_id, 1 if choice == 1 else -1)
     except ApiError as exc:
-        st.toast(f"Feedback not saved: {exc}", icon=":material/error:")
+        note = f"Feedback not saved: {exc}"
+        st.toast(note, icon=":material/error:")
     else:
-        st.toast(feedback_thanks(reply), icon=":material/check_circle:")
+        note = feedback_thanks(reply)
+        st.toast(note, icon=":material/check_circle:")
+    # Also kept under the thumbs: a toast is gone after a few seconds, or missed.
+    st.session_state[f"vote-note-{conversation_id}"] = note
 
 
 def show_details(body: dict) -> None:
-    st.caption(
-        f"**{body['status']}** · intent `{body['intent']}` · confidence {body['confidence']:.2f}"
-        f" · {body['provider']}:{body['model_used']} · {body['response_time']:.2f} s"
-    )
-    with st.expander(f"Sources ({len(body['sources'])})"):
-        for source in body["sources"]:
-            st.markdown(
-                f"- **{source['question']}**  \n"
-                f"  `{source['intent']}` · score {source['score']:.2f} · id `{source['id']}`"
-            )
-        if not body["sources"]:
-            st.caption("No knowledge-base entry was used for this answer.")
+    st.caption(" · ".join([*answer_facts(body), f"{body['response_time']:.2f} s"]))
+    if body["sources"]:
+        with st.expander(f"Sources ({len(body['sources'])})"):
+            for source in body["sources"]:
+                st.markdown(
+                    f"- **{source['question']}**  \n"
+                    f"  `{source['intent']}` · score {source['score']:.2f} · id `{source['id']}`"
+                )
     conversation_id = body["conversation_id"]
     st.feedback(
         "thumbs", key=f"vote-{conversation_id}", on_change=send_vote, args=(conversation_id,)
     )
+    if note := st.session_state.get(f"vote-note-{conversation_id}"):
+        st.caption(note)
 
 
 st.title("Media Support Assistant")

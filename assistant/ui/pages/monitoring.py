@@ -70,18 +70,26 @@ right.bar_chart(hourly[["p50", "p95"]], stack=False)
 
 left, middle, right = st.columns(3)
 left.subheader("Answer status mix")
-bars(left, stats["status_mix"], "status")
+bars(left, stats["status_mix"], "status", horizontal=True)
 votes = {"+1": stats["feedback"]["thumbs_up"], "-1": stats["feedback"]["thumbs_down"]}
 middle.subheader("+1 / -1")
 middle.bar_chart(pd.Series(votes, name="votes"))
 right.subheader("Judged relevance")
 right.bar_chart(pd.Series(stats["relevance"], name="conversations"))
 
+TOKEN_COLUMNS = ["prompt_tokens", "completion_tokens", "judge_tokens"]
 left, right = st.columns(2)
 left.subheader("LLM cost (USD) by model")
-bars(left, stats["cost_by_model"], "model", ["cost_usd"])
+if any(row["cost_usd"] for row in stats["cost_by_model"]):
+    bars(left, stats["cost_by_model"], "model", ["cost_usd"])
+else:
+    # Empty axes read as a broken chart; extractive answers and local models cost nothing.
+    left.caption("No LLM cost yet: answers are extractive, or come from a model without a price.")
 right.subheader("Tokens by model")
-bars(right, stats["cost_by_model"], "model", ["prompt_tokens", "completion_tokens", "judge_tokens"])
+if any(row[column] for row in stats["cost_by_model"] for column in TOKEN_COLUMNS):
+    bars(right, stats["cost_by_model"], "model", TOKEN_COLUMNS)
+else:
+    right.caption("No LLM tokens yet: answers are extractive.")
 
 st.subheader("Top intents")
 bars(st, stats["top_intents"], "intent", horizontal=True, stack=False)
