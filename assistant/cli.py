@@ -11,6 +11,7 @@ import signal
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -218,7 +219,7 @@ def db_init() -> None:
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 
-def _erase(run) -> None:
+def _erase(run: Callable[..., dict]) -> None:
     """`run(database, spool)` (retention.purge or retention.forget) on the configured database
     and this host's spool; prints the record it returns."""
     from assistant import retention

@@ -45,7 +45,8 @@ def purge(database: Database, spool: Spool, older_than: timedelta) -> dict[str, 
         old = {
             entry["row"]["id"]
             for entry in spool.entries()
-            if entry["kind"] == "conversation" and _at(entry["row"]["timestamp"]) < cutoff
+            if entry["kind"] == "conversation"
+            and datetime.fromisoformat(entry["row"]["timestamp"]) < cutoff
         }
 
         def doomed(entry: dict[str, Any]) -> bool:
@@ -53,7 +54,10 @@ def purge(database: Database, spool: Spool, older_than: timedelta) -> dict[str, 
                 return entry["row"]["id"] in old
             # A vote given since on a conversation purged from the database is dropped by the
             # next replay, as any vote on an unknown conversation is.
-            return entry["conversation_id"] in old or _at(entry["given_at"]) < cutoff
+            return (
+                entry["conversation_id"] in old
+                or datetime.fromisoformat(entry["given_at"]) < cutoff
+            )
 
         return database.purge(cutoff, spool.discard(doomed))
 
@@ -89,7 +93,3 @@ def _replays_held(database: Database) -> Iterator[None]:
         if time.monotonic() > deadline:
             raise RetentionError(f"a spool replay held its lock for {LOCK_WAIT:.0f} s; try again")
         time.sleep(0.5)
-
-
-def _at(iso: str) -> datetime:
-    return datetime.fromisoformat(iso)
