@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from assistant.llm import make_provider
 from assistant.privacy import Masker, luhn_valid, mask_cards, mask_logs
 from assistant.rag import Assistant
+from tests.test_db import _row
 from tests.test_generated_answers import (  # noqa: F401 (stand_in is a fixture)
     _app,
     _app_on_a_database_that_is_down,
@@ -207,3 +208,25 @@ def test_pii_masking_masks_emails_and_phones_but_not_the_business_contacts(
     assert body["status"] == "handoff" and "support@lumenstream.example" in stored["answer"]
     logging.getLogger("anything").warning("reply to jo@example.com")
     assert "reply to [email]" in caplog.text
+
+
+def test_history_stored_before_masking_reaches_the_model_masked(
+    stand_in,  # noqa: F811
+    assistant,
+    own_database,
+    tmp_path,
+):
+    # A row as a version without masking stored it: saved directly, not through the API.
+    own_database.save_conversation(
+        _row("legacy", session_id="legacy-session", question=f"my card is {PAN}")
+    )
+    with _app(stand_in, assistant, own_database, tmp_path) as app:
+        response = app.test_client().post(
+            "/question",
+            json={"question": "how do I cancel my subscription?", "session_id": "legacy-session"},
+        )
+    assert response.status_code == 200
+    [sent] = stand_in.requests
+    turns = [message["content"] for message in sent["messages"]]
+    assert "my card is **** **** **** 1111" in turns
+    _assert_no_card("the prompt", json.dumps(sent))
