@@ -15,11 +15,13 @@ import logging
 
 import psycopg
 import pytest
+import requests
 from psycopg.rows import dict_row
 
 from assistant.llm import make_provider
 from assistant.privacy import Masker, luhn_valid, mask_cards, mask_logs
 from assistant.rag import Assistant
+from tests.conftest import running_api
 from tests.test_db import _row
 from tests.test_generated_answers import (  # noqa: F401 (stand_in is a fixture)
     _app,
@@ -230,3 +232,14 @@ def test_history_stored_before_masking_reaches_the_model_masked(
     turns = [message["content"] for message in sent["messages"]]
     assert "my card is **** **** **** 1111" in turns
     _assert_no_card("the prompt", json.dumps(sent))
+
+
+def test_the_served_api_masks_a_card_in_gunicorns_own_log_lines(embedded_server, tmp_path):
+    """gunicorn logs each request's path at DEBUG, a line the app never wrote: a card number
+    sent as a conversation id would land in the server's log."""
+    with running_api(embedded_server.get_uri(), tmp_path, LOG_LEVEL="DEBUG") as served:
+        response = requests.get(f"{served.url}/conversations/{CARDS[0]}", timeout=10)
+        assert response.status_code == 404
+    log = (tmp_path / "api.log").read_text()
+    assert "GET /conversations/**** **** **** 1111" in log
+    _assert_no_card("the server's log", log)
