@@ -36,6 +36,7 @@ from assistant.jobs import JobRunner
 from assistant.judge import build_judge
 from assistant.llm import ProviderError
 from assistant.metrics import count_answer, exposition, instrument
+from assistant.privacy import Masker, mask_cards, mask_logs
 from assistant.protection import API_KEY_HEADER, protect
 from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
@@ -163,6 +164,10 @@ def create_app(
         # Serve anyway: answers go to the spool, and the first query that reaches the
         # database migrates it (Database.ensure_migrated).
         log.warning("database unavailable at start (%s): serving, spooling", type(exc).__name__)
+    # Customers' text is masked on its way in (questions, their history, comments) and out
+    # (answers), and in every log record: nothing after this point sees a card number.
+    mask = Masker(settings.pii_masking, settings.pii_phone_region)
+    mask_logs(mask)
     spool = Spool(settings.spool_dir)
     # Rows a previous run spooled are replayed by the flusher's thread, never before the port
     # is bound or on a request's time.
@@ -217,13 +222,17 @@ def create_app(
 
     def read_question() -> tuple[str, str | None, list[Turn]]:
         body = _validate(QuestionRequest, _json_body())
-        text = body.question.strip()
+        text = mask(body.question.strip())
         if not text:
             raise ApiError(400, "invalid_request", "question: must not be blank")
         history = []
         if body.session_id:
             try:
-                history = [Turn(q, a) for q, a in database.session_history(body.session_id)]
+                # Rows stored before masking (or before PII_MASKING was on) are masked here.
+                history = [
+                    Turn(mask(q), mask_cards(a))
+                    for q, a in database.session_history(body.session_id)
+                ]
             except UNAVAILABLE as exc:
                 # Without its history a follow-up is answered as a fresh question, not refused.
                 log.warning("session history unavailable: %s", type(exc).__name__)
@@ -241,6 +250,9 @@ def create_app(
             answer.cost_usd,
             answer.error if answer.fallback else None,
         )
+        # A model cannot have seen the customer's card, but may invent one. Answers keep their
+        # emails and phones: those are the business's own contact details.
+        answer.answer = mask_cards(answer.answer)
         row = conversation_row(answer)
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
@@ -335,8 +347,9 @@ def create_app(
         """Record a thumbs up (1) or down (-1); a repeat vote replaces the earlier one."""
         body = _validate(FeedbackRequest, _json_body())
         reply = {"conversation_id": body.conversation_id, "feedback": body.feedback}
+        comment = None if body.comment is None else mask(body.comment)
         try:
-            saved = database.save_feedback(body.conversation_id, body.feedback, body.comment)
+            saved = database.save_feedback(body.conversation_id, body.feedback, comment)
         except UNAVAILABLE as exc:
             # Unknown ids cannot be told apart while the database is away; replay drops them.
             log.warning("database unavailable, feedback spooled: %s", type(exc).__name__)
@@ -347,7 +360,7 @@ def create_app(
             raise ApiError(
                 404, "conversation_not_found", f"no conversation {body.conversation_id!r}"
             )
-        spool.add_feedback(body.conversation_id, body.feedback, body.comment)
+        spool.add_feedback(body.conversation_id, body.feedback, comment)
         return jsonify({**reply, "status": "queued"}), 202
 
     @app.get("/conversations/<conversation_id>")

@@ -11,6 +11,7 @@ import signal
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,9 +25,13 @@ def _settings(service: bool = False) -> Settings:
     only, unless LOG_LEVEL asks for more: its output is the answer or the figures, and INFO
     lines about loading the KB are noise there. A `service` (serve, worker) logs at
     LOG_LEVEL (INFO by default)."""
+    from assistant.privacy import Masker, mask_logs
+
     settings = Settings.from_env()
     level = settings.log_level if service or "LOG_LEVEL" in os.environ else "WARNING"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every command's logs (the worker's judge errors, gunicorn's) are masked like the API's.
+    mask_logs(Masker(settings.pii_masking, settings.pii_phone_region))
     # pgserver narrates every pg_ctl call at INFO; its warnings are what matter.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     return settings
@@ -194,7 +199,8 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
 @click.option("--limit", default=10, show_default=True, help="Rows of the latest conversations.")
 @click.pass_context
 def db(ctx: click.Context, limit: int) -> None:
-    """Show row counts and the latest conversations (subcommands: init, check-time)."""
+    """Show row counts and the latest conversations (subcommands: init, check-time, purge,
+    forget)."""
     if ctx.invoked_subcommand is not None:
         return
     from assistant.db import open_database
@@ -218,6 +224,65 @@ def db_init() -> None:
 
     applied = open_database(_settings()).migrate()
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+def _erase(run: Callable[..., dict]) -> None:
+    """`run(database, spool)` (retention.purge or retention.forget) on the configured database
+    and this host's spool; prints the record it returns."""
+    from assistant import retention
+    from assistant.db import open_database
+    from assistant.spool import UNAVAILABLE, Spool
+
+    settings = _settings()
+    database = open_database(settings)
+    try:
+        record = run(database, Spool(settings.spool_dir))
+    except UNAVAILABLE as exc:
+        raise click.ClickException(f"the database is unavailable ({type(exc).__name__})") from exc
+    except retention.RetentionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.close()
+    cutoff = f" before {record['cutoff']:%Y-%m-%d %H:%M:%S%z}" if record["cutoff"] else ""
+    click.echo(
+        f"{record['action']}{cutoff}: deleted {record['conversations']} conversations, "
+        f"{record['feedback']} feedback, {record['jobs']} jobs and {record['spooled']} spooled "
+        f"records (recorded in erasures at {record['performed_at']:%Y-%m-%d %H:%M:%S%z})"
+    )
+
+
+def _age(ctx: click.Context, param: click.Parameter, value: str):
+    from assistant.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@db.command("purge")
+@click.option(
+    "--older-than",
+    required=True,
+    callback=_age,
+    help="Delete conversations older than this age: 90d, 12h or 2w.",
+)
+def db_purge(older_than) -> None:
+    """Delete conversations older than an age, with their feedback and jobs, from PostgreSQL
+    and this host's spool; recorded in the erasures table."""
+    from assistant.retention import purge
+
+    _erase(lambda database, spool: purge(database, spool, older_than))
+
+
+@db.command("forget")
+@click.option("--session", "session_id", required=True, help="The customer's session id.")
+def db_forget(session_id: str) -> None:
+    """Delete one session's conversations, feedback and jobs (an erasure request) from
+    PostgreSQL and this host's spool; recorded in the erasures table, without the id."""
+    from assistant.retention import forget
+
+    _erase(lambda database, spool: forget(database, spool, session_id))
 
 
 @main.command()

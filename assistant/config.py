@@ -98,6 +98,9 @@ class Settings:
     # Keys in a shared storage start with this: two deployments on one Redis stay apart.
     rate_limit_prefix: str = "msa"
     cors_origins: tuple[str, ...] = ()
+    # Card numbers are masked always; `PII_MASKING=on` masks emails and phone numbers too.
+    pii_masking: bool = False
+    pii_phone_region: str = "US"
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -192,6 +195,8 @@ class Settings:
             or "memory://",
             "rate_limit_prefix": env.get("RATE_LIMIT_PREFIX", "msa"),
             "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
+            "pii_masking": env.get("PII_MASKING", "").strip().lower() in {"1", "true", "yes", "on"},
+            "pii_phone_region": env.get("PII_PHONE_REGION", "US").strip().upper() or "US",
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),

@@ -79,6 +79,24 @@ _INSERT_JUDGE_JOB = (
     "INSERT INTO jobs (kind, key) VALUES ('judge', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
 )
 
+# One statement, so a purge or an erasure and its record in `erasures` are one transaction
+# and the counts are of one snapshot. The rows are locked first: a vote arriving meanwhile
+# waits, then finds its conversation gone.
+_ERASE = """
+WITH doomed AS (SELECT id FROM conversations WHERE {which} FOR UPDATE),
+gone_feedback AS (
+    DELETE FROM feedback WHERE conversation_id IN (SELECT id FROM doomed) RETURNING 1
+),
+gone_jobs AS (DELETE FROM jobs WHERE key IN (SELECT id FROM doomed) RETURNING 1),
+gone AS (DELETE FROM conversations WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+INSERT INTO erasures (action, cutoff, conversations, feedback, jobs, spooled)
+SELECT %(action)s, %(cutoff)s::timestamptz, (SELECT count(*) FROM gone),
+       (SELECT count(*) FROM gone_feedback), (SELECT count(*) FROM gone_jobs), %(spooled)s
+RETURNING performed_at, action, cutoff, conversations, feedback, jobs, spooled
+"""
+_PURGE = _ERASE.format(which="timestamp < %(cutoff)s")
+_FORGET = _ERASE.format(which="session_id = %(session_id)s")
+
 # A connection back from a query this recently is taken to be alive: probing every checkout
 # cost each query an extra round trip. One idle for longer (PostgreSQL may have restarted
 # meanwhile) is probed before use, as psycopg_pool's check does.
@@ -432,6 +450,33 @@ class Database:
                 (session_id, turns),
             ).fetchall()
         return [(row["question"], row["answer"]) for row in reversed(rows)]
+
+    def session_conversation_ids(self, session_id: str) -> set[str]:
+        """The ids of every stored conversation of a session, abandoned ones included."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM conversations WHERE session_id = %s", (session_id,)
+            ).fetchall()
+        return {row["id"] for row in rows}
+
+    def purge(self, cutoff: datetime, spooled: int) -> dict[str, Any]:
+        """Delete every conversation from before `cutoff` (timezone-aware) with its feedback
+        and jobs, and record that in `erasures` with `spooled`, the spool records removed
+        alongside. Returns the record: performed_at, action, cutoff and the four counts."""
+        with self._connection() as conn:
+            return conn.execute(
+                _PURGE, {"action": "purge", "cutoff": cutoff, "spooled": spooled}
+            ).fetchone()
+
+    def forget(self, session_id: str, spooled: int) -> dict[str, Any]:
+        """Delete every conversation of a session with its feedback and jobs (an erasure
+        request), and record that in `erasures`, without the session id. Returns the record,
+        as `purge` does."""
+        with self._connection() as conn:
+            return conn.execute(
+                _FORGET,
+                {"action": "forget", "cutoff": None, "session_id": session_id, "spooled": spooled},
+            ).fetchone()
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         with self._connection() as conn:

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,6 +177,24 @@ class Spool:
             log.info("replayed %d spooled rows", len(entries))
         return len(entries)
 
+    def discard(self, doomed: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove every record `doomed` picks (a conversation or feedback entry, as spooled)
+        from every file, under the lock writers and replays take; returns how many. A writer
+        waiting for the lock finds the file replaced and writes to the new one; a line torn by
+        a crash is kept, since what it held cannot be told."""
+        removed = 0
+        for path in self.files():
+            try:
+                with open(path, "rb") as handle, _locked(handle):
+                    lines = handle.read().splitlines(keepends=True)
+                    kept = [line for line in lines if not _picked(line, doomed)]
+                    removed += len(lines) - len(kept)
+                    if len(kept) < len(lines):
+                        _rewrite(path, b"".join(kept))
+            except FileNotFoundError:
+                continue
+        return removed
+
     def _snapshots(self) -> list[_Snapshot]:
         found = []
         for path in self.files():
@@ -195,16 +213,7 @@ class Spool:
                 unchanged = os.fstat(handle.fileno()).st_ino == snapshot.inode
                 if not unchanged or not data.startswith(snapshot.data):
                     return  # another process replayed and rewrote it meanwhile
-                rest = data[len(snapshot.data) :]
-                if not rest:
-                    snapshot.path.unlink()
-                    return
-                temporary = snapshot.path.with_suffix(".tmp")
-                with open(temporary, "wb") as out:
-                    out.write(rest)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, snapshot.path)
+                _rewrite(snapshot.path, data[len(snapshot.data) :])
         except FileNotFoundError:
             return
 
@@ -284,13 +293,40 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
+def _rewrite(path: Path, rest: bytes) -> None:
+    """Replace `path` (its lock held by the caller) by `rest`, or remove it when empty."""
+    if not rest:
+        path.unlink()
+        return
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as out:
+        out.write(rest)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    """One spooled record, or None for a line torn by a crash mid-write (its reply never
+    left, so nothing is lost) or one of no kind the spool writes."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(entry, dict) and entry.get("kind") in ("conversation", "feedback"):
+        return entry
+    return None
+
+
+def _picked(line: bytes, doomed: Callable[[dict[str, Any]], bool]) -> bool:
+    entry = _entry(line)
+    return entry is not None and doomed(entry)
+
+
 def _parse(data: bytes) -> Iterator[dict[str, Any]]:
     for line in data.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            # A line torn by a crash mid-write: its reply never left, so nothing is lost.
+        entry = _entry(line)
+        if entry is None:
             log.warning("skipped a torn spool line")
             continue
-        if isinstance(entry, dict) and entry.get("kind") in ("conversation", "feedback"):
-            yield entry
+        yield entry

@@ -19,19 +19,29 @@ import yaml
 from assistant.config import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yaml"
+PUBLISH = PROJECT_ROOT / "docker-compose.publish.yaml"
 PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
-REQUIRED = {"POSTGRES_PASSWORD": "pg-secret", "GRAFANA_ADMIN_PASSWORD": "grafana-secret"}
+REQUIRED = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+    "GRAFANA_DB_PASSWORD": "reader-secret",
+}
+# The stack's only doors: the API's load balancer, Grafana and the optional Streamlit UI.
+ENTRY_POINTS = {"lb", "grafana", "streamlit"}
 
 
 def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
-def _docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
+def _docker_compose(
+    env_file: Path, *args: str, files: tuple[Path, ...] = (COMPOSE,)
+) -> subprocess.CompletedProcess:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose is not installed (.ci/run installs it)")
+    chosen = [option for path in files for option in ("-f", str(path))]
     return subprocess.run(
-        ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE), *args],
+        ["docker-compose", "--env-file", str(env_file), *chosen, *args],
         cwd=PROJECT_ROOT,
         # Only the env file speaks: a developer's shell or .env must not satisfy the test.
         env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
@@ -116,6 +126,56 @@ def test_resolved_stack_wiring(tmp_path):
     assert services["streamlit"]["environment"]["ASSISTANT_URL"] == "http://lb:5000"
 
 
+def _resolved(tmp_path: Path, *files: Path) -> dict:
+    env = _env_file(tmp_path, **REQUIRED)
+    result = _docker_compose(env, "--profile", "ui", "config", files=files or (COMPOSE,))
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_only_the_entry_points_publish_a_port(tmp_path):
+    services = _resolved(tmp_path)
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published <= ENTRY_POINTS, published - ENTRY_POINTS
+    for name in ("postgres", "redis", "ollama"):
+        assert "ports" not in services[name], name
+
+
+def test_the_publish_override_binds_the_backends_to_localhost(tmp_path):
+    services = _resolved(tmp_path, COMPOSE, PUBLISH)
+    for name, port in (("postgres", 5432), ("redis", 6379), ("ollama", 11434)):
+        [mapping] = services[name]["ports"]
+        assert _port(mapping) == ("127.0.0.1", port, port), name
+
+
+def _port(mapping: str | dict) -> tuple[str, int, int]:
+    """(host address, published, target) of a resolved port: docker-compose v1 writes one with
+    an address as `127.0.0.1:5432:5432/tcp`, v2 as a mapping."""
+    if isinstance(mapping, str):
+        host, published, target = mapping.split("/")[0].split(":")
+        return host, int(published), int(target)
+    return mapping.get("host_ip", ""), int(mapping["published"]), int(mapping["target"])
+
+
+def test_grafana_reads_as_the_read_only_login_never_the_owner(tmp_path):
+    services = _resolved(tmp_path)
+    grafana = services["grafana"]["environment"]
+    postgres = services["postgres"]["environment"]
+    # Grafana is not even told the owner's name or password.
+    assert "POSTGRES_PASSWORD" not in grafana and "POSTGRES_USER" not in grafana
+    assert grafana["GRAFANA_DB_USER"] != postgres["POSTGRES_USER"]
+    # The login the datasource uses is the one initdb/grafana-login.sh creates, with the
+    # password it is given, from the same variables.
+    assert grafana["GRAFANA_DB_USER"] == postgres["GRAFANA_DB_USER"] == "grafana"
+    assert grafana["GRAFANA_DB_PASSWORD"] == postgres["GRAFANA_DB_PASSWORD"] == "reader-secret"
+    datasource = yaml.safe_load((PROVISIONING / "datasources" / "postgres.yaml").read_text())
+    [source] = datasource["datasources"]
+    assert source["user"] == "${GRAFANA_DB_USER}"
+    assert source["secureJsonData"]["password"] == "${GRAFANA_DB_PASSWORD}"
+    login = (PROJECT_ROOT / "initdb" / "grafana-login.sh").read_text()
+    assert "GRANT grafana_reader TO" in login and "NOSUPERUSER" in login
+
+
 def test_compose_services_as_the_stack_needs_them():
     compose = _compose()
     assert "version" not in compose and "name" not in compose
@@ -140,14 +200,15 @@ def test_compose_services_as_the_stack_needs_them():
 
 def test_no_password_has_a_default_in_the_compose_file():
     text = COMPOSE.read_text(encoding="utf-8")
-    for variable in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for variable in REQUIRED:
         uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
         assert uses and all(use.startswith(":?") for use in uses), variable
 
 
 def test_env_example_documents_every_compose_variable():
     documented = (PROJECT_ROOT / ".env.example").read_text(encoding="utf-8")
-    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text(encoding="utf-8")))
+    text = COMPOSE.read_text(encoding="utf-8") + PUBLISH.read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{(\w+)", text))
     assert used
     assert not {v for v in used if not re.search(rf"^#? ?{v}=", documented, re.M)}
 
@@ -199,6 +260,8 @@ def test_dockerignore_keeps_what_the_dockerfile_copies():
         if line.strip() and not line.startswith("#")
     ]
     assert ".git" in ignored and ".venv" in ignored and ".env" in ignored
+    # Runtime state, customers' text among it, never goes into an image.
+    assert {"data/spool", "data/pgdata", "data/cache"} <= set(ignored)
     for line in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
         for source in line.split():
             assert (PROJECT_ROOT / source).exists(), source
