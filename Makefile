@@ -48,10 +48,12 @@ $(UI_STAMP): $(STAMP)
 	touch $(UI_STAMP)
 
 # The tests also need the UIs, the local model and llama.cpp's server. The first install
-# compiles llama-cpp-python (8-9 minutes on 2 cores); uv caches the wheel for the next one.
+# compiles llama-cpp-python (8-9 minutes on 2 cores). pip, not uv, installs them: pip keeps
+# the wheel it built for the next install, while uv rebuilt it every time from this
+# machine's package index (it saw a new revision of the same sdist each time).
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	@echo "installing the test extras (dev, local, server); the first time compiles llama.cpp: 8-9 minutes on 2 cores"
-	$(UV_INSTALL) -e '.[dev,local,server]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[dev,local,server]'
 	touch $(TEST_STAMP) $(UI_STAMP)
 
 install: $(STAMP) ## Create .venv and install the service (idempotent; `make test` adds the test extras)

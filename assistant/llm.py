@@ -12,6 +12,7 @@ as such) and its cost in USD from `data/model-prices.yaml`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import fnmatch
@@ -23,6 +24,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -298,8 +300,8 @@ class TokenCounter:
             with self._lock:
                 if self._vocab is None:
                     # vocab_only loads the tokenizer without the weights: milliseconds.
-                    self._vocab = llama_cpp.Llama(
-                        str(self.model_path), vocab_only=True, verbose=False
+                    self._vocab = _opened(
+                        llama_cpp.Llama(str(self.model_path), vocab_only=True, verbose=False)
                     )
         return self._vocab
 
@@ -745,6 +747,24 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+# Every llama.cpp model this process opened. Closed at exit, while the modules they call into
+# still exist: freed later by the garbage collector, at interpreter teardown, Llama.__del__
+# found llama_cpp's functions already gone and printed a TypeError traceback after the tests.
+_open_models: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_models() -> None:
+    for model in list(_open_models):
+        model.close()
+
+
+def _opened(model: Any) -> Any:
+    """`model`, a llama_cpp.Llama, registered to be closed at exit."""
+    _open_models.add(model)
+    return model
+
+
 def _llama() -> Any:
     """Import llama_cpp. Its OpenMP threads spin while they wait for each other; when other
     processes hold the cores (a second server worker, a test run) that spinning made answers
@@ -848,15 +868,17 @@ class LocalProvider:
 
     def _model(self) -> Any:
         if self._llm is None:
-            self._llm = _llama().Llama(
-                model_path=str(self.path),
-                n_ctx=self._context,
-                n_threads=self.threads,
-                n_threads_batch=self.batch_threads,
-                # A fixed seed: the same questions get the same answers in every run (and
-                # in the tests), instead of a new draw at each start.
-                seed=0,
-                verbose=False,
+            self._llm = _opened(
+                _llama().Llama(
+                    model_path=str(self.path),
+                    n_ctx=self._context,
+                    n_threads=self.threads,
+                    n_threads_batch=self.batch_threads,
+                    # A fixed seed: the same questions get the same answers in every run (and
+                    # in the tests), instead of a new draw at each start.
+                    seed=0,
+                    verbose=False,
+                )
             )
         return self._llm
 
