@@ -34,12 +34,29 @@ def main() -> None:
     """Media Support Assistant: grounded answers for streaming-service customers."""
 
 
+# gevent: many requests waiting on a model at once; gthread: WEB_CONCURRENCY x GUNICORN_THREADS.
+WORKER_CLASSES = ("gevent", "gthread")
+
+
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (PORT, default 5000).")
 @click.option("--workers", type=int, default=None, help="gunicorn workers (WEB_CONCURRENCY).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the HTTP API with gunicorn."""
+    """Serve the HTTP API with gunicorn (WORKER_CLASS: gevent or gthread workers)."""
+    settings = _settings()
+    if settings.worker_class not in WORKER_CLASSES:
+        raise click.ClickException(
+            f"WORKER_CLASS={settings.worker_class!r}: use one of {', '.join(WORKER_CLASSES)}"
+        )
+    if settings.worker_class == "gevent":
+        # Before anything else is imported: the app is built here, before the fork, and its
+        # locks, thread-locals and psycopg's choice of wait function (made when psycopg is
+        # imported) must already be gevent's. A lock made unpatched would block every
+        # greenlet of a worker; a thread-local, mix up their requests' deadlines.
+        from gevent import monkey
+
+        monkey.patch_all()
     from gunicorn.app.base import BaseApplication
 
     # Before prometheus-client is first imported (by assistant.metrics): the workers' samples
@@ -51,7 +68,6 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
-    settings = _settings()
     if not settings.database_url:
         # Started once here, before the workers fork, so they all share one cluster.
         settings = replace(settings, database_url=embedded_url(settings.pgdata))
@@ -69,6 +85,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
     gc.freeze()
+    if settings.worker_class == "gevent":
+        import gevent
+
+        # Greenlets the app started (limits' expiry timer) finish here: one still pending at
+        # the fork would run in each worker as a thread its threading module does not know.
+        gevent.sleep(0.1)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -76,7 +98,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 "bind": f"{settings.host}:{settings.port}",
                 "workers": settings.workers,
                 "threads": settings.threads,
-                "worker_class": "gthread",
+                "worker_class": settings.worker_class,
                 # The first answer from a cold Ollama model can take minutes.
                 "timeout": int(settings.llm_read_timeout) + 30,
                 "loglevel": settings.log_level.lower(),
@@ -813,10 +835,25 @@ def bench_retrieval_command(
     "drain and /health p99.",
 )
 @click.option(
+    "--llm-latency",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Answer from a stand-in OpenAI-compatible model that takes this many seconds "
+    "(default: extractive answers, no model).",
+)
+@click.option("--stream", is_flag=True, help="Ask /question/stream instead of /question.")
+@click.option(
     "--json", "as_json", is_flag=True, help="Print rps, p50/p95/p99_ms, errors, rows, rss_mb_max."
 )
 def bench_api_command(
-    seconds: float, concurrency: int, workers: int | None, size: int, outage: float, as_json: bool
+    seconds: float,
+    concurrency: int,
+    workers: int | None,
+    size: int,
+    outage: float,
+    llm_latency: float,
+    stream: bool,
+    as_json: bool,
 ) -> None:
     """Throughput, latency, stored rows and worker memory of the served API under load."""
     from assistant.bench_api import BenchError, bench_api
@@ -831,6 +868,8 @@ def bench_api_command(
             size,
             progress=not as_json,
             outage=outage,
+            llm_latency=llm_latency,
+            stream=stream,
         )
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc

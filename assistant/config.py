@@ -103,6 +103,9 @@ class Settings:
     port: int = 5000
     workers: int = 3
     threads: int = 2
+    # gunicorn's worker class: `gevent` (a greenlet per request, so a request waiting on a
+    # model holds no scarce thread) or `gthread` (WEB_CONCURRENCY x GUNICORN_THREADS at once).
+    worker_class: str = "gevent"
     tz: str = "UTC"
     log_level: str = "INFO"
 
@@ -197,6 +200,7 @@ class Settings:
             "port": int(env.get("PORT", 5000)),
             "workers": int(env.get("WEB_CONCURRENCY", 3)),
             "threads": int(env.get("GUNICORN_THREADS", 2)),
+            "worker_class": env.get("WORKER_CLASS", "gevent").strip().lower() or "gevent",
             "tz": env.get("TZ", "UTC"),
             "log_level": env.get("LOG_LEVEL", "INFO").upper(),
         }
