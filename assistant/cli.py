@@ -55,8 +55,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         # imported) must already be gevent's. A lock made unpatched would block every
         # greenlet of a worker; a thread-local, mix up their requests' deadlines.
         from gevent import monkey
+        from tqdm import tqdm
 
         monkey.patch_all()
+        # A thread started here before the fork would be copied into every worker as a
+        # greenlet that its threading module does not know, failing there with a traceback.
+        # tqdm's monitor thread (the index build's progress bars) is not needed.
+        tqdm.monitor_interval = 0
     from gunicorn.app.base import BaseApplication
 
     # Before prometheus-client is first imported (by assistant.metrics): the workers' samples
@@ -64,7 +69,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # Always a new one: samples left from an earlier server would be added in.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
-    from assistant.db import embedded_url
+    from assistant.db import embedded_url, stop_embedded
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
@@ -80,6 +85,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     try:
         app = create_app(settings)
     except KnowledgeBaseError as exc:
+        stop_embedded()
         raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
@@ -88,8 +94,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     if settings.worker_class == "gevent":
         import gevent
 
-        # Greenlets the app started (limits' expiry timer) finish here: one still pending at
-        # the fork would run in each worker as a thread its threading module does not know.
+        # Short-lived threads the app started (limits' expiry timer) finish here, not in a
+        # copy in each worker (see monitor_interval above).
         gevent.sleep(0.1)
 
     class Server(BaseApplication):
@@ -106,6 +112,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 # before the port is bound nor on a request's time.
                 "post_worker_init": lambda worker: app.extensions["flusher"].ensure_running(),
                 "child_exit": lambda server, worker: worker_exited(worker.pid),
+                "on_exit": lambda server: stop_embedded(),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
