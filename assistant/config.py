@@ -105,6 +105,8 @@ class Settings:
     threads: int = 2
     # gunicorn's worker class: `gevent` (a greenlet per request, so a request waiting on a
     # model holds no scarce thread) or `gthread` (WEB_CONCURRENCY x GUNICORN_THREADS at once).
+    # The in-process model computes in C without yielding: under gevent it would stop every
+    # other request of its worker, so it defaults to gthread.
     worker_class: str = "gevent"
     tz: str = "UTC"
     log_level: str = "INFO"
@@ -200,7 +202,8 @@ class Settings:
             "port": int(env.get("PORT", 5000)),
             "workers": int(env.get("WEB_CONCURRENCY", 3)),
             "threads": int(env.get("GUNICORN_THREADS", 2)),
-            "worker_class": env.get("WORKER_CLASS", "gevent").strip().lower() or "gevent",
+            "worker_class": env.get("WORKER_CLASS", "").strip().lower()
+            or ("gthread" if env.get("LLM_PROVIDER", "").strip().lower() == "local" else "gevent"),
             "tz": env.get("TZ", "UTC"),
             "log_level": env.get("LOG_LEVEL", "INFO").upper(),
         }

@@ -37,3 +37,12 @@ def test_public_view_hides_secrets():
     shown = str(settings.public()) + repr(settings)
     assert "sk-secret" not in shown and "pw@h" not in shown
     assert settings.public()["openai_model"] == "gpt-4o-mini"
+
+
+def test_worker_class_is_gevent_but_gthread_for_the_in_process_model():
+    assert Settings.from_env({}).worker_class == "gevent"
+    assert Settings.from_env({"LLM_PROVIDER": "local"}).worker_class == "gthread"
+    assert Settings.from_env({"LLM_PROVIDER": "local", "WORKER_CLASS": "gevent"}).worker_class == (
+        "gevent"
+    )
+    assert Settings.from_env({"WORKER_CLASS": " GThread "}).worker_class == "gthread"

@@ -17,8 +17,10 @@ import time
 import psycopg
 import pytest
 import requests
+from click.testing import CliRunner
 
 from assistant.bench_model import latency_model
+from assistant.cli import main
 from tests.conftest import running_api
 
 QUESTIONS = 20
@@ -97,3 +99,9 @@ def test_one_worker_holds_every_waiting_conversation_under_gevent(tmp_path, work
             if line.startswith("assistant_answers_total{")
         )
         assert answers == LIMIT
+
+
+def test_an_unknown_worker_class_is_refused_before_anything_starts():
+    result = CliRunner().invoke(main, ["serve"], env={"WORKER_CLASS": "eventlet"})
+    assert result.exit_code == 1
+    assert "WORKER_CLASS='eventlet': use one of gevent, gthread" in result.output
