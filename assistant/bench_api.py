@@ -73,6 +73,9 @@ class ApiBenchResult:
     ok_responses: int
     rows: int
     rss_mb_max: float
+    # CPU seconds the workers spent per counted answer (the warm-up's answers included), in
+    # ms: what the answers cost whatever else the machine runs.
+    cpu_ms_per_answer: float
     workers: int
     threads: int
     worker_class: str
@@ -110,6 +113,7 @@ class ApiBenchResult:
             ("errors", str(self.errors)),
             ("rows stored", f"{self.rows} of {self.ok_responses}"),
             ("peak RSS per worker", f"{self.rss_mb_max:.0f} MB"),
+            ("worker CPU per answer", f"{self.cpu_ms_per_answer} ms"),
         ]
         if self.llm_latency_s:
             rows += [
@@ -177,7 +181,9 @@ def bench_api(
             watch = Outage(directory, server.port, outage, WARMUP_SECONDS + seconds / 3)
             if outage:
                 watch.start()
+            cpu_before = workers_cpu_seconds(server.pid)
             load = run_load(server.port, questions, concurrency, seconds, progress, stream)
+            cpu = workers_cpu_seconds(server.pid) - cpu_before
             if outage:
                 watch.join()
             time.sleep(SETTLE_SECONDS)
@@ -194,6 +200,7 @@ def bench_api(
         ok_responses=len(load.conversation_ids),
         rows=rows,
         rss_mb_max=round(rss_mb, 1),
+        cpu_ms_per_answer=round(cpu * 1000 / len(load.latencies_ms), 2),
         workers=workers,
         threads=settings.threads,
         worker_class=settings.worker_class,
@@ -546,6 +553,11 @@ def _ask(connection: http.client.HTTPConnection, body: str, stream: bool) -> str
         return json.loads(data)["conversation_id"]
     except (ValueError, KeyError):
         return None
+
+
+def workers_cpu_seconds(master_pid: int) -> float:
+    """User and system CPU seconds used so far by the gunicorn master's workers."""
+    return sum(sum(worker.cpu_times()[:2]) for worker in psutil.Process(master_pid).children())
 
 
 def peak_rss_mb(master_pid: int) -> float:

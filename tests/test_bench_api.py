@@ -21,6 +21,7 @@ KEYS = {
     "ok_responses",
     "rows",
     "rss_mb_max",
+    "cpu_ms_per_answer",
     "workers",
     "concurrency",
     "seconds",
@@ -44,7 +45,7 @@ def _bench(env: dict[str, str | None]) -> dict:
     assert report["rows"] == report["ok_responses"]
     assert report["workers"] == 1 and report["concurrency"] == 2 and report["docs"] == 300
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
-    assert report["rps"] > 0 and report["rss_mb_max"] > 0
+    assert report["rps"] > 0 and report["rss_mb_max"] > 0 and report["cpu_ms_per_answer"] > 0
     return report
 
 
