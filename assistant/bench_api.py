@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -203,7 +203,10 @@ def bench_api(
         cpu_ms_per_answer=round(cpu * 1000 / len(load.latencies_ms), 2),
         workers=workers,
         threads=settings.threads,
-        worker_class=settings.worker_class,
+        # As the server chooses it, answering from the stand-in or extractively.
+        worker_class=replace(
+            settings, llm_provider="openai" if llm_latency else "extractive"
+        ).gunicorn_worker_class,
         concurrency=concurrency,
         seconds=seconds,
         docs=server.documents,

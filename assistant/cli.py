@@ -45,11 +45,12 @@ WORKER_CLASSES = ("gevent", "gthread")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn (WORKER_CLASS: gevent or gthread workers)."""
     settings = _settings()
-    if settings.worker_class not in WORKER_CLASSES:
+    worker_class = settings.gunicorn_worker_class
+    if worker_class not in WORKER_CLASSES:
         raise click.ClickException(
-            f"WORKER_CLASS={settings.worker_class!r}: use one of {', '.join(WORKER_CLASSES)}"
+            f"WORKER_CLASS={worker_class!r}: use one of {', '.join(WORKER_CLASSES)}"
         )
-    if settings.worker_class == "gevent":
+    if worker_class == "gevent":
         # Before anything else is imported: the app is built here, before the fork, and its
         # locks, thread-locals and psycopg's choice of wait function (made when psycopg is
         # imported) must already be gevent's. A lock made unpatched would block every
@@ -91,7 +92,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
     gc.freeze()
-    if settings.worker_class == "gevent":
+    if worker_class == "gevent":
         import gevent
 
         # Short-lived threads the app started (limits' expiry timer) finish here, not in a
@@ -104,7 +105,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 "bind": f"{settings.host}:{settings.port}",
                 "workers": settings.workers,
                 "threads": settings.threads,
-                "worker_class": settings.worker_class,
+                "worker_class": worker_class,
                 # The first answer from a cold Ollama model can take minutes.
                 "timeout": int(settings.llm_read_timeout) + 30,
                 "loglevel": settings.log_level.lower(),

@@ -39,10 +39,12 @@ def test_public_view_hides_secrets():
     assert settings.public()["openai_model"] == "gpt-4o-mini"
 
 
-def test_worker_class_is_gevent_but_gthread_for_the_in_process_model():
-    assert Settings.from_env({}).worker_class == "gevent"
-    assert Settings.from_env({"LLM_PROVIDER": "local"}).worker_class == "gthread"
-    assert Settings.from_env({"LLM_PROVIDER": "local", "WORKER_CLASS": "gevent"}).worker_class == (
-        "gevent"
-    )
-    assert Settings.from_env({"WORKER_CLASS": " GThread "}).worker_class == "gthread"
+def test_worker_class_is_gevent_but_gthread_with_no_model_server_to_wait_on():
+    assert Settings.from_env({}).gunicorn_worker_class == "gevent"
+    assert Settings.from_env({"LLM_PROVIDER": "openai"}).gunicorn_worker_class == "gevent"
+    assert Settings.from_env({"LLM_PROVIDER": "local"}).gunicorn_worker_class == "gthread"
+    assert Settings.from_env({"LLM_PROVIDER": "Extractive"}).gunicorn_worker_class == "gthread"
+    assert Settings.from_env(
+        {"LLM_PROVIDER": "local", "WORKER_CLASS": "gevent"}
+    ).gunicorn_worker_class == ("gevent")
+    assert Settings.from_env({"WORKER_CLASS": " GThread "}).gunicorn_worker_class == "gthread"
