@@ -245,10 +245,7 @@ class Database:
 
     @contextmanager
     def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
-        # Known down (a pool timeout, or a failed ping): fail at once until a ping (from
-        # /health, or the spool's flusher) finds it back, instead of every request waiting
-        # for the pool's timeout through the whole outage.
-        if not probe and (not self._ping_ok or time.monotonic() < self._down_until):
+        if not probe and not self._usable():
             raise DatabaseUnavailable("PostgreSQL is down")
         if not probe:
             self.ensure_migrated()
@@ -262,6 +259,18 @@ class Database:
             self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             self._ping_ok = False
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
+
+    def _usable(self) -> bool:
+        # Known down (a pool timeout, or a failed ping): fail at once for FAIL_FAST_SECONDS,
+        # instead of every request waiting for the pool's timeout through the whole outage;
+        # then a request pings, so a worker that neither /health nor the spool's flusher
+        # reaches still finds the database back.
+        if time.monotonic() < self._down_until:
+            return False
+        if self._ping_ok or self.ping():
+            return True
+        self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+        return False
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
