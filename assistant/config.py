@@ -22,8 +22,8 @@ BITEXT_URL = (
 )
 
 # Providers served best by gthread workers: nothing to wait on (extractive answers measured
-# about twice the throughput with threads, `assistant bench api`), or a model computed in the
-# process, which under gevent would stop the other requests of its worker while it runs.
+# 12 % and 108 % more requests per second with threads, `assistant bench api`; README), or a
+# model computed in the process, which under gevent would stop its worker's other requests.
 THREADED_PROVIDERS = ("extractive", "local")
 
 MAX_QUESTION_CHARS = 2000

@@ -263,14 +263,15 @@ class Database:
     def _usable(self) -> bool:
         # Known down (a pool timeout, or a failed ping): fail at once for FAIL_FAST_SECONDS,
         # instead of every request waiting for the pool's timeout through the whole outage;
-        # then a request pings, so a worker that neither /health nor the spool's flusher
-        # reaches still finds the database back.
+        # then one request pings, so a worker that neither /health nor the spool's flusher
+        # reaches still finds the database back. The window is renewed before that ping: the
+        # other requests keep failing fast, rather than each probing and renewing the pool.
         if time.monotonic() < self._down_until:
             return False
-        if self._ping_ok or self.ping():
+        if self._ping_ok:
             return True
         self._down_until = time.monotonic() + FAIL_FAST_SECONDS
-        return False
+        return self.ping()
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
