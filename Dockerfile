@@ -36,7 +36,8 @@ RUN mkdir -p /app/data/cache /app/data/spool && chown -R assistant /app/data
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health/live', timeout=2)"
-# `assistant serve` is gunicorn (gthread workers, WEB_CONCURRENCY of them) around create_app().
+# `assistant serve` is gunicorn (WORKER_CLASS workers, gevent by default, WEB_CONCURRENCY of them)
+# around create_app().
 CMD ["assistant", "serve"]
 
 FROM base AS ui

@@ -6,6 +6,11 @@ drives it with keep-alive clients, so the load generator's CPU and GIL are not t
 Afterwards the returned conversation ids are looked up: every 200 must be a stored row, not a
 spooled or lost one.
 
+With `llm_latency`, answers come from a stand-in model that answers after that many seconds
+(assistant/bench_model.py): how many conversations one instance holds while each waits on a
+model, and whether every one of them is still stored. With `stream`, the clients ask
+`/question/stream` and read each answer to its end.
+
 With `outage`, the throwaway PostgreSQL is stopped a third of the way into the load and started
 again that many seconds later: answers go to the spool meanwhile, and the result adds the
 spool's largest depth, the seconds it took to drain once the database was back, and the p99 of
@@ -28,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -36,7 +41,8 @@ import psycopg
 from tqdm import tqdm
 
 from assistant import knowledge
-from assistant.client import ApiError, AssistantClient
+from assistant.bench_model import LatencyModel, latency_model
+from assistant.client import ApiError, AssistantClient, sse_events
 from assistant.config import Settings
 
 HOST = "127.0.0.1"
@@ -67,8 +73,12 @@ class ApiBenchResult:
     ok_responses: int
     rows: int
     rss_mb_max: float
+    # CPU seconds the workers spent per counted answer (the warm-up's answers included), in
+    # ms: what the answers cost whatever else the machine runs.
+    cpu_ms_per_answer: float
     workers: int
     threads: int
+    worker_class: str
     concurrency: int
     seconds: float
     docs: int
@@ -76,22 +86,40 @@ class ApiBenchResult:
     spooled_max: int | None = None
     drain_s: float | None = None
     health_p99_ms: float | None = None
+    llm_latency_s: float = 0.0
+    stream: bool = False
+    # Stored answers the model did not write (the extractive fallback, after a model error).
+    fallbacks: int = 0
+    # The most requests the stand-in model held at once: conversations waiting on it together.
+    model_peak: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def lines(self) -> list[str]:
+        served = f"{self.workers} x {self.threads} threads"
+        if self.worker_class != "gthread":
+            served = f"{self.workers} {self.worker_class} workers"
+        answers = f"a stand-in model answering after {self.llm_latency_s:g} s"
+        route = "/question/stream" if self.stream else "/question"
         rows = [
-            ("workers x threads", f"{self.workers} x {self.threads}"),
+            ("workers", served),
             ("knowledge base", f"{self.docs} documents"),
-            ("load", f"{self.concurrency} keep-alive clients for {self.seconds:g} s"),
+            ("answers", answers if self.llm_latency_s else "extractive"),
+            ("load", f"{self.concurrency} keep-alive clients of {route} for {self.seconds:g} s"),
             ("requests per second", f"{self.rps:.1f}"),
             ("latency p50 / p95 / p99", f"{self.p50_ms} / {self.p95_ms} / {self.p99_ms} ms"),
             ("200 responses", str(self.ok_responses)),
             ("errors", str(self.errors)),
             ("rows stored", f"{self.rows} of {self.ok_responses}"),
             ("peak RSS per worker", f"{self.rss_mb_max:.0f} MB"),
+            ("worker CPU per answer", f"{self.cpu_ms_per_answer} ms"),
         ]
+        if self.llm_latency_s:
+            rows += [
+                ("model fallbacks among the rows", str(self.fallbacks)),
+                ("most model calls at once", str(self.model_peak)),
+            ]
         if self.outage_s:
             rows += [
                 ("database outage", f"{self.outage_s:g} s"),
@@ -126,11 +154,15 @@ def bench_api(
     size: int,
     progress: bool = True,
     outage: float = 0.0,
+    llm_latency: float = 0.0,
+    stream: bool = False,
     port: int | None = None,
 ) -> ApiBenchResult:
     """Serve a synthetic KB of `size` documents on `port` (None: a free one), drive it for
-    `seconds`, and measure; with `outage`, stop the database for that many seconds mid-load
-    (see the module docstring)."""
+    `seconds` with `concurrency` clients, and measure; with `outage`, stop the database for
+    that many seconds mid-load; with `llm_latency` (seconds), answer from a model that takes
+    that long; with `stream`, ask /question/stream (see the module docstring). Raises
+    BenchError."""
     if outage and settings.database_url:
         raise BenchError("--outage stops the throwaway cluster: leave DATABASE_URL unset")
     # Imported here, not above: the spawned load process imports this module too, and these
@@ -143,17 +175,22 @@ def bench_api(
         source = knowledge.read_file(sample_data(settings))
         kb_path = write_kb(source, size, directory / "kb.csv")
         questions = bench_questions(source, settings.demo_kb.parent / "demo-out-of-scope.txt")
-        with database(settings, directory) as url:
-            with serving(kb_path, url, workers, directory, port) as server:
-                watch = Outage(directory, server.port, outage, WARMUP_SECONDS + seconds / 3)
-                if outage:
-                    watch.start()
-                load = run_load(server.port, questions, concurrency, seconds, progress)
-                if outage:
-                    watch.join()
-                time.sleep(SETTLE_SECONDS)
-                rss_mb = peak_rss_mb(server.pid)
-            rows = stored_rows(url, load.conversation_ids)
+        with (
+            database(settings, directory) as url,
+            model(llm_latency) as stand_in,
+            serving(kb_path, url, workers, directory, stand_in, port) as server,
+        ):
+            watch = Outage(directory, server.port, outage, WARMUP_SECONDS + seconds / 3)
+            if outage:
+                watch.start()
+            cpu_before = workers_cpu_seconds(server.pid)
+            load = run_load(server.port, questions, concurrency, seconds, progress, stream)
+            cpu = workers_cpu_seconds(server.pid) - cpu_before
+            if outage:
+                watch.join()
+            time.sleep(SETTLE_SECONDS)
+            rss_mb = peak_rss_mb(server.pid)
+            rows, fallbacks = stored_rows(url, load.conversation_ids)
     if not load.latencies_ms:
         raise BenchError("no request completed")
     return ApiBenchResult(
@@ -165,13 +202,32 @@ def bench_api(
         ok_responses=len(load.conversation_ids),
         rows=rows,
         rss_mb_max=round(rss_mb, 1),
+        cpu_ms_per_answer=round(cpu * 1000 / len(load.latencies_ms), 2),
         workers=workers,
         threads=settings.threads,
+        # As the server chooses it, answering from the stand-in or extractively.
+        worker_class=replace(
+            settings, llm_provider="openai" if llm_latency else "extractive"
+        ).gunicorn_worker_class,
         concurrency=concurrency,
         seconds=seconds,
         docs=server.documents,
+        llm_latency_s=llm_latency,
+        stream=stream,
+        fallbacks=fallbacks,
+        model_peak=stand_in.peak if stand_in else None,
         **watch.figures(),
     )
+
+
+@contextmanager
+def model(latency: float) -> Iterator[LatencyModel | None]:
+    """The stand-in model when `latency` is set, else None (extractive answers)."""
+    if not latency:
+        yield None
+        return
+    with latency_model(latency) as server:
+        yield server
 
 
 class Outage:
@@ -287,15 +343,31 @@ class Server:
 
 @contextmanager
 def serving(
-    kb_path: Path, database_url: str, workers: int, directory: Path, port: int | None = None
+    kb_path: Path,
+    database_url: str,
+    workers: int,
+    directory: Path,
+    stand_in: LatencyModel | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """`assistant serve` as a subprocess, exactly as deployed, on `port` (None: a free one),
-    until the block ends."""
+    until the block ends; answering from the stand-in model when given."""
     port = port or _free_port()
+    answers = {"LLM_PROVIDER": "extractive"}
+    if stand_in:
+        answers = {
+            "LLM_PROVIDER": "openai",
+            "OPENAI_BASE_URL": stand_in.url,
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_MODEL": "stand-in",
+            # The model's own latency is not a fault: only a wait well past it is.
+            "LLM_READ_TIMEOUT": str(stand_in.latency + 30),
+            "LLM_DEADLINE": str(stand_in.latency + 30),
+        }
     env = {
         **os.environ,
         "KB_PATH": str(kb_path),
-        "LLM_PROVIDER": "extractive",
+        **answers,
         "JUDGE_PROVIDER": "none",
         "DATABASE_URL": database_url,
         "HOST": HOST,
@@ -358,7 +430,12 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def run_load(
-    port: int, questions: Sequence[str], concurrency: int, seconds: float, progress: bool
+    port: int,
+    questions: Sequence[str],
+    concurrency: int,
+    seconds: float,
+    progress: bool,
+    stream: bool = False,
 ) -> Load:
     """Drive the server from a spawned process, showing progress until its results arrive."""
     context = multiprocessing.get_context("spawn")
@@ -367,7 +444,7 @@ def run_load(
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=_drive,
-        args=(port, list(questions), concurrency, seconds, counted, ready, sender),
+        args=(port, list(questions), concurrency, seconds, stream, counted, ready, sender),
         name="bench-load",
         daemon=True,
     )
@@ -400,6 +477,7 @@ def _drive(
     questions: list[str],
     concurrency: int,
     seconds: float,
+    stream: bool,
     counted,
     ready,
     sender,
@@ -414,7 +492,7 @@ def _drive(
             target=_client,
             # Each client starts elsewhere in the list, so they do not ask in lockstep.
             args=(port, questions, n * len(questions) // concurrency, counting_from, until),
-            kwargs={"load": loads[n], "counted": counted},
+            kwargs={"load": loads[n], "counted": counted, "stream": stream},
         )
         for n in range(concurrency)
     ]
@@ -438,6 +516,7 @@ def _client(
     *,
     load: Load,
     counted,
+    stream: bool,
 ) -> None:
     """One customer after another on a single keep-alive connection."""
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -446,7 +525,7 @@ def _client(
         body = json.dumps({"question": questions[n % len(questions)]})
         n += 1
         started = time.perf_counter()
-        conversation_id = _ask(connection, body)
+        conversation_id = _ask(connection, body, stream)
         latency_ms = (time.perf_counter() - started) * 1000
         if now < counting_from:
             continue
@@ -460,10 +539,11 @@ def _client(
     connection.close()
 
 
-def _ask(connection: http.client.HTTPConnection, body: str) -> str | None:
-    """The answer's conversation id; None for anything but a 200 with one."""
+def _ask(connection: http.client.HTTPConnection, body: str, stream: bool) -> str | None:
+    """The answer's conversation id; None for anything but a 200 with one (for a stream, one
+    that ends in an `answer` event)."""
     try:
-        connection.request("POST", "/question", body, HEADERS)
+        connection.request("POST", "/question/stream" if stream else "/question", body, HEADERS)
         response = connection.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException):
@@ -472,10 +552,18 @@ def _ask(connection: http.client.HTTPConnection, body: str) -> str | None:
         return None
     if response.status != 200:
         return None
+    if stream:
+        events = dict(sse_events(iter(data.decode("utf-8", errors="replace").splitlines())))
+        data = events.get("answer", "")
     try:
         return json.loads(data)["conversation_id"]
     except (ValueError, KeyError):
         return None
+
+
+def workers_cpu_seconds(master_pid: int) -> float:
+    """User and system CPU seconds used so far by the gunicorn master's workers."""
+    return sum(sum(worker.cpu_times()[:2]) for worker in psutil.Process(master_pid).children())
 
 
 def peak_rss_mb(master_pid: int) -> float:
@@ -497,9 +585,13 @@ def _peak_rss(process: psutil.Process) -> int:
     return int(line.split()[1]) * 1024
 
 
-def stored_rows(database_url: str, conversation_ids: Sequence[str]) -> int:
+def stored_rows(database_url: str, conversation_ids: Sequence[str]) -> tuple[int, int]:
+    """How many of these conversations are stored, and how many of those the model did not
+    write (fell back to the extractive answer)."""
     with psycopg.connect(database_url, connect_timeout=10) as connection:
         row = connection.execute(
-            "SELECT count(*) FROM conversations WHERE id = ANY(%s)", (list(conversation_ids),)
+            "SELECT count(*), count(*) FILTER (WHERE fallback) FROM conversations"
+            " WHERE id = ANY(%s)",
+            (list(conversation_ids),),
         ).fetchone()
-    return row[0]
+    return row[0], row[1]

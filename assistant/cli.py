@@ -42,12 +42,35 @@ def main() -> None:
     """Media Support Assistant: grounded answers for streaming-service customers."""
 
 
+# gevent: many requests waiting on a model at once; gthread: WEB_CONCURRENCY x GUNICORN_THREADS.
+WORKER_CLASSES = ("gevent", "gthread")
+
+
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (PORT, default 5000).")
 @click.option("--workers", type=int, default=None, help="gunicorn workers (WEB_CONCURRENCY).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the HTTP API with gunicorn."""
+    """Serve the HTTP API with gunicorn (WORKER_CLASS: gevent or gthread workers)."""
+    settings = _settings(service=True)
+    worker_class = settings.gunicorn_worker_class
+    if worker_class not in WORKER_CLASSES:
+        raise click.ClickException(
+            f"WORKER_CLASS={worker_class!r}: use one of {', '.join(WORKER_CLASSES)}"
+        )
+    if worker_class == "gevent":
+        # Before anything else is imported: the app is built here, before the fork, and its
+        # locks, thread-locals and psycopg's choice of wait function (made when psycopg is
+        # imported) must already be gevent's. A lock made unpatched would block every
+        # greenlet of a worker; a thread-local, mix up their requests' deadlines.
+        from gevent import monkey
+        from tqdm import tqdm
+
+        monkey.patch_all()
+        # A thread started here before the fork would be copied into every worker as a
+        # greenlet that its threading module does not know, failing there with a traceback.
+        # tqdm's monitor thread (the index build's progress bars) is not needed.
+        tqdm.monitor_interval = 0
     from gunicorn.app.base import BaseApplication
 
     # Before prometheus-client is first imported (by assistant.metrics): the workers' samples
@@ -55,11 +78,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # Always a new one: samples left from an earlier server would be added in.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
-    from assistant.db import embedded_url
+    from assistant.db import embedded_url, stop_embedded
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
-    settings = _settings(service=True)
     if not settings.database_url:
         # Started once here, before the workers fork, so they all share one cluster.
         settings = replace(settings, database_url=embedded_url(settings.pgdata))
@@ -72,11 +94,18 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     try:
         app = create_app(settings)
     except KnowledgeBaseError as exc:
+        stop_embedded()
         raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
     gc.freeze()
+    if worker_class == "gevent":
+        import gevent
+
+        # Short-lived threads the app started (limits' expiry timer) finish here, not in a
+        # copy in each worker (see monitor_interval above).
+        gevent.sleep(0.1)
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -84,7 +113,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 "bind": f"{settings.host}:{settings.port}",
                 "workers": settings.workers,
                 "threads": settings.threads,
-                "worker_class": "gthread",
+                "worker_class": worker_class,
                 # The first answer from a cold Ollama model can take minutes.
                 "timeout": int(settings.llm_read_timeout) + 30,
                 "loglevel": settings.log_level.lower(),
@@ -92,6 +121,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 # before the port is bound nor on a request's time.
                 "post_worker_init": lambda worker: app.extensions["flusher"].ensure_running(),
                 "child_exit": lambda server, worker: worker_exited(worker.pid),
+                "on_exit": lambda server: stop_embedded(),
             }
             # gunicorn 25+ opens a control socket in ~/.gunicorn by default, one path for
             # every server of the user: a second `assistant serve` took over the first's.
@@ -891,6 +921,14 @@ def bench_retrieval_command(
     help="Serve on this port (default: a free one), e.g. to watch it or open it in a firewall.",
 )
 @click.option(
+    "--llm-latency",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Answer from a stand-in OpenAI-compatible model that takes this many seconds "
+    "(default: extractive answers, no model).",
+)
+@click.option("--stream", is_flag=True, help="Ask /question/stream instead of /question.")
+@click.option(
     "--json", "as_json", is_flag=True, help="Print rps, p50/p95/p99_ms, errors, rows, rss_mb_max."
 )
 def bench_api_command(
@@ -900,6 +938,8 @@ def bench_api_command(
     size: int,
     outage: float,
     port: int | None,
+    llm_latency: float,
+    stream: bool,
     as_json: bool,
 ) -> None:
     """Throughput, latency, stored rows and worker memory of the served API under load."""
@@ -916,6 +956,8 @@ def bench_api_command(
             progress=not as_json,
             outage=outage,
             port=port,
+            llm_latency=llm_latency,
+            stream=stream,
         )
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc

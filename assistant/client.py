@@ -38,7 +38,7 @@ def default_url() -> str:
     return os.environ.get(URL_VARIABLE) or DEFAULT_URL
 
 
-def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event, data) pairs of a text/event-stream, per the WHATWG rules the API follows."""
     event, data = "message", []
     for line in lines:
@@ -195,7 +195,7 @@ class AssistantClient:
             for line in response.iter_lines(decode_unicode=True, delimiter="\n")
         )
         try:
-            for event, data in _sse_events(lines):
+            for event, data in sse_events(lines):
                 payload = json.loads(data)
                 if event == "delta":
                     yield "delta", payload.get("text", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import threading
 import time
 import warnings
@@ -140,6 +141,40 @@ def embedded_url(pgdata: Path) -> str:
     return _embedded_servers[pgdata].get_uri()
 
 
+def embedded_folder(url: str) -> Path | None:
+    """The folder of the embedded cluster at `url` that this process (or the process it was
+    forked from) started; None for any other database."""
+    return next((p for p, server in _embedded_servers.items() if server.get_uri() == url), None)
+
+
+def restart_embedded(pgdata: Path) -> None:
+    """Start the embedded cluster in `pgdata` again if its postmaster is gone (killed or
+    crashed); nothing if it runs. pgserver keeps one server object per folder, so
+    `get_server` would return the same object and start nothing; `ensure_postgres_running`
+    starts a postmaster that is gone, and under pgserver's lock across processes the workers
+    that notice together start it once. Raises subprocess.SubprocessError when pg_ctl fails
+    (backends of a killed postmaster hold its shared memory for a moment), AssertionError
+    when the cluster is not ready after it."""
+    server = _embedded_servers[pgdata]
+    with server._lock:
+        server.ensure_postgres_running()
+
+
+def stop_embedded() -> None:
+    """Stop the embedded clusters this process started, as it exits (`assistant serve`'s
+    master). pgserver's own exit handler cannot under gevent: its subprocess forks, and no
+    fork is allowed at interpreter shutdown. A cluster a worker started again (Database.ping)
+    is adopted first, so the running postmaster is stopped, not the dead one."""
+    from pgserver.utils import PostmasterInfo
+
+    for pgdata, server in _embedded_servers.items():
+        with server._lock:
+            running = PostmasterInfo.read_from_pgdata(pgdata)
+            if running is not None and running.is_running():
+                server.ensure_postgres_running()
+        server.cleanup()
+
+
 def migration_files(directory: Path) -> list[tuple[str, Path]]:
     found = []
     for path in sorted(directory.glob("*.sql")):
@@ -163,8 +198,19 @@ def _conversation_values(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Database:
-    def __init__(self, url: str, migrations_dir: Path, max_connections: int = 8):
+    """The store at `url`. `embedded`: the folder of the embedded cluster it runs on, which
+    is started again when a ping finds it down."""
+
+    def __init__(
+        self,
+        url: str,
+        migrations_dir: Path,
+        max_connections: int = 8,
+        embedded: Path | None = None,
+    ):
         self.url = url
+        self.embedded = embedded
+        self._restarting = threading.Lock()
         self.migrations_dir = migrations_dir
         self.max_connections = max_connections
         self._pool: ConnectionPool | None = None
@@ -223,10 +269,7 @@ class Database:
 
     @contextmanager
     def _connection(self, timeout: float = 5.0, *, probe: bool = False) -> Iterator[Any]:
-        # Known down (a pool timeout, or a failed ping): fail at once until a ping (from
-        # /health, or the spool's flusher) finds it back, instead of every request waiting
-        # for the pool's timeout through the whole outage.
-        if not probe and (not self._ping_ok or time.monotonic() < self._down_until):
+        if not probe and not self._usable():
             raise DatabaseUnavailable("PostgreSQL is down")
         if not probe:
             self.ensure_migrated()
@@ -240,6 +283,19 @@ class Database:
             self._down_until = time.monotonic() + FAIL_FAST_SECONDS
             self._ping_ok = False
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
+
+    def _usable(self) -> bool:
+        # Known down (a pool timeout, or a failed ping): fail at once for FAIL_FAST_SECONDS,
+        # instead of every request waiting for the pool's timeout through the whole outage;
+        # then one request pings, so a worker that neither /health nor the spool's flusher
+        # reaches still finds the database back. The window is renewed before that ping: the
+        # other requests keep failing fast, rather than each probing and renewing the pool.
+        if time.monotonic() < self._down_until:
+            return False
+        if self._ping_ok:
+            return True
+        self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+        return self.ping()
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
@@ -292,10 +348,29 @@ class Database:
                 conn.execute("SELECT 1")
         except psycopg.OperationalError:
             self._ping_ok = False
+            if self.embedded:
+                self._restart_embedded()
             return False
         self._ping_ok, self._down_until = True, 0.0
         self._renew_pool()
         return True
+
+    def _restart_embedded(self) -> None:
+        # In a thread of its own, one at a time: pg_ctl waits seconds for the cluster, and
+        # /health must answer in milliseconds meanwhile.
+        if not self._restarting.acquire(blocking=False):
+            return
+
+        def restart() -> None:
+            try:
+                restart_embedded(self.embedded)
+            except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+                log.warning("embedded PostgreSQL did not start again: %s", type(exc).__name__)
+            finally:
+                self._restarting.release()
+
+        log.warning("embedded PostgreSQL is down: starting it again")
+        threading.Thread(target=restart, name="embedded-restart", daemon=True).start()
 
     def _renew_pool(self) -> None:
         with self._pool_lock:
@@ -684,4 +759,4 @@ def open_database(settings: Settings) -> Database:
         log.info(
             "no DATABASE_URL or POSTGRES_HOST: using embedded PostgreSQL in %s", settings.pgdata
         )
-    return Database(url, settings.migrations_dir)
+    return Database(url, settings.migrations_dir, embedded=embedded_folder(url))

@@ -459,7 +459,13 @@ class OpenAICompatibleProvider:
             timeout=timeout,
             # Retries are ours (call_with_retries): the same policy for every provider.
             max_retries=0,
-            http_client=httpx.Client(timeout=timeout, event_hooks=DEADLINE_HOOKS),
+            # The SDK's own limits, not httpx's 100 connections and 20 kept alive: a gevent
+            # worker holds hundreds of answers waiting on the model at once.
+            http_client=httpx.Client(
+                timeout=timeout,
+                event_hooks=DEADLINE_HOOKS,
+                limits=openai.DEFAULT_CONNECTION_LIMITS,
+            ),
         )
 
     def parameters(self) -> dict[str, Any]:

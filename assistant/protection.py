@@ -49,7 +49,10 @@ def protect(app: Flask, settings: Settings) -> None:
         enabled=bool(settings.rate_limit),
         headers_enabled=True,
         storage_uri=settings.rate_limit_storage_uri,
-        # A storage that is down must not take the API with it: its requests go unlimited.
+        # A storage that is down (Redis) must not take the API with it, nor log a traceback
+        # per request: each process says so once and counts in memory meanwhile, checking for
+        # the storage again after 1, 2, 4 ... 32 s.
+        in_memory_fallback_enabled=True,
         swallow_errors=True,
         key_prefix=settings.rate_limit_prefix,
     )

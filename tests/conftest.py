@@ -223,9 +223,9 @@ def repo_data() -> Path:
 
 def sse_events(raw: str) -> list[tuple[str, dict]]:
     """The (event, JSON data) pairs of a text/event-stream body, parsed as the client does."""
-    from assistant.client import _sse_events
+    from assistant.client import sse_events as parse
 
-    return [(event, json.loads(data)) for event, data in _sse_events(iter(raw.splitlines()))]
+    return [(event, json.loads(data)) for event, data in parse(iter(raw.splitlines()))]
 
 
 class Served(NamedTuple):

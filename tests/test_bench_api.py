@@ -21,6 +21,7 @@ KEYS = {
     "ok_responses",
     "rows",
     "rss_mb_max",
+    "cpu_ms_per_answer",
     "workers",
     "concurrency",
     "seconds",
@@ -44,7 +45,7 @@ def _bench(env: dict[str, str | None]) -> dict:
     assert report["rows"] == report["ok_responses"]
     assert report["workers"] == 1 and report["concurrency"] == 2 and report["docs"] == 300
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
-    assert report["rps"] > 0 and report["rss_mb_max"] > 0
+    assert report["rps"] > 0 and report["rss_mb_max"] > 0 and report["cpu_ms_per_answer"] > 0
     return report
 
 
@@ -60,3 +61,20 @@ def test_bench_api_without_a_database_uses_a_throwaway_one(tmp_path, no_dotenv):
     _bench({"DATABASE_URL": None, "POSTGRES_HOST": None, "DATA_DIR": str(data)})
     # The embedded cluster lived in a temporary directory, not under the user's data/.
     assert not (data / "pgdata").exists()
+
+
+def test_bench_api_with_a_slow_model_streams_and_stores_every_answer(database_url, no_dotenv):
+    """--llm-latency serves the stand-in model (a fixed latency, which no real model holds);
+    --stream reads /question/stream to each `answer` event."""
+    result = CliRunner().invoke(
+        main,
+        [*SHORT_RUN, "--workers", "1", "--llm-latency", "0.5", "--stream", "--json"],
+        env={"DATABASE_URL": database_url},
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["errors"] == 0 and report["ok_responses"] > 0
+    assert report["rows"] == report["ok_responses"] and report["fallbacks"] == 0
+    assert report["stream"] is True and report["llm_latency_s"] == 0.5
+    # Both clients waited on the model together: neither queued behind the other.
+    assert report["model_peak"] == 2

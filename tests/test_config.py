@@ -37,3 +37,14 @@ def test_public_view_hides_secrets():
     shown = str(settings.public()) + repr(settings)
     assert "sk-secret" not in shown and "pw@h" not in shown
     assert settings.public()["openai_model"] == "gpt-4o-mini"
+
+
+def test_worker_class_is_gevent_but_gthread_with_no_model_server_to_wait_on():
+    assert Settings.from_env({}).gunicorn_worker_class == "gevent"
+    assert Settings.from_env({"LLM_PROVIDER": "openai"}).gunicorn_worker_class == "gevent"
+    assert Settings.from_env({"LLM_PROVIDER": "local"}).gunicorn_worker_class == "gthread"
+    assert Settings.from_env({"LLM_PROVIDER": "Extractive"}).gunicorn_worker_class == "gthread"
+    assert Settings.from_env(
+        {"LLM_PROVIDER": "local", "WORKER_CLASS": "gevent"}
+    ).gunicorn_worker_class == ("gevent")
+    assert Settings.from_env({"WORKER_CLASS": " GThread "}).gunicorn_worker_class == "gthread"

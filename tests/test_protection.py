@@ -120,3 +120,21 @@ def test_gunicorn_workers_share_one_limit_in_redis(embedded_server, tmp_path):
             for _ in range(15)
         ]
     assert codes.count(200) == 6 and codes.count(429) == 9, codes
+
+
+def test_a_dead_redis_is_one_warning_and_limits_count_in_memory(make_client, caplog):
+    """RATE_LIMIT_STORAGE_URI on a port where nothing listens (a Redis that is down): no
+    traceback per request, one warning, and the limit still holds, counted in memory."""
+    from tests.conftest import free_port
+
+    client = make_client(
+        rate_limit="3/minute",
+        rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}/0",
+        rate_limit_prefix=f"test-{uuid.uuid4().hex}",
+    )
+    with caplog.at_level("INFO", logger="flask-limiter"):
+        codes = [client.post("/question", json=QUESTION).status_code for _ in range(6)]
+    assert codes == [200, 200, 200, 429, 429, 429]
+    assert not [r for r in caplog.records if r.exc_info]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname != "INFO"]
+    assert warnings == ["Rate limit storage unreachable - falling back to in-memory storage"]
