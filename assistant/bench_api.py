@@ -92,6 +92,11 @@ class ApiBenchResult:
     fallbacks: int = 0
     # The most requests the stand-in model held at once: conversations waiting on it together.
     model_peak: int | None = None
+    # The conditions, so a figure is never quoted without them: the machine's cores, its
+    # 1-minute load average as the load started and as it ended, and the database used.
+    cores: int = 0
+    load_average: tuple[float, float] = (0.0, 0.0)
+    database: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -103,6 +108,12 @@ class ApiBenchResult:
         answers = f"a stand-in model answering after {self.llm_latency_s:g} s"
         route = "/question/stream" if self.stream else "/question"
         rows = [
+            (
+                "machine",
+                f"{self.cores} cores, load average {self.load_average[0]:.1f} at the start and"
+                f" {self.load_average[1]:.1f} at the end",
+            ),
+            ("database", self.database),
             ("workers", served),
             ("knowledge base", f"{self.docs} documents"),
             ("answers", answers if self.llm_latency_s else "extractive"),
@@ -184,6 +195,7 @@ def bench_api(
             if outage:
                 watch.start()
             cpu_before = workers_cpu_seconds(server.pid)
+            load_before = os.getloadavg()[0]
             load = run_load(server.port, questions, concurrency, seconds, progress, stream)
             cpu = workers_cpu_seconds(server.pid) - cpu_before
             if outage:
@@ -216,8 +228,21 @@ def bench_api(
         stream=stream,
         fallbacks=fallbacks,
         model_peak=stand_in.peak if stand_in else None,
+        cores=os.cpu_count() or 0,
+        load_average=(round(load_before, 2), round(os.getloadavg()[0], 2)),
+        database=database_label(settings),
         **watch.figures(),
     )
+
+
+def database_label(settings: Settings) -> str:
+    """Which PostgreSQL a run used, without its password: `host:port/dbname`, or the
+    throwaway embedded cluster (reached over a Unix socket)."""
+    if not settings.database_url:
+        return "a throwaway embedded PostgreSQL (Unix socket)"
+    where = psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    host = where.get("host") or "localhost"
+    return f"PostgreSQL at {host}:{where.get('port') or 5432}/{where.get('dbname', '?')}"
 
 
 @contextmanager

@@ -5,12 +5,14 @@ database, never for speed.
 """
 
 import json
+import socket
 
 import psycopg
 import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
+from tests.conftest import free_port
 
 KEYS = {
     "rps",
@@ -54,6 +56,27 @@ def test_bench_api_logs_every_answer_to_the_configured_database(database_url, no
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
     assert stored >= report["rows"]
+    # The conditions travel with the figures: the database (never its password), the cores,
+    # and the load the machine carried.
+    where = psycopg.conninfo.conninfo_to_dict(database_url)
+    assert report["database"].endswith(f"/{where['dbname']}")
+    assert "password" not in report["database"]
+    assert report["cores"] >= 1 and len(report["load_average"]) == 2
+
+
+def test_bench_api_serves_on_the_port_it_is_given(database_url, no_dotenv):
+    """A free --port is served on; a taken one fails with the port named, so it was used."""
+    port = free_port()
+    args = [*SHORT_RUN, "--workers", "1", "--port", str(port)]
+    result = CliRunner().invoke(main, args, env={"DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.output
+    assert "load average" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen(1)
+        result = CliRunner().invoke(main, args, env={"DATABASE_URL": database_url})
+    assert result.exit_code != 0
+    assert str(port) in result.output
 
 
 def test_bench_api_without_a_database_uses_a_throwaway_one(tmp_path, no_dotenv):
