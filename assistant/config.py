@@ -91,7 +91,14 @@ class Settings:
     job_lease: float = 300.0
     spool_flush_interval: float = 5.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    publishable_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = "120/minute"
+    # Requests refused for a missing or wrong key, per client address, before it gets 429.
+    auth_failure_limit: str = "10/minute"
+    # /stats aggregates the whole table: its own, lower limit, per key.
+    stats_rate_limit: str = "30/minute"
+    # Seconds one /stats body is served again before it is computed anew.
+    stats_cache_seconds: float = 5.0
     # Where the limits are counted: `memory://` (each process alone) or `redis://host:port`,
     # shared by every worker and replica.
     rate_limit_storage_uri: str = "memory://"
@@ -105,6 +112,11 @@ class Settings:
     threads: int = 2
     tz: str = "UTC"
     log_level: str = "INFO"
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether requests need a key: any key of either kind is configured."""
+        return bool(self.api_keys or self.publishable_keys)
 
     @property
     def pgdata(self) -> Path:
@@ -187,7 +199,11 @@ class Settings:
             "job_lease": float(env.get("JOB_LEASE", 300)),
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
             "api_keys": _csv(env.get("API_KEYS", "")),
+            "publishable_keys": _csv(env.get("PUBLISHABLE_KEYS", "")),
             "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
+            "auth_failure_limit": env.get("AUTH_FAILURE_LIMIT", "10/minute").strip(),
+            "stats_rate_limit": env.get("STATS_RATE_LIMIT", "30/minute").strip(),
+            "stats_cache_seconds": float(env.get("STATS_CACHE_SECONDS", 5)),
             "rate_limit_storage_uri": env.get("RATE_LIMIT_STORAGE_URI", "memory://").strip()
             or "memory://",
             "rate_limit_prefix": env.get("RATE_LIMIT_PREFIX", "msa"),
@@ -204,5 +220,5 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets are left out."""
-        hidden = {"database_url", "openai_api_key", "api_keys"}
+        hidden = {"database_url", "openai_api_key", "api_keys", "publishable_keys"}
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}
