@@ -405,10 +405,11 @@ def create_app(
     if settings.stats_cache_seconds > 0:
         # The figures scan the whole window: clients polling at once share one computation
         # per few seconds (the condition makes the others wait for it, not run it too).
+        computing = threading.Condition()
         stats_body = cached(
             TTLCache(maxsize=64, ttl=settings.stats_cache_seconds),
-            lock=threading.Lock(),
-            condition=threading.Condition(),
+            lock=computing,
+            condition=computing,
         )(stats_body)
 
     @app.get("/stats")

@@ -136,7 +136,8 @@ def protect(app: Flask, settings: Settings) -> None:
         limiter.exempt(app.view_functions[probe])
     if settings.stats_rate_limit:
         # In place of RATE_LIMIT: a few clients polling it must not starve the questions.
-        limiter.limit(settings.stats_rate_limit)(app.view_functions["stats"])
+        stats = app.view_functions["stats"]
+        app.view_functions["stats"] = limiter.limit(settings.stats_rate_limit)(stats)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):
