@@ -34,6 +34,7 @@ from assistant.api_models import (
 )
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
+from assistant.docs_pages import confine, page_templates
 from assistant.jobs import JobRunner
 from assistant.judge import build_judge
 from assistant.keys import API_KEY_HEADER, PUBLISHABLE, current_owner
@@ -145,6 +146,7 @@ def _api_spec(settings: Settings) -> SpecTree:
         validation_error_status=400,
         validation_error_model=ErrorResponse,
         security_schemes=schemes if settings.keys_required else None,
+        page_templates=page_templates(),
     )
 
 
@@ -506,5 +508,6 @@ def create_app(
 
     instrument(app)
     spec.register(app)
+    confine(app)
     protect(app, settings)
     return app
