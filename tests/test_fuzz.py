@@ -25,6 +25,8 @@ MAX_EXAMPLES = 150
 MIN_CASES = 1000
 KEY = {"X-API-Key": "sk-fuzz-0123456789abcdef"}
 cases: Counter[str] = Counter()
+# (operation, status): keyed operations must have answered, not only refused the key.
+statuses: Counter[tuple[str, int]] = Counter()
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,7 @@ def _fuzz(operation, mode: GenerationMode, base_url: str) -> None:
             case.headers = {**(case.headers or {}), **KEY}
         response = case.call(base_url=base_url, timeout=30)
         cases[operation.label] += 1
+        statuses[operation.label, response.status_code] += 1
         assert response.status_code < 500, f"{operation.label}: {response.text[:500]}"
         # Every other check runs. This one expects 2xx for any schema-valid body, but the schema
         # cannot say "no NUL" or "not blank once stripped" without regexes a 64 KiB body would
@@ -92,3 +95,8 @@ def test_every_operation_was_fuzzed_with_enough_cases(api_schema):
     print(f"{sum(cases.values())} generated cases: {dict(cases)}")
     assert set(cases) == operations, f"not fuzzed: {operations - set(cases)}"
     assert sum(cases.values()) >= MIN_CASES, dict(cases)
+    answered = {label for label, status in statuses if status == 200}
+    # Generated conversation ids name no conversation: those two answer 404.
+    unknown = {"GET /conversations/{conversation_id}", "POST /feedback"}
+    assert answered >= operations - unknown, dict(statuses)
+    assert statuses["POST /question", 401] > 0, "no case went without its key"
