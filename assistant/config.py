@@ -105,6 +105,9 @@ class Settings:
     # Keys in a shared storage start with this: two deployments on one Redis stay apart.
     rate_limit_prefix: str = "msa"
     cors_origins: tuple[str, ...] = ()
+    # Reverse proxies in front that append the client's address to X-Forwarded-For; 0 trusts
+    # none (a client could claim any address).
+    trusted_proxy_hops: int = 0
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -208,6 +211,7 @@ class Settings:
             or "memory://",
             "rate_limit_prefix": env.get("RATE_LIMIT_PREFIX", "msa"),
             "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
+            "trusted_proxy_hops": int(env.get("TRUSTED_PROXY_HOPS", 0)),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),

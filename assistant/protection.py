@@ -12,6 +12,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from assistant.config import Settings
 from assistant.keys import API_KEY_HEADER, PUBLISHABLE, Caller, given_key, identify
@@ -53,6 +54,7 @@ class FailedKeyLimit:
         return max(1, math.ceil(reset - time.time()))
 
     def count(self, address: str) -> None:
+        """Count one request refused for its key from `address`."""
         if self.limit is None:
             return
         try:
@@ -117,6 +119,10 @@ def require_keys(app: Flask, settings: Settings) -> None:
 
 def protect(app: Flask, settings: Settings) -> None:
     """Keys (when configured), the rate limits and CORS, on an app whose routes are in place."""
+    if settings.trusted_proxy_hops:
+        # Behind a proxy every client has the proxy's address: the limits per address would
+        # put them all in one bucket, and one guesser would lock everyone out.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
     if settings.keys_required:
         require_keys(app, settings)
     limiter = Limiter(

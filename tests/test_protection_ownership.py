@@ -250,3 +250,20 @@ def test_rows_stored_before_owners_keep_everything(fresh_database_url, settings)
         assert database.get_conversation("before-keys", fingerprint(SECRET_A)) is None
     finally:
         database.close()
+
+
+def test_behind_a_proxy_failed_keys_count_per_forwarded_client(make_client):
+    """With TRUSTED_PROXY_HOPS=1 (compose: behind `lb`) each client has its own count, from
+    the address the proxy appends; without it, X-Forwarded-For is the client's to forge and is
+    not read."""
+    proxied = make_client(api_keys=(SECRET_A,), auth_failure_limit="3/minute", trusted_proxy_hops=1)
+
+    def guesses(client, forwarded_for: str) -> list[int]:
+        headers = key("wrong", **{"X-Forwarded-For": forwarded_for})
+        return [client.get("/stats", headers=headers).status_code for _ in range(4)]
+
+    assert guesses(proxied, "198.51.100.1") == [401, 401, 401, 429]
+    assert guesses(proxied, "198.51.100.2") == [401, 401, 401, 429]
+    direct = make_client(api_keys=(SECRET_A,), auth_failure_limit="3/minute")
+    assert guesses(direct, "198.51.100.1") == [401, 401, 401, 429]
+    assert guesses(direct, "198.51.100.2") == [429] * 4
