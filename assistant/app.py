@@ -397,19 +397,18 @@ def create_app(
             raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
         return jsonify(ConversationResponse.model_validate(row).model_dump(mode="json"))
 
-    def stats_body(since: datetime | None) -> str:
-        if since is None:
-            since = datetime.now(UTC) - timedelta(hours=24)
-        # A time without a zone is read as UTC, the zone timestamps are compared in.
-        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    def stats_body(since: datetime) -> str:
         return StatsResponse.model_validate(database.stats(since)).model_dump_json()
 
     if settings.stats_cache_seconds > 0:
         # The figures scan the whole window: clients polling at once share one computation
         # per few seconds (the condition makes the others wait for it, not run it too).
+        # Dashboards ask "since 24 hours ago", a new time at every poll: starts within the
+        # same few seconds share an entry.
         computing = threading.Condition()
         stats_body = cached(
             TTLCache(maxsize=64, ttl=settings.stats_cache_seconds),
+            key=lambda since: int(since.timestamp() // settings.stats_cache_seconds),
             lock=computing,
             condition=computing,
         )(stats_body)
@@ -424,8 +423,12 @@ def create_app(
     )
     def stats():
         """The dashboard's figures (volume, latency, cost, relevance, feedback) since a time;
-        the same figures for `STATS_CACHE_SECONDS`."""
+        the same figures for `STATS_CACHE_SECONDS` (and for starts that close together)."""
         since = _validate(StatsQuery, request.args.to_dict()).since
+        if since is None:
+            since = datetime.now(UTC) - timedelta(hours=24)
+        # A time without a zone is read as UTC, the zone timestamps are compared in.
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
         return Response(stats_body(since), mimetype="application/json")
 
     @app.get("/health")

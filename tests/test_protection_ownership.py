@@ -189,12 +189,19 @@ def test_stats_has_its_own_limit(make_client):
 
 
 def test_stats_are_cached_for_a_few_seconds(make_client):
+    def conversations(client, since: str) -> int:
+        response = client.get("/stats", query_string={"since": since}, headers=key(SECRET_A))
+        return response.get_json()["conversations"]
+
+    # Starts a second apart, in one 60 s bucket: a dashboard's "since 24 h ago" at each poll.
     cached = make_client(api_keys=(SECRET_A,), stats_cache_seconds=60)
-    before = cached.get("/stats", headers=key(SECRET_A)).get_json()["conversations"]
+    before = conversations(cached, "2000-01-01T00:00:00Z")
     ask(cached, key(SECRET_A))
-    assert cached.get("/stats", headers=key(SECRET_A)).get_json()["conversations"] == before
+    assert conversations(cached, "2000-01-01T00:00:01Z") == before
+    # Another window is computed anew, as is every request without the cache.
+    assert conversations(cached, "2000-01-02T00:00:00Z") > before
     fresh = make_client(api_keys=(SECRET_A,), stats_cache_seconds=0)
-    assert fresh.get("/stats", headers=key(SECRET_A)).get_json()["conversations"] > before
+    assert conversations(fresh, "2000-01-01T00:00:00Z") > before
 
 
 def test_405_carries_allow(client):
