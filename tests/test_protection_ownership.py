@@ -274,3 +274,16 @@ def test_behind_a_proxy_failed_keys_count_per_forwarded_client(make_client):
     direct = make_client(api_keys=(SECRET_A,), auth_failure_limit="3/minute")
     assert guesses(direct, "198.51.100.1") == [401, 401, 401, 429]
     assert guesses(direct, "198.51.100.2") == [429] * 4
+
+
+def test_a_storage_that_is_down_leaves_keys_checked_and_requests_answered(make_client):
+    """Redis away (nothing listens at its address): no 5xx, wrong keys still 401, right ones
+    still answered; only the counting stops."""
+    client = make_client(
+        api_keys=(SECRET_A,),
+        auth_failure_limit="1/minute",
+        rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    codes = [client.get("/stats", headers=key("wrong")).status_code for _ in range(3)]
+    assert codes == [401] * 3
+    assert client.get("/stats", headers=key(SECRET_A)).status_code == 200
