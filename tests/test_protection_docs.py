@@ -29,23 +29,29 @@ RENDERED = "document.body && document.body.innerText.includes('/question/stream'
 SETTLE = 3.0
 
 
+@pytest.fixture(scope="module")
+def served(embedded_server, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("docs")
+    with running_api(embedded_server.get_uri(), directory, API_KEYS=KEY) as api:
+        yield api
+
+
 @pytest.mark.parametrize("page", ["/docs/swagger/", "/docs/redoc/", "/docs/scalar/"])
-def test_the_docs_pages_contact_no_other_host(page, embedded_server, tmp_path):
-    with running_api(embedded_server.get_uri(), tmp_path, API_KEYS=KEY) as served:
-        url = served.url.replace("127.0.0.1", HOST) + page
-        browser = Browser(tmp_path / "profile", host_rules=(f"MAP {HOST} 127.0.0.1",))
-        try:
-            browser.send("Network.enable")
-            # With keys on the pages are keyed too, like every route but the probes.
-            browser.send("Network.setExtraHTTPHeaders", headers={"X-API-Key": KEY})
-            browser.open(url)
-            browser.wait_for(RENDERED, f"{page} showing the operations")
-            deadline = time.monotonic() + SETTLE
-            while time.monotonic() < deadline:
-                browser.evaluate("1")
-                time.sleep(0.2)
-        finally:
-            browser.close()
+def test_the_docs_pages_contact_no_other_host(page, served, tmp_path):
+    url = served.url.replace("127.0.0.1", HOST) + page
+    browser = Browser(tmp_path / "profile", host_rules=(f"MAP {HOST} 127.0.0.1",))
+    try:
+        browser.send("Network.enable")
+        # With keys on the pages are keyed too, like every route but the probes.
+        browser.send("Network.setExtraHTTPHeaders", headers={"X-API-Key": KEY})
+        browser.open(url)
+        browser.wait_for(RENDERED, f"{page} showing the operations")
+        deadline = time.monotonic() + SETTLE
+        while time.monotonic() < deadline:
+            browser.evaluate("1")
+            time.sleep(0.2)
+    finally:
+        browser.close()
     sent = {
         event["params"]["requestId"]: event["params"]["request"]["url"]
         for event in browser.events
