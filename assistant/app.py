@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
-from flask import Flask, Response, jsonify, redirect, request
+from cachetools import TTLCache, cached
+from flask import Flask, Response, g, jsonify, redirect, request
 from pydantic import BaseModel, ValidationError
 from spectree import Response as Documented
 from spectree import SecurityScheme, SpecTree
@@ -32,12 +34,14 @@ from assistant.api_models import (
 )
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
+from assistant.docs_pages import confine, page_templates
 from assistant.jobs import JobRunner
 from assistant.judge import build_judge
+from assistant.keys import API_KEY_HEADER, PUBLISHABLE, current_owner
 from assistant.llm import ProviderError
 from assistant.metrics import count_answer, exposition, instrument
 from assistant.privacy import Masker, mask_cards, mask_logs
-from assistant.protection import API_KEY_HEADER, protect
+from assistant.protection import protect
 from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
 
@@ -50,10 +54,12 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def conversation_row(answer: Answer) -> dict[str, Any]:
+def conversation_row(answer: Answer, owner: str | None = None) -> dict[str, Any]:
+    """The stored row of an answer; `owner` is the asking key's fingerprint (None, keys off)."""
     row = asdict(answer)
     row["id"] = answer.conversation_id
     row["total_tokens"] = answer.total_tokens
+    row["owner"] = owner
     return row
 
 
@@ -140,7 +146,8 @@ def _api_spec(settings: Settings) -> SpecTree:
         annotations=False,
         validation_error_status=400,
         validation_error_model=ErrorResponse,
-        security_schemes=schemes if settings.api_keys else None,
+        security_schemes=schemes if settings.keys_required else None,
+        page_templates=page_templates(),
     )
 
 
@@ -177,9 +184,11 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     spec = _api_spec(settings)
-    # Every POST takes the same guards: an API key when keys are configured, size and rate.
-    keyed = {"security": {"ApiKey": []}} if settings.api_keys else {}
-    post_errors = (400, *((401,) if settings.api_keys else ()), 413, 415, 429)
+    # With keys configured every route but the probes takes one (see protection.py); a
+    # publishable key is refused (403) where it may not go.
+    keyed = {"security": {"ApiKey": []}} if settings.keys_required else {}
+    key_errors = (401, 403) if settings.keys_required else ()
+    post_errors = (400, *key_errors, 413, 415, 429)
     app.extensions["assistant"] = assistant
     app.extensions["database"] = database
     app.extensions["jobs"] = jobs
@@ -198,7 +207,10 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _error(exc.code or 500, code, exc.description or exc.name)
+        body, status = _error(exc.code or 500, code, exc.description or exc.name)
+        # The exception's own headers (a 405's Allow) stay; its HTML content type does not.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return body, status, headers
 
     @app.errorhandler(DatabaseUnavailable)
     @app.errorhandler(psycopg.OperationalError)
@@ -227,18 +239,30 @@ def create_app(
             raise ApiError(400, "invalid_request", "question: must not be blank")
         history = []
         if body.session_id:
-            try:
-                # Rows stored before masking (or before PII_MASKING was on) are masked here.
-                history = [
-                    Turn(mask(q), mask_cards(a))
-                    for q, a in database.session_history(body.session_id)
-                ]
-            except UNAVAILABLE as exc:
-                # Without its history a follow-up is answered as a fresh question, not refused.
-                log.warning("session history unavailable: %s", type(exc).__name__)
+            history = session_history(body.session_id)
         return text, body.session_id, history
 
-    def record(answer: Answer) -> None:
+    def session_history(session_id: str) -> list[Turn]:
+        """The session's earlier turns under the caller's key. A publishable key is shared by
+        every visitor of a website, so it may only continue a session the server issued to
+        it, never start one under an id of its own choosing."""
+        owner = current_owner()
+        try:
+            # Rows stored before masking (or before PII_MASKING was on) are masked here.
+            turns = [
+                Turn(mask(q), mask_cards(a)) for q, a in database.session_history(session_id, owner)
+            ]
+            caller = g.get("caller")
+            publishable = caller is not None and caller.kind == PUBLISHABLE
+            if not turns and publishable and not database.has_session(session_id, owner):
+                raise ApiError(404, "session_not_found", "no such session for this key")
+        except UNAVAILABLE as exc:
+            # Without its history a follow-up is answered as a fresh question, not refused.
+            log.warning("session history unavailable: %s", type(exc).__name__)
+            return []
+        return turns
+
+    def record(answer: Answer, owner: str | None) -> None:
         """Stored (or spooled) before the reply leaves, with the job that judges it later,
         off the request path. Raises SpoolUnavailable when neither the database nor the spool
         can keep it."""
@@ -253,7 +277,7 @@ def create_app(
         # A model cannot have seen the customer's card, but may invent one. Answers keep their
         # emails and phones: those are the business's own contact details.
         answer.answer = mask_cards(answer.answer)
-        row = conversation_row(answer)
+        row = conversation_row(answer, owner)
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
             row["relevance_explanation"] = "the customer left before the answer was complete"
@@ -277,7 +301,7 @@ def create_app(
     def question():
         """Answer a customer's question from the knowledge base, or decline or hand off."""
         answer = assistant.answer(*read_question())
-        record(answer)
+        record(answer, current_owner())
         return jsonify(answer.public())
 
     @app.post("/question/stream")
@@ -293,10 +317,12 @@ def create_app(
     def question_stream():
         """The same answer as server-sent events, so a UI can show it as it is written."""
         text, session_id, history = read_question()
+        # The events are written after the request's context is gone.
+        owner = current_owner()
 
         def keep_abandoned(answer: Answer) -> None:
             try:
-                record(answer)
+                record(answer, owner)
             except SpoolUnavailable as exc:
                 log.error("an abandoned stream's row is lost: %s", exc)
 
@@ -309,7 +335,7 @@ def create_app(
                 try:
                     for part in parts:
                         if isinstance(part, Answer):
-                            record(part)
+                            record(part, owner)
                             yield _sse("answer", part.public())
                         elif isinstance(part, Retraction):
                             yield _sse("reset", {"reason": part.reason})
@@ -348,51 +374,74 @@ def create_app(
         body = _validate(FeedbackRequest, _json_body())
         reply = {"conversation_id": body.conversation_id, "feedback": body.feedback}
         comment = None if body.comment is None else mask(body.comment)
+        owner = current_owner()
         try:
-            saved = database.save_feedback(body.conversation_id, body.feedback, comment)
+            saved = database.save_feedback(
+                body.conversation_id, body.feedback, comment, owner=owner
+            )
         except UNAVAILABLE as exc:
             # Unknown ids cannot be told apart while the database is away; replay drops them.
             log.warning("database unavailable, feedback spooled: %s", type(exc).__name__)
             saved = None
         if saved:
             return jsonify({**reply, "status": "saved"})
-        if saved is False and not spool.has_conversation(body.conversation_id):
+        if saved is False and not spool.has_conversation(body.conversation_id, owner):
+            # Another key's conversation is not told apart from an unknown one.
             raise ApiError(
                 404, "conversation_not_found", f"no conversation {body.conversation_id!r}"
             )
-        spool.add_feedback(body.conversation_id, body.feedback, comment)
+        spool.add_feedback(body.conversation_id, body.feedback, comment, owner)
         return jsonify({**reply, "status": "queued"}), 202
 
     @app.get("/conversations/<conversation_id>")
     @spec.validate(
-        resp=_responses(ConversationResponse, 400, 404, 429, 503),
+        resp=_responses(ConversationResponse, 400, *key_errors, 404, 429, 503),
         tags=["conversations"],
         skip_validation=True,
+        **keyed,
     )
     def conversation(conversation_id: str):
-        """One stored conversation with its judged relevance and feedback."""
+        """One stored conversation with its judged relevance and feedback; only the key that
+        asked it can read it."""
         _storable(conversation_id, "conversation_id")
-        row = database.get_conversation(conversation_id)
+        row = database.get_conversation(conversation_id, current_owner())
         if row is None:
             raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
         return jsonify(ConversationResponse.model_validate(row).model_dump(mode="json"))
 
+    def stats_body(since: datetime) -> str:
+        return StatsResponse.model_validate(database.stats(since)).model_dump_json()
+
+    if settings.stats_cache_seconds > 0:
+        # The figures scan the whole window: clients polling at once share one computation
+        # per few seconds (the condition makes the others wait for it, not run it too).
+        # Dashboards ask "since 24 hours ago", a new time at every poll: starts within the
+        # same few seconds share an entry.
+        computing = threading.Condition()
+        stats_body = cached(
+            TTLCache(maxsize=64, ttl=settings.stats_cache_seconds),
+            key=lambda since: int(since.timestamp() // settings.stats_cache_seconds),
+            lock=computing,
+            condition=computing,
+        )(stats_body)
+
     @app.get("/stats")
     @spec.validate(
         query=StatsQuery,
-        resp=_responses(StatsResponse, 400, 429, 503),
+        resp=_responses(StatsResponse, 400, *key_errors, 429, 503),
         tags=["monitoring"],
         skip_validation=True,
+        **keyed,
     )
     def stats():
-        """The dashboard's figures (volume, latency, cost, relevance, feedback) since a time."""
+        """The dashboard's figures (volume, latency, cost, relevance, feedback) since a time;
+        the same figures for `STATS_CACHE_SECONDS` (and for starts that close together)."""
         since = _validate(StatsQuery, request.args.to_dict()).since
         if since is None:
             since = datetime.now(UTC) - timedelta(hours=24)
         # A time without a zone is read as UTC, the zone timestamps are compared in.
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
-        body = StatsResponse.model_validate(database.stats(since)).model_dump_json()
-        return Response(body, mimetype="application/json")
+        return Response(stats_body(since), mimetype="application/json")
 
     @app.get("/health")
     @spec.validate(
@@ -459,16 +508,21 @@ def create_app(
 
     @app.get("/metrics")
     @spec.validate(
-        resp=_responses((None, "text/plain: Prometheus text format (see README, Monitoring)")),
+        resp=_responses(
+            (None, "text/plain: Prometheus text format (see README, Monitoring)"), *key_errors
+        ),
         tags=["monitoring"],
         skip_validation=True,
+        **keyed,
     )
     def metrics():
         """Prometheus metrics: request latency, answers, tokens, cost, model errors, work
-        waiting; added up across the server's workers."""
+        waiting; added up across the server's workers. With keys on, a secret key (Prometheus
+        can send it as a bearer token)."""
         return exposition(spool.pending(), job_depth())
 
     instrument(app)
     spec.register(app)
+    confine(app)
     protect(app, settings)
     return app

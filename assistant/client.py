@@ -71,7 +71,8 @@ class AssistantClient:
         self.url = (url or default_url()).rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.http = requests.Session()
-        # Needed only when the API sets API_KEYS; the UIs pick it up from the environment.
+        # Needed when the API sets keys; the UIs pick it up from the environment. A secret key:
+        # the monitoring page reads /stats, which a publishable key may not.
         api_key = api_key or os.environ.get(API_KEY_VARIABLE)
         if api_key:
             self.http.headers["X-API-Key"] = api_key

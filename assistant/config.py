@@ -96,7 +96,14 @@ class Settings:
     job_lease: float = 300.0
     spool_flush_interval: float = 5.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    publishable_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = "120/minute"
+    # Requests refused for a missing or wrong key, per client address, before it gets 429.
+    auth_failure_limit: str = "10/minute"
+    # /stats aggregates the whole table: its own, lower limit, per key.
+    stats_rate_limit: str = "30/minute"
+    # Seconds one /stats body is served again before it is computed anew.
+    stats_cache_seconds: float = 5.0
     # Where the limits are counted: `memory://` (each process alone) or `redis://host:port`,
     # shared by every worker and replica.
     rate_limit_storage_uri: str = "memory://"
@@ -106,6 +113,9 @@ class Settings:
     # Card numbers are masked always; `PII_MASKING=on` masks emails and phone numbers too.
     pii_masking: bool = False
     pii_phone_region: str = "US"
+    # Reverse proxies in front that append the client's address to X-Forwarded-For; 0 trusts
+    # none (a client could claim any address).
+    trusted_proxy_hops: int = 0
     prices_path: Path = PROJECT_ROOT / "data" / "model-prices.yaml"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -124,6 +134,10 @@ class Settings:
         if self.worker_class:
             return self.worker_class
         return "gthread" if self.llm_provider in THREADED_PROVIDERS else "gevent"
+
+    def keys_required(self) -> bool:
+        """Whether requests need a key: any key of either kind is configured."""
+        return bool(self.api_keys or self.publishable_keys)
 
     @property
     def pgdata(self) -> Path:
@@ -206,13 +220,18 @@ class Settings:
             "job_lease": float(env.get("JOB_LEASE", 300)),
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
             "api_keys": _csv(env.get("API_KEYS", "")),
+            "publishable_keys": _csv(env.get("PUBLISHABLE_KEYS", "")),
             "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
+            "auth_failure_limit": env.get("AUTH_FAILURE_LIMIT", "10/minute").strip(),
+            "stats_rate_limit": env.get("STATS_RATE_LIMIT", "30/minute").strip(),
+            "stats_cache_seconds": float(env.get("STATS_CACHE_SECONDS", 5)),
             "rate_limit_storage_uri": env.get("RATE_LIMIT_STORAGE_URI", "memory://").strip()
             or "memory://",
             "rate_limit_prefix": env.get("RATE_LIMIT_PREFIX", "msa"),
             "cors_origins": _csv(env.get("CORS_ORIGINS", "")),
             "pii_masking": env.get("PII_MASKING", "").strip().lower() in {"1", "true", "yes", "on"},
             "pii_phone_region": env.get("PII_PHONE_REGION", "US").strip().upper() or "US",
+            "trusted_proxy_hops": int(env.get("TRUSTED_PROXY_HOPS", 0)),
             "prices_path": Path(env.get("MODEL_PRICES", home / "data" / "model-prices.yaml")),
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),
@@ -226,5 +245,5 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets are left out."""
-        hidden = {"database_url", "openai_api_key", "api_keys"}
+        hidden = {"database_url", "openai_api_key", "api_keys", "publishable_keys"}
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}

@@ -59,6 +59,7 @@ CONVERSATION_COLUMNS = (
     "uncited",
     "relevance",
     "relevance_explanation",
+    "owner",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 # Rendered to text once: a composed statement is composed again on every execution, which
@@ -485,44 +486,60 @@ class Database:
         feedback: int,
         comment: str | None,
         given_at: datetime | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """Upsert: the latest vote on a conversation wins. False for an unknown conversation.
+        """Upsert: the latest vote on a conversation wins. False for an unknown conversation,
+        or one `owner` (a key's fingerprint; None with keys off) did not create.
 
         `given_at` is when a spooled vote was cast: replayed late, it must not overwrite a
         vote given after it.
         """
+        params = {
+            "id": conversation_id,
+            "feedback": feedback,
+            "comment": comment,
+            "at": given_at,
+            "owner": owner,
+        }
         with self._connection() as conn:
             cursor = conn.execute(
                 """
                 INSERT INTO feedback (conversation_id, feedback, comment, timestamp)
                 SELECT id, %(feedback)s, %(comment)s, coalesce(%(at)s::timestamptz, now())
-                FROM conversations WHERE id = %(id)s
+                FROM conversations
+                WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)
                 ON CONFLICT (conversation_id) DO UPDATE
                 SET feedback = EXCLUDED.feedback, comment = EXCLUDED.comment,
                     timestamp = EXCLUDED.timestamp
                 WHERE feedback.timestamp <= EXCLUDED.timestamp
                 """,
-                {"id": conversation_id, "feedback": feedback, "comment": comment, "at": given_at},
+                params,
             )
             if cursor.rowcount == 1:
                 return True
             # A vote older than the stored one is still a vote on a known conversation.
             return (
                 conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)
+                    "SELECT 1 FROM conversations"
+                    " WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)",
+                    params,
                 ).fetchone()
                 is not None
             )
 
-    def session_history(self, session_id: str, turns: int = 3) -> list[tuple[str, str]]:
+    def session_history(
+        self, session_id: str, owner: str | None = None, turns: int = 3
+    ) -> list[tuple[str, str]]:
         """The session's last `turns` question/answer pairs, oldest first (a stream the
-        customer left unfinished is not a turn)."""
+        customer left unfinished is not a turn). With keys on, a session is its owner's: the
+        same id under another key is another session."""
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT question, answer FROM conversations"
-                " WHERE session_id = %s AND status <> 'abandoned'"
-                " ORDER BY timestamp DESC LIMIT %s",
-                (session_id, turns),
+                " WHERE session_id = %(session)s AND status <> 'abandoned'"
+                " AND (%(owner)s::text IS NULL OR owner = %(owner)s)"
+                " ORDER BY timestamp DESC LIMIT %(turns)s",
+                {"session": session_id, "owner": owner, "turns": turns},
             ).fetchall()
         return [(row["question"], row["answer"]) for row in reversed(rows)]
 
@@ -553,15 +570,30 @@ class Database:
                 {"action": "forget", "cutoff": None, "session_id": session_id, "spooled": spooled},
             ).fetchone()
 
-    def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+    def has_session(self, session_id: str, owner: str | None) -> bool:
+        """Whether `owner` has a conversation in this session (abandoned ones count)."""
+        with self._connection() as conn:
+            return (
+                conn.execute(
+                    "SELECT 1 FROM conversations WHERE session_id = %(session)s"
+                    " AND (%(owner)s::text IS NULL OR owner = %(owner)s) LIMIT 1",
+                    {"session": session_id, "owner": owner},
+                ).fetchone()
+                is not None
+            )
+
+    def get_conversation(
+        self, conversation_id: str, owner: str | None = None
+    ) -> dict[str, Any] | None:
+        """One conversation with its feedback; None when unknown, or not `owner`'s."""
         with self._connection() as conn:
             return conn.execute(
                 """
                 SELECT c.*, f.feedback, f.comment AS feedback_comment
                 FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
-                WHERE c.id = %s
+                WHERE c.id = %(id)s AND (%(owner)s::text IS NULL OR c.owner = %(owner)s)
                 """,
-                (conversation_id,),
+                {"id": conversation_id, "owner": owner},
             ).fetchone()
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:

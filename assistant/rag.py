@@ -9,6 +9,7 @@ import json
 import logging
 import pickle
 import re
+import secrets
 import time
 import unicodedata
 import uuid
@@ -441,7 +442,9 @@ class Assistant:
         chat = small_talk_kind(question)
         answer = Answer(
             conversation_id=uuid.uuid4().hex,
-            session_id=session_id or uuid.uuid4().hex,
+            # Issued here when the client sent none: unguessable, so the id alone is a
+            # session's only handle, even among callers sharing one key.
+            session_id=session_id or secrets.token_urlsafe(16),
             question=question,
             answer="",
             model_used="none",

@@ -75,7 +75,10 @@ class Spool:
     def add_conversation(self, row: dict[str, Any]) -> None:
         self._append({"kind": "conversation", "row": {**row, "timestamp": _now()}})
 
-    def add_feedback(self, conversation_id: str, feedback: int, comment: str | None) -> None:
+    def add_feedback(
+        self, conversation_id: str, feedback: int, comment: str | None, owner: str | None = None
+    ) -> None:
+        """Keep a vote; `owner` (the voter's key fingerprint) is checked when it is replayed."""
         self._append(
             {
                 "kind": "feedback",
@@ -83,6 +86,7 @@ class Spool:
                 "feedback": feedback,
                 "comment": comment,
                 "given_at": _now(),
+                "owner": owner,
             }
         )
 
@@ -140,9 +144,12 @@ class Spool:
         self._counted = counted
         return total
 
-    def has_conversation(self, conversation_id: str) -> bool:
+    def has_conversation(self, conversation_id: str, owner: str | None = None) -> bool:
+        """Whether a spooled conversation has this id (and, with keys on, this owner)."""
         return any(
-            entry["kind"] == "conversation" and entry["row"].get("id") == conversation_id
+            entry["kind"] == "conversation"
+            and entry["row"].get("id") == conversation_id
+            and (owner is None or entry["row"].get("owner") == owner)
             for entry in self.entries()
         )
 
@@ -169,6 +176,7 @@ class Spool:
                 entry["feedback"],
                 entry["comment"],
                 datetime.fromisoformat(entry["given_at"]),
+                entry.get("owner"),
             ):
                 log.warning("dropped spooled feedback on an unknown conversation")
         for snapshot in snapshots:

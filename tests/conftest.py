@@ -164,8 +164,11 @@ def settings(tmp_path_factory) -> Settings:
         kb_source="demo",
         llm_provider="extractive",
         data_dir=tmp_path_factory.mktemp("data"),
-        # The whole session shares one client address; test_protection.py tests the limit.
+        # The whole session shares one client address; test_protection.py tests the limits.
         rate_limit="",
+        stats_rate_limit="",
+        # Tests read /stats right after writing rows; test_protection_ownership.py caches.
+        stats_cache_seconds=0,
         # Judge jobs run when a test runs them (tests/test_jobs.py runs the threads).
         job_worker_threads=0,
     )

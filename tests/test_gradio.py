@@ -114,3 +114,19 @@ def test_an_unreachable_api_is_an_answer_not_a_crash(tmp_path):
     with started(command, env, f"{url}/config", tmp_path / "gradio.log"):
         answer = Client(url, verbose=False).predict("hello?", api_name="/chat")
     assert answer.startswith("No answer: no API at")
+
+
+def test_a_tabs_questions_share_the_session_the_api_issued(ui, api):
+    tab = Client(ui, verbose=False)
+    first = tab.predict("how do I cancel my subscription?", api_name="/chat")
+    second = tab.predict("and can I get a refund?", api_name="/chat")
+    with psycopg.connect(api.database_url) as conn:
+        sessions = [
+            conn.execute(
+                "SELECT session_id FROM conversations WHERE id = %s", (answer["metadata"]["id"],)
+            ).fetchone()[0]
+            for answer in (first, second)
+        ]
+    assert sessions[0] == sessions[1]
+    # The API's id, not the browser's: Gradio's session hash never reaches the API.
+    assert tab.session_hash not in sessions

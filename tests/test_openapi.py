@@ -40,13 +40,23 @@ def test_the_document_lists_every_operation_with_its_models(client):
     assert "securitySchemes" not in spec["components"]
 
 
-def test_api_keys_show_up_as_a_security_scheme_on_the_posts(make_client):
-    spec = make_client(api_keys=("k",)).get("/openapi.json").get_json()
+def test_api_keys_show_up_as_a_security_scheme_on_every_keyed_route(make_client):
+    spec = make_client(api_keys=("k",)).get("/openapi.json", headers={"X-API-Key": "k"}).get_json()
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert scheme == {"type": "apiKey", "name": "X-API-Key", "in": "header"}
-    assert spec["paths"]["/question"]["post"]["security"] == [{"ApiKey": []}]
-    assert "401" in spec["paths"]["/feedback"]["post"]["responses"]
-    assert "security" not in spec["paths"]["/health"]["get"]
+    keyed = [
+        ("/question", "post"),
+        ("/feedback", "post"),
+        ("/stats", "get"),
+        ("/conversations/{conversation_id}", "get"),
+        ("/metrics", "get"),
+    ]
+    for path, method in keyed:
+        operation = spec["paths"][path][method]
+        assert operation["security"] == [{"ApiKey": []}], path
+        assert {"401", "403"} <= set(operation["responses"]), path
+    for probe in ("/health", "/health/live", "/health/ready"):
+        assert "security" not in spec["paths"][probe]["get"]
 
 
 def test_docs_page_works_offline(client):

@@ -18,6 +18,24 @@ def test_settings_read_keys_limit_and_origins():
     assert Settings.from_env(env={}).api_keys == ()
 
 
+def test_settings_read_publishable_keys_and_the_abuse_limits():
+    settings = Settings.from_env(
+        env={
+            "PUBLISHABLE_KEYS": "pk-1, pk-2",
+            "AUTH_FAILURE_LIMIT": "5/minute",
+            "STATS_RATE_LIMIT": "",
+            "STATS_CACHE_SECONDS": "2.5",
+        }
+    )
+    assert settings.publishable_keys == ("pk-1", "pk-2") and settings.keys_required
+    assert "pk-1" not in repr(settings) and "publishable_keys" not in settings.public()
+    assert (settings.auth_failure_limit, settings.stats_rate_limit) == ("5/minute", "")
+    assert settings.stats_cache_seconds == 2.5
+    defaults = Settings.from_env(env={})
+    assert not defaults.keys_required and defaults.auth_failure_limit == "10/minute"
+    assert (defaults.stats_rate_limit, defaults.stats_cache_seconds) == ("30/minute", 5.0)
+
+
 def test_post_without_a_valid_key_is_401(make_client):
     client = make_client(api_keys=("secret-1", "secret-2"))
     for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):

@@ -55,7 +55,9 @@ def test_info_logs_hold_no_keys_questions_or_comments(database_url, tmp_path):
     key = f"key-{uuid.uuid4().hex}"
     question = f"my card ending 4242 was charged twice, order {uuid.uuid4().hex}"
     comment = f"private remark {uuid.uuid4().hex}"
-    with running_api(database_url, tmp_path, API_KEYS=key, LOG_LEVEL="INFO") as api:
+    publishable = f"pk-{uuid.uuid4().hex}"
+    keys = {"API_KEYS": key, "PUBLISHABLE_KEYS": publishable, "CORS_ORIGINS": "https://a.example"}
+    with running_api(database_url, tmp_path, LOG_LEVEL="INFO", **keys) as api:
         answer = requests.post(
             f"{api.url}/question", json={"question": question}, headers={"X-API-Key": key}
         )
@@ -64,6 +66,8 @@ def test_info_logs_hold_no_keys_questions_or_comments(database_url, tmp_path):
             f"{api.url}/question", json={"question": question}, headers={"X-API-Key": key[:-1]}
         )
         assert denied.status_code == 401
+        elsewhere = {"X-API-Key": publishable, "Origin": "https://b.example"}
+        assert requests.get(f"{api.url}/stats", headers=elsewhere).status_code == 403
         vote = {"conversation_id": answer.json()["conversation_id"], "feedback": -1}
         feedback = requests.post(
             f"{api.url}/feedback", json={**vote, "comment": comment}, headers={"X-API-Key": key}
@@ -71,5 +75,5 @@ def test_info_logs_hold_no_keys_questions_or_comments(database_url, tmp_path):
         assert feedback.status_code == 200
     log = (tmp_path / "api.log").read_text()
     assert "knowledge base:" in log, "nothing was logged at INFO: the check below proves nothing"
-    for secret in (key, key[:-1], question, comment):
+    for secret in (key, key[:-1], publishable, question, comment):
         assert secret not in log

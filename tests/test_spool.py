@@ -38,7 +38,7 @@ class FakeStore:
             raise DatabaseUnavailable("down")
         yield True
 
-    def save_feedback(self, conversation_id, feedback, comment, given_at=None):
+    def save_feedback(self, conversation_id, feedback, comment, given_at=None, owner=None):
         if conversation_id not in self.conversations:
             return False
         self.feedback[conversation_id] = (feedback, comment)

@@ -7,10 +7,12 @@ POST /feedback.
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+from cachetools import TTLCache
 
 from assistant.client import ApiError, AssistantClient, answer_facts, feedback_thanks
 
@@ -39,11 +41,17 @@ def details(body: dict[str, Any]) -> str:
 
 
 def build(client: AssistantClient) -> gr.Blocks:
+    # The API issues session ids, unguessable, where Gradio's own come from the browser: each
+    # tab's questions go on in the session the API issued to its first one (kept a day).
+    sessions: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=24 * 3600)
+    sessions_lock = threading.Lock()
+
     def respond(message: str, history: list[dict], request: gr.Request) -> Iterator[Any]:
         text = ""
+        with sessions_lock:
+            session_id = sessions.get(request.session_hash)
         try:
-            # The browser tab's session is the API's session, so its questions stay together.
-            for kind, data in client.stream(message, request.session_hash):
+            for kind, data in client.stream(message, session_id):
                 if kind == "delta":
                     text += data
                     yield text
@@ -51,6 +59,8 @@ def build(client: AssistantClient) -> gr.Blocks:
                     # The model failed mid-answer: its start is withdrawn, the KB's answer follows.
                     text = ""
                 elif kind == "answer":
+                    with sessions_lock:
+                        sessions[request.session_hash] = data["session_id"]
                     # The conversation id rides on the message, so a like on it, in any turn,
                     # finds its conversation without any state kept here.
                     yield {
