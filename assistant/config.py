@@ -135,6 +135,7 @@ class Settings:
             return self.worker_class
         return "gthread" if self.llm_provider in THREADED_PROVIDERS else "gevent"
 
+    @property
     def keys_required(self) -> bool:
         """Whether requests need a key: any key of either kind is configured."""
         return bool(self.api_keys or self.publishable_keys)
