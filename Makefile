@@ -31,7 +31,9 @@ help: ## List the targets
 # 19 s with an empty cache where pip took minutes (README, "Install"). A uv on PATH is used;
 # otherwise pip puts one in the venv first (a 17 MB wheel).
 UV := $(or $(shell command -v uv 2>/dev/null),$(BIN)/uv)
-UV_INSTALL = $(UV) pip install --python $(BIN)/python
+# The platform's certificates, as pip uses: behind a proxy that signs with its own CA, uv's
+# bundled ones refuse the index.
+UV_INSTALL = UV_SYSTEM_CERTS=1 $(UV) pip install --python $(BIN)/python
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
