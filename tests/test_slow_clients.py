@@ -2,20 +2,25 @@
 for its listening port and its backend, in front of one `assistant serve` with the fewest
 request slots (one gthread worker of two threads).
 
-Clients that send their headers and then trickle the body hold a gthread slot each when they
-reach gunicorn directly, so a few of them stall the server; HAProxy holds them itself until
-their request is complete, and the server keeps answering others.
+Ten clients that send their headers and then their body a byte a second hold a gthread slot
+each when they reach gunicorn directly, so they stall the server; HAProxy holds them itself
+until their request is complete, and another client's p50 stays under 50 ms (the issue's
+target, checked here because it is the acceptance: the answers take a few ms).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import socket
+import statistics
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import requests
@@ -23,7 +28,7 @@ import requests
 from assistant.config import PROJECT_ROOT
 from tests.conftest import _drop_scratch, _scratch_database, free_port, started
 
-SLOW_CLIENTS = 6
+SLOW_CLIENTS = 10
 
 
 def _lb_config(port: int, backend: int) -> str:
@@ -38,34 +43,59 @@ def _lb_config(port: int, backend: int) -> str:
     )
 
 
-def _trickling_clients(port: int) -> list[socket.socket]:
-    """Clients that send a POST's headers and the first byte of its body, then nothing."""
-    body = b'{"question": "how do I cancel?"}'
-    clients = []
-    for _ in range(SLOW_CLIENTS):
-        client = socket.create_connection(("127.0.0.1", port), timeout=5)
-        client.sendall(
-            b"POST /question HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:1])
-        )
-        clients.append(client)
-    return clients
+@contextmanager
+def trickling_clients(port: int) -> Iterator[None]:
+    """`SLOW_CLIENTS` clients that send a POST's headers, then its body a byte a second,
+    until the block ends."""
+    body = b'{"question": "how do I cancel my subscription?"}'
+    stop = threading.Event()
 
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(
+                b"POST /question HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            for byte in body:
+                if stop.wait(1.0):
+                    return
+                try:
+                    client.sendall(bytes([byte]))
+                except OSError:
+                    return
 
-def _answers(url: str) -> bool:
-    """Whether a normal question is answered while the slow clients hold on (a liveness
-    check: the timeout is far above an answer's few milliseconds)."""
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(SLOW_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # every slow client connected and trickling
     try:
-        reply = requests.post(f"{url}/question", json={"question": "prices"}, timeout=8)
-    except requests.RequestException:
-        return False
-    return reply.status_code == 200
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+def latencies_ms(url: str, count: int = 20) -> list[float]:
+    """One other client's questions, one after another: each one's latency, or inf when it
+    was not answered within 5 s."""
+    measured = []
+    with requests.Session() as session:
+        for _ in range(count):
+            started_at = time.perf_counter()
+            try:
+                reply = session.post(f"{url}/question", json={"question": "prices"}, timeout=5)
+                ok = reply.status_code == 200
+            except requests.RequestException:
+                ok = False
+            measured.append((time.perf_counter() - started_at) * 1000 if ok else math.inf)
+            if not ok:
+                break
+    return measured
 
 
 @pytest.mark.timeout(300)
-def test_the_load_balancer_holds_slow_clients_so_the_app_keeps_answering(
-    embedded_server, tmp_path
-):
+def test_the_load_balancer_holds_slow_clients_so_the_app_keeps_answering(embedded_server, tmp_path):
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is not installed (.ci/run installs it)")
     name, database_url = _scratch_database(embedded_server.get_uri())
@@ -101,17 +131,15 @@ def test_the_load_balancer_holds_slow_clients_so_the_app_keeps_answering(
                 )
             )
             # Through the load balancer: the slow clients wait there, the app answers.
-            held = _trickling_clients(lb_port)
-            time.sleep(1)
-            assert _answers(lb)
-            for client in held:
-                client.close()
+            with trickling_clients(lb_port):
+                through_lb = latencies_ms(lb)
+            p50 = statistics.median(through_lb)
+            print(f"\nanother client's p50 through the load balancer: {p50:.1f} ms")
+            assert p50 <= 50, through_lb
             # The same clients straight at gunicorn take its two slots: what the balancer
             # spares it (and what shows this test can fail).
-            stalled = _trickling_clients(app_port)
-            time.sleep(1)
-            assert not _answers(app)
-            for client in stalled:
-                client.close()
+            with trickling_clients(app_port):
+                direct = latencies_ms(app, count=3)
+            assert math.inf in direct
     finally:
         _drop_scratch(embedded_server.get_uri(), name)
