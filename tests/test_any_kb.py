@@ -4,6 +4,9 @@ handoff, language, follow-ups, and the measured targets on ../shared/data."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -320,17 +323,26 @@ def test_eval_files_in_another_encoding_name_the_file(tmp_path):
 
 
 def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
-    from click.testing import CliRunner
-
-    from assistant.cli import main
-
+    """In a process of its own, as deployed: `serve` patches the standard library for gevent
+    workers first, which would change this test process for every test after it."""
     path = tmp_path / "kb.csv"
     path.write_bytes("question,answer\nréservé,oui\n".encode("latin-1"))
-    env = {"KB_PATH": str(path), "DATABASE_URL": database_url, "DATA_DIR": str(tmp_path)}
-    result = CliRunner().invoke(main, ["serve", "--port", "1"], env=env)
-    assert result.exit_code == 1
-    assert "the knowledge base cannot be loaded" in result.output
-    assert "not UTF-8" in result.output and "Traceback" not in result.output
+    env = {
+        **os.environ,
+        "KB_PATH": str(path),
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "the knowledge base cannot be loaded" in result.stderr
+    assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_eval_commands_take_an_article_folder(articles, tmp_path):
