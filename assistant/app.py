@@ -32,6 +32,7 @@ from assistant.api_models import (
 )
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
+from assistant.handoff import build_webhook
 from assistant.jobs import JobRunner
 from assistant.judge import build_judge
 from assistant.llm import ProviderError
@@ -172,7 +173,12 @@ def create_app(
     # Rows a previous run spooled are replayed by the flusher's thread, never before the port
     # is bound or on a request's time.
     flusher = Flusher(spool, database, settings.spool_flush_interval)
-    jobs = JobRunner(database, build_judge(settings), lease=settings.job_lease)
+    jobs = JobRunner(
+        database,
+        build_judge(settings),
+        handoff=build_webhook(settings, database),
+        lease=settings.job_lease,
+    )
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -254,6 +260,8 @@ def create_app(
         # emails and phones: those are the business's own contact details.
         answer.answer = mask_cards(answer.answer)
         row = conversation_row(answer)
+        if answer.status == "handoff" and settings.handoff_webhook_url:
+            row["handoff_delivery"] = "queued"
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
             row["relevance_explanation"] = "the customer left before the answer was complete"

@@ -56,6 +56,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
     from assistant.db import embedded_url
+    from assistant.handoff import MissingSecret
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
@@ -73,6 +74,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         app = create_app(settings)
     except KnowledgeBaseError as exc:
         raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
+    except MissingSecret as exc:
+        raise click.ClickException(str(exc)) from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
@@ -111,18 +114,23 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--until-idle", is_flag=True, help="Exit when no job is ready (for cron and tests).")
 def worker(threads: int, until_idle: bool) -> None:
-    """Run background jobs (relevance judgements) from PostgreSQL until stopped. Any number of
-    workers, on any machine, share the queue; set JOB_WORKER_THREADS=0 on the web processes to
-    leave the jobs to them."""
+    """Run background jobs (relevance judgements, handoffs posted to HANDOFF_WEBHOOK_URL) from
+    PostgreSQL until stopped. Any number of workers, on any machine, share the queue; set
+    JOB_WORKER_THREADS=0 on the web processes to leave the jobs to them."""
     import psycopg
 
     from assistant.db import open_database
+    from assistant.handoff import MissingSecret, build_webhook
     from assistant.jobs import JobRunner
     from assistant.judge import build_judge
 
     settings = _settings(service=True)
     database = open_database(settings)
-    runner = JobRunner(database, build_judge(settings), lease=settings.job_lease)
+    try:
+        webhook = build_webhook(settings, database)
+    except MissingSecret as exc:
+        raise click.ClickException(str(exc)) from exc
+    runner = JobRunner(database, build_judge(settings), handoff=webhook, lease=settings.job_lease)
     # Which database, without its password: a worker on another one than the server's
     # finds nothing to do, and should say where it looked.
     where = psycopg.conninfo.conninfo_to_dict(database.url)

@@ -58,6 +58,7 @@ CONVERSATION_COLUMNS = (
     "uncited",
     "relevance",
     "relevance_explanation",
+    "handoff_delivery",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 # Rendered to text once: a composed statement is composed again on every execution, which
@@ -78,6 +79,12 @@ _INSERT_CONVERSATION = (
 _INSERT_JUDGE_JOB = (
     "INSERT INTO jobs (kind, key) VALUES ('judge', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
 )
+_INSERT_HANDOFF_JOB = (
+    "INSERT INTO jobs (kind, key) VALUES ('handoff', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
+)
+# A handoff's transcript holds at most this many turns, the latest: a helpdesk ticket with
+# more is not read, and the post must stay a reasonable size.
+TRANSCRIPT_TURNS = 100
 
 # One statement, so a purge or an erasure and its record in `erasures` are one transaction
 # and the counts are of one snapshot. The rows are locked first: a vote arriving meanwhile
@@ -313,7 +320,9 @@ class Database:
 
     def save_conversations(self, rows: Sequence[Mapping[str, Any]], batch: int = 1000) -> None:
         """Insert conversations (one, or a spool's replay), `batch` to a transaction, each
-        with a `judge` job unless it is already judged (an abandoned stream's row)."""
+        with a `judge` job unless it is already judged (an abandoned stream's row), and a
+        `handoff` job when its `handoff_delivery` is `queued` (a handoff to post to the
+        helpdesk)."""
         try:
             with self._connection() as conn:
                 for start in range(0, len(rows), batch):
@@ -323,19 +332,29 @@ class Database:
                         for row in chunk
                         if (row.get("relevance") or "PENDING") == "PENDING"
                     ]
+                    handoffs = [
+                        {"key": row["id"]}
+                        for row in chunk
+                        if row.get("handoff_delivery") == "queued"
+                    ]
                     with conn.transaction(), conn.cursor() as cursor:
                         cursor.executemany(
                             _INSERT_CONVERSATION, [_conversation_values(row) for row in chunk]
                         )
                         if judged:
                             cursor.executemany(_INSERT_JUDGE_JOB, judged)
+                        if handoffs:
+                            cursor.executemany(_INSERT_HANDOFF_JOB, handoffs)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
-    def claim_job(self, worker: str, lease: float) -> dict[str, Any] | None:
-        """The next job ready to run, marked running by `worker`, or None. A job another
-        process holds is skipped (FOR UPDATE SKIP LOCKED), and one left running longer than
-        `lease` seconds (its worker died) is taken over."""
+    def claim_job(
+        self, worker: str, lease: float, kinds: Sequence[str] = ("judge",)
+    ) -> dict[str, Any] | None:
+        """The next job of one of `kinds` ready to run, marked running by `worker`, or None. A
+        job another process holds is skipped (FOR UPDATE SKIP LOCKED), and one left running
+        longer than `lease` seconds (its worker died) is taken over. Kinds a runner cannot run
+        (a handoff, where no webhook is configured) wait for one that can."""
         with self._connection() as conn:
             return conn.execute(
                 """
@@ -343,16 +362,17 @@ class Database:
                                 locked_by = %(worker)s, locked_at = now()
                 WHERE id = (
                     SELECT id FROM jobs
-                    WHERE (status = 'queued' AND run_after <= now())
-                       OR (status = 'running'
-                           AND locked_at < now() - make_interval(secs => %(lease)s))
+                    WHERE ((status = 'queued' AND run_after <= now())
+                           OR (status = 'running'
+                               AND locked_at < now() - make_interval(secs => %(lease)s)))
+                      AND kind = ANY(%(kinds)s)
                     ORDER BY run_after, id
                     FOR UPDATE SKIP LOCKED
                     LIMIT 1
                 )
                 RETURNING id, kind, key, attempts
                 """,
-                {"worker": worker, "lease": lease},
+                {"worker": worker, "lease": lease, "kinds": list(kinds)},
             ).fetchone()
 
     def finish_job(self, job_id: int, worker: str) -> None:
@@ -458,6 +478,73 @@ class Database:
                 "SELECT id FROM conversations WHERE session_id = %s", (session_id,)
             ).fetchall()
         return {row["id"] for row in rows}
+
+    def handoff_transcript(
+        self, conversation_id: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """A handed-off conversation's row (None when it is unknown or erased) and its
+        session's turns up to and including it, oldest first, at most TRANSCRIPT_TURNS (the
+        latest); each turn: id, question, answer, status, sources, timestamp. Streams the
+        customer left unfinished are not turns."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT id, session_id, question, answer, status, handoff_reason, sources,"
+                " timestamp, handoff_delivery FROM conversations WHERE id = %s",
+                (conversation_id,),
+            ).fetchone()
+            if row is None:
+                return None, []
+            turns = conn.execute(
+                """
+                SELECT id, question, answer, status, sources, timestamp FROM conversations
+                WHERE (session_id = %(session)s AND status <> 'abandoned'
+                       AND timestamp <= %(at)s) OR id = %(id)s
+                ORDER BY timestamp DESC, id DESC LIMIT %(turns)s
+                """,
+                {
+                    "session": row["session_id"],
+                    "at": row["timestamp"],
+                    "id": conversation_id,
+                    "turns": TRANSCRIPT_TURNS,
+                },
+            ).fetchall()
+        return row, list(reversed(turns))
+
+    def record_handoff_attempt(
+        self, conversation_id: str, *, delivered: bool, http_status: int | None, error: str | None
+    ) -> None:
+        """Count one post of a handoff to the helpdesk on its conversation: `delivered` when
+        the receiver accepted it, with the receiver's HTTP status (None: it never answered)
+        and the error's class name otherwise."""
+        with self._connection() as conn:
+            conn.execute(
+                """
+                UPDATE conversations SET
+                    handoff_attempts = handoff_attempts + 1,
+                    handoff_http_status = %(status)s,
+                    handoff_error = %(error)s,
+                    handoff_delivery = CASE WHEN %(delivered)s THEN 'delivered'
+                                            ELSE handoff_delivery END,
+                    handoff_delivered_at = CASE WHEN %(delivered)s THEN now()
+                                                ELSE handoff_delivered_at END
+                WHERE id = %(id)s
+                """,
+                {
+                    "id": conversation_id,
+                    "delivered": delivered,
+                    "status": http_status,
+                    "error": error,
+                },
+            )
+
+    def record_handoff_failed(self, conversation_id: str) -> None:
+        """Mark a handoff whose retries are used up: `failed`, for the team to follow up."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE conversations SET handoff_delivery = 'failed'"
+                " WHERE id = %s AND handoff_delivery IS DISTINCT FROM 'delivered'",
+                (conversation_id,),
+            )
 
     def purge(self, cutoff: datetime, spooled: int) -> dict[str, Any]:
         """Delete every conversation from before `cutoff` (timezone-aware) with its feedback
