@@ -546,6 +546,28 @@ class Database:
                 (conversation_id,),
             )
 
+    def gap_questions(self, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
+        """The questions since `since` that the knowledge base failed, the latest `limit`:
+        each with `question`, `timestamp` and `reason`: `declined` (out of scope),
+        `low_confidence` (handed off because retrieval was unsure) or `voted_down`."""
+        with self._connection() as conn:
+            return conn.execute(
+                """
+                SELECT c.question, c.timestamp,
+                       CASE WHEN c.status = 'out_of_scope' THEN 'declined'
+                            WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
+                                THEN 'low_confidence'
+                            ELSE 'voted_down' END AS reason
+                FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                WHERE c.timestamp >= %(since)s
+                  AND (c.status = 'out_of_scope'
+                       OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
+                       OR f.feedback = -1)
+                ORDER BY c.timestamp DESC LIMIT %(limit)s
+                """,
+                {"since": since, "limit": limit},
+            ).fetchall()
+
     def purge(self, cutoff: datetime, spooled: int) -> dict[str, Any]:
         """Delete every conversation from before `cutoff` (timezone-aware) with its feedback
         and jobs, and record that in `erasures` with `spooled`, the spool records removed
