@@ -217,7 +217,18 @@ class StatsResponse(BaseModel):
     since: datetime
     conversations: int
     response_time: ResponseTimes
-    resolution_rate: float | None
+    resolution_rate: float | None = Field(
+        description="Of the conversations that are not small talk: the share answered, not "
+        "voted down, and not followed by another question of the session within 10 minutes."
+    )
+    handoff_rate: float | None = Field(
+        description="Of the conversations that are not small talk: the share handed off."
+    )
+    handoff_rate_by_reason: dict[str, float] = Field(
+        description="The handoff rate of each reason (requested_human, frustration, "
+        "low_confidence, language)."
+    )
+    csat: float | None = Field(description="The share of thumbs up among the votes given.")
     cost_usd: float
     tokens: Tokens
     relevance: RelevanceCounts

@@ -684,6 +684,13 @@ class Database:
 
         Like the Grafana panels, votes count by when they were given, everything else by when
         the conversation took place; `fallback` is an answer the extractive fallback gave.
+
+        Outcomes, over the conversations that are not small talk (None without any):
+        `resolution_rate`, the share answered, not voted down, and not followed by another
+        question of the session within 10 minutes (an answer younger than that
+        counts as resolved until one comes); `handoff_rate`, the share handed off, and
+        `handoff_rate_by_reason` ({reason: share}, reasons with a handoff only); `csat`, the
+        share of thumbs up among the votes given (the same as `feedback.satisfaction`).
         """
         params = {"since": since}
         with self._connection() as conn, conn.transaction():
@@ -696,8 +703,19 @@ class Database:
                        percentile_cont(0.95) WITHIN GROUP (ORDER BY c.response_time) AS p95,
                        avg(c.response_time) AS mean,
                        coalesce(sum(c.cost_usd), 0) AS cost_usd,
-                       avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1)::int)::float
-                           AS resolution_rate,
+                       avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1
+                            -- "no further question": another message of the session, not
+                            -- small talk (a "thanks" is no sign of a failed answer), within
+                            -- 10 minutes; the Grafana panel holds the same condition
+                            AND NOT EXISTS (
+                                SELECT 1 FROM conversations n
+                                WHERE n.session_id = c.session_id
+                                  AND n.timestamp > c.timestamp
+                                  AND n.timestamp <= c.timestamp + interval '10 minutes'
+                                  AND n.status <> 'small_talk'))::int)
+                           FILTER (WHERE c.status <> 'small_talk')::float AS resolution_rate,
+                       avg((c.status = 'handoff')::int)
+                           FILTER (WHERE c.status <> 'small_talk')::float AS handoff_rate,
                        coalesce(sum(c.prompt_tokens), 0) AS prompt,
                        coalesce(sum(c.completion_tokens), 0) AS completion,
                        coalesce(sum(c.eval_total_tokens), 0) AS judge,
@@ -712,6 +730,18 @@ class Database:
                 """,
                 params,
             ).fetchone()
+            handoffs = conn.execute(
+                """
+                SELECT coalesce(handoff_reason, 'unspecified') AS reason,
+                       count(*)::float / (
+                           SELECT count(*) FROM conversations
+                           WHERE timestamp >= %(since)s AND status <> 'small_talk'
+                       ) AS rate
+                FROM conversations WHERE timestamp >= %(since)s AND status = 'handoff'
+                GROUP BY 1 ORDER BY 2 DESC, 1
+                """,
+                params,
+            ).fetchall()
             feedback = conn.execute(
                 """
                 SELECT count(*) FILTER (WHERE feedback = 1) AS thumbs_up,
@@ -771,6 +801,9 @@ class Database:
             "conversations": summary["conversations"],
             "response_time": {key: summary[key] for key in ("p50", "p95", "mean")},
             "resolution_rate": summary["resolution_rate"],
+            "handoff_rate": summary["handoff_rate"],
+            "handoff_rate_by_reason": {row["reason"]: row["rate"] for row in handoffs},
+            "csat": feedback["satisfaction"],
             "cost_usd": summary["cost_usd"],
             "tokens": {**tokens, "total": sum(tokens.values())},
             "relevance": {
