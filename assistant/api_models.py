@@ -213,6 +213,15 @@ class IntentCount(BaseModel):
     thumbs_down: int
 
 
+class KnowledgeGap(BaseModel):
+    question: str
+    times: int
+    declined: int
+    low_confidence: int
+    voted_down: int
+    last_asked: datetime
+
+
 class StatsResponse(BaseModel):
     since: datetime
     conversations: int
@@ -237,3 +246,8 @@ class StatsResponse(BaseModel):
     status_mix: list[StatusCount]
     cost_by_model: list[ModelCost]
     top_intents: list[IntentCount]
+    knowledge_gaps: list[KnowledgeGap] = Field(
+        description="The questions the knowledge base failed most often (declined, handed off "
+        "for low confidence, voted down), identical wordings counted together; "
+        "`assistant gaps` groups paraphrases too."
+    )

@@ -691,6 +691,8 @@ class Database:
         counts as resolved until one comes); `handoff_rate`, the share handed off, and
         `handoff_rate_by_reason` ({reason: share}, reasons with a handoff only); `csat`, the
         share of thumbs up among the votes given (the same as `feedback.satisfaction`).
+        `knowledge_gaps`: the 10 questions most often failed (declined, handed off for low
+        confidence, voted down), identical wordings counted together.
         """
         params = {"since": since}
         with self._connection() as conn, conn.transaction():
@@ -795,6 +797,32 @@ class Database:
                 """,
                 params,
             ).fetchall()
+            # The dashboard's Knowledge gaps panel: identical wordings only (`assistant gaps`
+            # groups paraphrases, with embeddings SQL does not have).
+            gaps = conn.execute(
+                """
+                WITH failed AS (
+                    SELECT c.question, c.timestamp,
+                           CASE WHEN c.status = 'out_of_scope' THEN 'declined'
+                                WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
+                                    THEN 'low_confidence'
+                                ELSE 'voted_down' END AS reason
+                    FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                    WHERE c.timestamp >= %(since)s
+                      AND (c.status = 'out_of_scope'
+                           OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
+                           OR f.feedback = -1)
+                )
+                SELECT min(question) AS question, count(*) AS times,
+                       count(*) FILTER (WHERE reason = 'declined') AS declined,
+                       count(*) FILTER (WHERE reason = 'low_confidence') AS low_confidence,
+                       count(*) FILTER (WHERE reason = 'voted_down') AS voted_down,
+                       max(timestamp) AS last_asked
+                FROM failed GROUP BY lower(btrim(question))
+                ORDER BY times DESC, last_asked DESC LIMIT 10
+                """,
+                params,
+            ).fetchall()
         tokens = {key: summary[key] for key in ("prompt", "completion", "judge")}
         return {
             "since": since,
@@ -815,6 +843,7 @@ class Database:
             "status_mix": status_mix,
             "cost_by_model": by_model,
             "top_intents": top_intents,
+            "knowledge_gaps": gaps,
         }
 
 

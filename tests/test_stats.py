@@ -177,6 +177,25 @@ def test_outcomes(window, seeded):
         reason: pytest.approx(count / len(support)) for reason, count in handoffs.items()
     }
     assert stats["csat"] == pytest.approx(votes.count(1) / len(votes))
+    # Every seeded question reads 'q': one gap, of the declined and voted-down rows.
+    failed = [
+        row
+        for row in rows
+        if row["status"] == "out_of_scope"
+        or (row["status"] == "handoff" and row["handoff_reason"] == "low_confidence")
+        or row["feedback"] == -1
+    ]
+    declined = sum(row["status"] == "out_of_scope" for row in failed)
+    [gap] = stats["knowledge_gaps"]
+    assert gap | {"last_asked": None} == {
+        "question": "q",
+        "times": len(failed),
+        "declined": declined,
+        "low_confidence": 0,
+        "voted_down": len(failed) - declined,
+        "last_asked": None,
+    }
+    assert datetime.fromisoformat(gap["last_asked"]) == max(row["timestamp"] for row in failed)
 
 
 def test_hourly(window):
@@ -277,6 +296,7 @@ def test_a_time_without_zone_is_utc_and_an_empty_window_is_zeros(seeded):
         "status_mix": [],
         "cost_by_model": [],
         "top_intents": [],
+        "knowledge_gaps": [],
     }
 
 

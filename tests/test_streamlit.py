@@ -94,7 +94,7 @@ def test_monitoring_page_charts_the_stats(api, monkeypatch):
     app = _app(monkeypatch, api.url)
     app.switch_page("pages/monitoring.py").run()
     assert not app.exception, app.exception
-    assert [header.value for header in app.subheader] == CHARTS
+    assert [header.value for header in app.subheader] == [*CHARTS, "Knowledge gaps"]
     metrics = {metric.label: metric.value for metric in app.metric}
     with psycopg.connect(api.database_url) as conn:
         (stored,) = conn.execute("SELECT count(*) FROM conversations").fetchone()
@@ -103,7 +103,11 @@ def test_monitoring_page_charts_the_stats(api, monkeypatch):
     assert metrics["Response time p95"] == (f"{p95 * 1000:.0f} ms" if p95 < 1 else f"{p95:.2f} s")
 
     charts = app.get("vega_lite_chart")
-    assert len(charts) == len(CHARTS)
+    # Extractive answers cost nothing and use no tokens: those two show a note, not a chart.
+    assert len(charts) == len(CHARTS) - 2
+    notes = [caption.value for caption in app.caption]
+    assert any(note.startswith("No LLM cost yet") for note in notes)
+    assert any(note.startswith("No LLM tokens yet") for note in notes)
     volume, _, status_mix, *_, top_intents = (_chart_rows(chart) for chart in charts)
     assert sum(row["conversations"] for row in volume) == stored
     assert {json.dumps(row, sort_keys=True, default=str) for row in status_mix} == {
@@ -112,6 +116,12 @@ def test_monitoring_page_charts_the_stats(api, monkeypatch):
     }
     assert {"out_of_scope", "answered"} <= {row["status"] for row in status_mix}
     assert {row["intent"] for row in top_intents} == {r["intent"] for r in stats["top_intents"]}
+    # The declined question is the knowledge base's gap.
+    (gaps,) = app.dataframe
+    assert gaps.value[["question", "times", "declined"]].to_dict("records") == [
+        {"question": "what is the capital of France?", "times": 1, "declined": 1}
+    ]
+    assert metrics["CSAT"] == "–" and metrics["Handoff rate"] == "0%"
 
 
 def test_an_unreachable_api_is_shown_not_raised(monkeypatch):
