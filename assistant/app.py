@@ -41,6 +41,7 @@ from assistant.privacy import Masker, mask_cards, mask_logs
 from assistant.protection import API_KEY_HEADER, protect
 from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
+from assistant.widget import blueprint as widget_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -476,6 +477,7 @@ def create_app(
         waiting; added up across the server's workers."""
         return exposition(spool.pending(), job_depth())
 
+    app.register_blueprint(widget_blueprint)
     instrument(app)
     spec.register(app)
     protect(app, settings)

@@ -1,0 +1,254 @@
+"""The website widget in a real browser: headless Chromium loads a demo page served from another
+origin (another loopback port) under a strict Content-Security-Policy, with the one-tag widget
+of a served API. Through the widget, with the keyboard, it asks a question and sees the
+streamed answer with a source link, votes, reloads and finds the conversation, asks for a
+person and sees the handoff, and restarts. Every request the page made goes to the page's own
+origin or the API's; the policy reports no violation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from tests.conftest import running_api, serving
+from tests.test_browser import CHROMIUM, Browser
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)"
+)
+
+KEY = "pk_test_widget_demo"
+# Records every policy violation where the test can read it: an inline script would itself be
+# one, so this is a file of the page's origin.
+RECORDER = (
+    "window.violations = [];"
+    "document.addEventListener('securitypolicyviolation',"
+    " e => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+)
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Lumen Stream Help</title>
+<script src="/recorder.js"></script></head>
+<body><h1>Lumen Stream Help Centre</h1>
+<p>Answers about plans, billing, devices and your account.</p>
+<script src="{api}/widget.js" data-key="{key}" data-title="Lumen Stream support" defer></script>
+</body></html>
+"""
+
+
+class DemoSite(ThreadingHTTPServer):
+    """A business's own website: the demo page and its recorder script, with a strict CSP that
+    allows scripts and requests only from itself and the API."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _DemoHandler)
+        self.api = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _DemoHandler(BaseHTTPRequestHandler):
+    server: DemoSite
+
+    def log_message(self, *args) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        if self.path == "/recorder.js":
+            body, kind = RECORDER.encode(), "text/javascript"
+        else:
+            body, kind = PAGE.format(api=self.server.api, key=KEY).encode(), "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
+        self.send_header(
+            "Content-Security-Policy",
+            f"default-src 'none'; script-src 'self' {self.server.api}; "
+            f"connect-src {self.server.api}; style-src 'self'; img-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        )
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[DemoSite]:
+    server = DemoSite()
+    with serving(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def widget_api(embedded_server, site, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("widget-api")
+    with running_api(
+        embedded_server.get_uri(), directory, API_KEYS=KEY, CORS_ORIGINS=site.url
+    ) as served:
+        site.api = served.url
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()
+
+
+def _in_widget(expression: str) -> str:
+    """`expression` evaluated with `w`, the widget's shadow root."""
+    return (
+        "(() => { const host = document.querySelector('#msa-widget');"
+        " if (!host || !host.shadowRoot) return null; const w = host.shadowRoot;"
+        f" return {expression}; }})()"
+    )
+
+
+def _messages(browser: Browser) -> list[dict]:
+    return browser.evaluate(
+        _in_widget(
+            "Array.from(w.querySelectorAll('.msg')).map(m => ({"
+            " kind: m.className, text: m.querySelector('.text').textContent,"
+            " links: Array.from(m.querySelectorAll('.sources a')).map(a => a.href)}))"
+        )
+    )
+
+
+def _press_enter(browser: Browser) -> None:
+    for kind in ("keyDown", "keyUp"):
+        browser.send(
+            "Input.dispatchKeyEvent",
+            type=kind,
+            key="Enter",
+            code="Enter",
+            windowsVirtualKeyCode=13,
+            **({"text": "\r"} if kind == "keyDown" else {}),
+        )
+
+
+def _stored(url: str) -> list[dict]:
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(
+            "SELECT c.id, c.session_id, c.status, c.handoff_reason, f.feedback"
+            " FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id"
+            " ORDER BY c.timestamp"
+        ).fetchall()
+
+
+def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_off(
+    widget_api, site, browser, tmp_path
+):
+    browser.open(site.url)
+    browser.wait_for(_in_widget("!!w.querySelector('.launcher')"), "widget launcher")
+    assert browser.evaluate(_in_widget("w.querySelector('.panel').hidden")) is True
+
+    # Keyboard alone: Tab reaches the launcher, Enter opens the panel and focuses the input.
+    browser.send("Input.dispatchKeyEvent", type="keyDown", key="Tab", code="Tab")
+    browser.send("Input.dispatchKeyEvent", type="keyUp", key="Tab", code="Tab")
+    assert browser.evaluate(_in_widget("w.activeElement === w.querySelector('.launcher')"))
+    _press_enter(browser)
+    browser.wait_for(_in_widget("w.activeElement === w.querySelector('textarea')"), "focus")
+    panel = browser.evaluate(
+        _in_widget(
+            "({role: w.querySelector('.panel').getAttribute('role'),"
+            " log: w.querySelector('.log').getAttribute('role'),"
+            " expanded: w.querySelector('.launcher').getAttribute('aria-expanded')})"
+        )
+    )
+    assert panel == {"role": "dialog", "log": "log", "expanded": "true"}
+
+    browser.send("Input.insertText", text="I was charged twice, what should I do?")
+    _press_enter(browser)
+    browser.wait_for(
+        _in_widget("w.querySelectorAll('.msg.assistant .sources a').length > 0"), "the answer"
+    )
+    customer, answer = _messages(browser)[-2:]
+    assert customer["kind"] == "msg customer"
+    assert "pending authorisation" in answer["text"]
+    assert "https://help.lumenstream.example/billing/double-charge" in answer["links"]
+
+    browser.evaluate(_in_widget("w.querySelector('.msg.assistant:last-child .up').click()"))
+    browser.wait_for(
+        _in_widget(
+            "(w.querySelector('.vote-note') || {}).textContent === 'Thanks for your feedback.'"
+        ),
+        "the vote's confirmation",
+    )
+    [row] = _stored(widget_api.database_url)
+    assert (row["status"], row["feedback"]) == ("answered", 1)
+    shot = browser.screenshot("widget.png", tmp_path)
+    assert shot.stat().st_size > 20_000
+
+    requests_made = browser.evaluate(
+        "[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+    )
+    browser.send("Page.reload")
+    browser.wait_for(
+        _in_widget("w.querySelectorAll('.msg.assistant .sources a').length > 0"),
+        "the conversation after a reload",
+    )
+    assert _messages(browser)[-2:] == [customer, answer]
+    assert browser.evaluate(_in_widget("w.querySelector('.up').getAttribute('aria-pressed')")) == (
+        "true"
+    )
+
+    browser.evaluate(_in_widget("w.querySelector('.person').click()"))
+    browser.wait_for(
+        _in_widget(
+            "w.querySelectorAll('.msg.assistant').length === 2"
+            " && w.querySelector('.log').getAttribute('aria-busy') === 'false'"
+        ),
+        "the handoff reply",
+    )
+    handoff = _messages(browser)[-1]
+    assert "person from our support team" in handoff["text"]
+    rows = _stored(widget_api.database_url)
+    assert [(r["status"], r["handoff_reason"]) for r in rows] == [
+        ("answered", None),
+        ("handoff", "requested_human"),
+    ]
+    # The widget kept the session id the API returned: one conversation, two turns.
+    assert len({r["session_id"] for r in rows}) == 1
+
+    browser.evaluate(_in_widget("w.querySelector('.restart').click()"))
+    assert [m["kind"] for m in _messages(browser)] == ["msg assistant"]
+    stored = json.loads(browser.evaluate(f"sessionStorage.getItem('msa-widget:{widget_api.url}')"))
+    assert stored == {"sessionId": None, "messages": [], "open": True}
+
+    requests_made += browser.evaluate(
+        "[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+    )
+    origins = {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in requests_made}
+    assert origins == {site.url, widget_api.url}
+    assert browser.evaluate("window.violations") == []
+
+
+def test_widget_js_is_served_as_javascript(client):
+    response = client.get("/widget.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert b"attachShadow" in response.data and b"X-API-Key" in response.data
+
+
+def test_the_question_stream_answers_a_preflight_from_an_allowed_origin(make_client):
+    client = make_client(cors_origins=("http://127.0.0.1:18450",), api_keys=(KEY,))
+    response = client.options(
+        "/question/stream",
+        headers={
+            "Origin": "http://127.0.0.1:18450",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-api-key",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:18450"
+    assert "x-api-key" in response.headers["Access-Control-Allow-Headers"].lower()
