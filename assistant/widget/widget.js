@@ -133,8 +133,8 @@
     if (message.role === "assistant" && message.conversationId) {
       var votes = el("div", { class: "votes" });
       var note = el("span", { class: "vote-note", role: "status" }, message.vote ? "Thanks for your feedback." : "");
-      var up = el("button", { type: "button", class: "up", "data-value": "1", "aria-label": "Helpful", "aria-pressed": String(message.vote === 1) }, "👍");
-      var down = el("button", { type: "button", class: "down", "data-value": "-1", "aria-label": "Not helpful", "aria-pressed": String(message.vote === -1) }, "👎");
+      var up = el("button", { type: "button", class: "up", "data-value": "1", "aria-pressed": String(message.vote === 1) }, "+1 Helpful");
+      var down = el("button", { type: "button", class: "down", "data-value": "-1", "aria-pressed": String(message.vote === -1) }, "-1 Not helpful");
       [up, down].forEach(function (button) {
         button.addEventListener("click", function () { vote(message, Number(button.dataset.value), [up, down], note); });
       });
