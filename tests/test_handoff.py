@@ -20,7 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from assistant import handoff
-from assistant.app import create_app
+from assistant.app import conversation_row, create_app
 from assistant.db import Database
 from assistant.jobs import JobRunner
 from assistant.judge import Judge
@@ -254,3 +254,22 @@ def test_a_runner_without_the_webhook_leaves_handoff_jobs_to_one_with_it(
 def test_a_webhook_without_a_secret_is_refused(own_database):
     with pytest.raises(handoff.MissingSecret):
         handoff.HandoffWebhook(own_database, "http://127.0.0.1:9/hook", "")
+
+
+def test_a_spooled_handoff_gets_its_job_when_the_spool_is_replayed(
+    settings, assistant, own_database, flaky_receiver, tmp_path
+):
+    app = _app(settings, _forwarding(assistant), own_database, tmp_path, flaky_receiver.url)
+    spool, flusher = app.extensions["spool"], app.extensions["flusher"]
+    try:
+        # As the app stores a handoff while PostgreSQL is away: in the spool, marked queued.
+        row = conversation_row(assistant.answer("let me speak to an agent"))
+        assert row["status"] == "handoff"
+        spool.add_conversation({**row, "handoff_delivery": "queued"})
+        assert _jobs(own_database, "handoff") == []
+        assert flusher.flush() == 1
+    finally:
+        flusher.stop()
+    [job] = _jobs(own_database, "handoff")
+    assert (job["key"], job["status"]) == (row["id"], "queued")
+    assert _row(own_database, row["id"])["handoff_delivery"] == "queued"
