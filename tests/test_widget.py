@@ -96,9 +96,30 @@ def widget_api(embedded_server, site, tmp_path_factory):
         yield served
 
 
+class RecordingBrowser(Browser):
+    """Chromium that records the URL of every request the page sends (DevTools' Network
+    domain): fetches, scripts, preflights, failed ones too."""
+
+    def __init__(self, profile):
+        super().__init__(profile)
+        self.requests: list[str] = []
+        self.send("Network.enable")
+
+    def send(self, method: str, **params) -> dict:
+        call = next(self.ids)
+        self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+            if message.get("id") == call:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return message.get("result", {})
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    chromium = RecordingBrowser(tmp_path_factory.mktemp("chromium-profile"))
     yield chromium
     chromium.close()
 
@@ -187,9 +208,6 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     shot = browser.screenshot("widget.png", tmp_path)
     assert shot.stat().st_size > 20_000
 
-    requests_made = browser.evaluate(
-        "[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
-    )
     browser.send("Page.reload")
     browser.wait_for(
         _in_widget("w.querySelectorAll('.msg.assistant .sources a').length > 0"),
@@ -223,11 +241,10 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     stored = json.loads(browser.evaluate(f"sessionStorage.getItem('msa-widget:{widget_api.url}')"))
     assert stored == {"sessionId": None, "messages": [], "open": True}
 
-    requests_made += browser.evaluate(
-        "[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
-    )
-    origins = {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in requests_made}
+    origins = {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in browser.requests}
     assert origins == {site.url, widget_api.url}
+    api_calls = [urlsplit(u).path for u in browser.requests if u.startswith(widget_api.url)]
+    assert {"/widget.js", "/question/stream", "/feedback"} <= set(api_calls)
     assert browser.evaluate("window.violations") == []
 
 
