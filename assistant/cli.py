@@ -265,7 +265,7 @@ def _since(ctx: click.Context, param: click.Parameter, value: str):
     help="Mean cosine similarity that keeps questions in one group; higher: tighter groups.",
 )
 @click.option(
-    "--limit", default=5000, show_default=True, type=click.IntRange(min=1),
+    "--limit", default=2000, show_default=True, type=click.IntRange(min=1),
     help="Group at most this many failed questions, the latest.",
 )  # fmt: skip
 def gaps(since, csv_path: str | None, examples: int, similarity: float, limit: int) -> None:

@@ -546,7 +546,7 @@ class Database:
                 (conversation_id,),
             )
 
-    def gap_questions(self, since: datetime, limit: int = 5000) -> list[dict[str, Any]]:
+    def gap_questions(self, since: datetime, limit: int = 2000) -> list[dict[str, Any]]:
         """The questions since `since` that the knowledge base failed, the latest `limit`:
         each with `question`, `timestamp` and `reason`: `declined` (out of scope),
         `low_confidence` (handed off because retrieval was unsure) or `voted_down`."""
