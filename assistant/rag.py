@@ -70,10 +70,10 @@ HANDOFF_REPLY = (
 # so the customer is promised a reply, not only told where to call.
 HANDOFF_FORWARDED_REPLY = (
     "I've passed our conversation to a person from our support team, so you won't need to "
-    "repeat yourself. They will reply by email from {{CUSTOMER_SUPPORT_EMAIL}} "
-    "({{CUSTOMER_SUPPORT_HOURS}}); if you haven't told me your email address or phone number "
-    "yet, add it here. For a faster answer, reach them by live chat at {{LIVE_CHAT_URL}} or by "
-    "phone at {{CUSTOMER_SUPPORT_PHONE}}."
+    "repeat yourself. They will reply from {{CUSTOMER_SUPPORT_EMAIL}} "
+    "({{CUSTOMER_SUPPORT_HOURS}}) to the email address or phone number you've given here. If "
+    "you haven't given one, or would rather talk now, reach them by live chat at "
+    "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
 )
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 SMALL_TALK_REPLIES = {
