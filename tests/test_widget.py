@@ -2,12 +2,14 @@
 origin (another loopback port) under a strict Content-Security-Policy, with the one-tag widget
 of a served API. Through the widget, with the keyboard, it asks a question and sees the
 streamed answer with a source link, votes, reloads and finds the conversation, asks for a
-person and sees the handoff, and restarts. Every request the page made goes to the page's own
-origin or the API's; the policy reports no violation."""
+person and sees the handoff, which the API's own job thread posts to a helpdesk receiver (a
+real HTTP server in this process), and restarts. Every request the page made goes to the
+page's own origin or the API's; the policy reports no violation."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -15,8 +17,10 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from assistant import handoff
 from tests.conftest import running_api, serving
 from tests.test_browser import CHROMIUM, Browser
+from tests.test_handoff import SECRET, Receiver
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)"
@@ -87,10 +91,23 @@ def site() -> Iterator[DemoSite]:
 
 
 @pytest.fixture(scope="module")
-def widget_api(embedded_server, site, tmp_path_factory):
+def helpdesk() -> Iterator[Receiver]:
+    """The team's helpdesk webhook: records every handoff posted to it, and accepts it."""
+    server = Receiver()
+    with serving(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def widget_api(embedded_server, site, helpdesk, tmp_path_factory):
     directory = tmp_path_factory.mktemp("widget-api")
     with running_api(
-        embedded_server.get_uri(), directory, API_KEYS=KEY, CORS_ORIGINS=site.url
+        embedded_server.get_uri(),
+        directory,
+        API_KEYS=KEY,
+        CORS_ORIGINS=site.url,
+        HANDOFF_WEBHOOK_URL=helpdesk.url,
+        HANDOFF_WEBHOOK_SECRET=SECRET,
     ) as served:
         site.api = served.url
         yield served
@@ -165,7 +182,7 @@ def _stored(url: str) -> list[dict]:
 
 
 def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_off(
-    widget_api, site, browser, tmp_path
+    widget_api, site, helpdesk, browser, tmp_path
 ):
     browser.open(site.url)
     browser.wait_for(_in_widget("!!w.querySelector('.launcher')"), "widget launcher")
@@ -226,8 +243,9 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
         ),
         "the handoff reply",
     )
-    handoff = _messages(browser)[-1]
-    assert "person from our support team" in handoff["text"]
+    reply = _messages(browser)[-1]
+    assert "person from our support team" in reply["text"]
+    assert "will reply from support@lumenstream.example" in reply["text"]
     rows = _stored(widget_api.database_url)
     assert [(r["status"], r["handoff_reason"]) for r in rows] == [
         ("answered", None),
@@ -235,6 +253,18 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     ]
     # The widget kept the session id the API returned: one conversation, two turns.
     assert len({r["session_id"] for r in rows}) == 1
+    # The server's own job thread posts the handoff to the helpdesk, with both turns.
+    deadline = time.monotonic() + 30
+    while not helpdesk.accepted() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [(headers, body, _)] = helpdesk.accepted()
+    assert handoff.verify(SECRET, body, headers[handoff.SIGNATURE_HEADER])
+    posted = json.loads(body)
+    assert posted["session_id"] == rows[0]["session_id"]
+    assert [m["text"] for m in posted["transcript"] if m["role"] == "customer"] == [
+        "I was charged twice, what should I do?",
+        "I'd like to talk to a person, please.",
+    ]
 
     browser.evaluate(_in_widget("w.querySelector('.restart').click()"))
     assert [m["kind"] for m in _messages(browser)] == ["msg assistant"]
