@@ -213,11 +213,31 @@ class IntentCount(BaseModel):
     thumbs_down: int
 
 
+class KnowledgeGap(BaseModel):
+    question: str
+    times: int
+    declined: int
+    low_confidence: int
+    voted_down: int
+    last_asked: datetime
+
+
 class StatsResponse(BaseModel):
     since: datetime
     conversations: int
     response_time: ResponseTimes
-    resolution_rate: float | None
+    resolution_rate: float | None = Field(
+        description="Of the conversations that are not small talk: the share answered, not "
+        "voted down, and not followed by another question of the session within 10 minutes."
+    )
+    handoff_rate: float | None = Field(
+        description="Of the conversations that are not small talk: the share handed off."
+    )
+    handoff_rate_by_reason: dict[str, float] = Field(
+        description="The handoff rate of each reason (requested_human, frustration, "
+        "low_confidence, language)."
+    )
+    csat: float | None = Field(description="The share of thumbs up among the votes given.")
     cost_usd: float
     tokens: Tokens
     relevance: RelevanceCounts
@@ -226,3 +246,8 @@ class StatsResponse(BaseModel):
     status_mix: list[StatusCount]
     cost_by_model: list[ModelCost]
     top_intents: list[IntentCount]
+    knowledge_gaps: list[KnowledgeGap] = Field(
+        description="The questions the knowledge base failed most often (declined, handed off "
+        "for low confidence, voted down), identical wordings counted together; "
+        "`assistant gaps` groups paraphrases too."
+    )

@@ -35,6 +35,7 @@ from assistant.api_models import (
 from assistant.config import MAX_BODY_BYTES, MAX_QUESTION_CHARS, Settings
 from assistant.db import Database, DatabaseUnavailable, open_database
 from assistant.docs_pages import confine, page_templates
+from assistant.handoff import build_webhook
 from assistant.jobs import JobRunner
 from assistant.judge import build_judge
 from assistant.keys import API_KEY_HEADER, PUBLISHABLE, current_owner
@@ -44,6 +45,7 @@ from assistant.privacy import Masker, mask_cards, mask_logs
 from assistant.protection import protect
 from assistant.rag import ABANDONED, Answer, Assistant, Retraction, Turn, build_assistant
 from assistant.spool import UNAVAILABLE, Flusher, Spool, SpoolUnavailable
+from assistant.widget import blueprint as widget_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,12 @@ def create_app(
     # Rows a previous run spooled are replayed by the flusher's thread, never before the port
     # is bound or on a request's time.
     flusher = Flusher(spool, database, settings.spool_flush_interval)
-    jobs = JobRunner(database, build_judge(settings), lease=settings.job_lease)
+    jobs = JobRunner(
+        database,
+        build_judge(settings),
+        handoff=build_webhook(settings, database),
+        lease=settings.job_lease,
+    )
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -278,6 +285,8 @@ def create_app(
         # emails and phones: those are the business's own contact details.
         answer.answer = mask_cards(answer.answer)
         row = conversation_row(answer, owner)
+        if answer.status == "handoff" and settings.handoff_webhook_url:
+            row["handoff_delivery"] = "queued"
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
             row["relevance_explanation"] = "the customer left before the answer was complete"
@@ -521,6 +530,7 @@ def create_app(
         can send it as a bearer token)."""
         return exposition(spool.pending(), job_depth())
 
+    app.register_blueprint(widget_blueprint)
     instrument(app)
     spec.register(app)
     confine(app)

@@ -79,6 +79,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
     from assistant.db import embedded_url, stop_embedded
+    from assistant.handoff import MissingSecret
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
 
@@ -96,6 +97,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     except KnowledgeBaseError as exc:
         stop_embedded()
         raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
+    except MissingSecret as exc:
+        raise click.ClickException(str(exc)) from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
     # before the fork, full collections skip them (they paused workers 250-290 ms under load,
     # profiled) and the pages stay shared with the master.
@@ -141,18 +144,23 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--until-idle", is_flag=True, help="Exit when no job is ready (for cron and tests).")
 def worker(threads: int, until_idle: bool) -> None:
-    """Run background jobs (relevance judgements) from PostgreSQL until stopped. Any number of
-    workers, on any machine, share the queue; set JOB_WORKER_THREADS=0 on the web processes to
-    leave the jobs to them."""
+    """Run background jobs (relevance judgements, handoffs posted to HANDOFF_WEBHOOK_URL) from
+    PostgreSQL until stopped. Any number of workers, on any machine, share the queue; set
+    JOB_WORKER_THREADS=0 on the web processes to leave the jobs to them."""
     import psycopg
 
     from assistant.db import open_database
+    from assistant.handoff import MissingSecret, build_webhook
     from assistant.jobs import JobRunner
     from assistant.judge import build_judge
 
     settings = _settings(service=True)
     database = open_database(settings)
-    runner = JobRunner(database, build_judge(settings), lease=settings.job_lease)
+    try:
+        webhook = build_webhook(settings, database)
+    except MissingSecret as exc:
+        raise click.ClickException(str(exc)) from exc
+    runner = JobRunner(database, build_judge(settings), handoff=webhook, lease=settings.job_lease)
     # Which database, without its password: a worker on another one than the server's
     # finds nothing to do, and should say where it looked.
     where = psycopg.conninfo.conninfo_to_dict(database.url)
@@ -245,6 +253,85 @@ def db(ctx: click.Context, limit: int) -> None:
             f"{row['timestamp']:%Y-%m-%d %H:%M:%S%z}  {row['id']}  {vote}  "
             f"{row['status']:<12} {row['intent'] or '-':<28} {row['question'][:60]}"
         )
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str):
+    """An age (`30d`, `12h`, `2w`: that long ago) or an ISO 8601 date or time (UTC unless it
+    names a zone), as an aware datetime."""
+    from datetime import UTC, datetime
+
+    from assistant.retention import parse_age
+
+    try:
+        return datetime.now(UTC) - parse_age(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is neither an age (30d, 12h, 2w) nor an ISO date (2026-11-01)"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    callback=_since,
+    help="An age (30d, 12h, 2w) or an ISO date or time (UTC unless it names a zone).",
+)
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the groups as CSV."
+)
+@click.option("--examples", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--similarity",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Mean cosine similarity that keeps questions in one group; higher: tighter groups.",
+)
+@click.option(
+    "--limit", default=2000, show_default=True, type=click.IntRange(min=1),
+    help="Group at most this many failed questions, the latest.",
+)  # fmt: skip
+def gaps(since, csv_path: str | None, examples: int, similarity: float, limit: int) -> None:
+    """What the knowledge base is missing: the questions declined, handed off for low
+    confidence or voted down, grouped by topic with the retrieval's embeddings, most frequent
+    first."""
+    from assistant import gaps as kb_gaps
+    from assistant.db import open_database
+    from assistant.retrieval.encoders import make_encoder
+    from assistant.spool import UNAVAILABLE
+
+    settings = _settings()
+    database = open_database(settings)
+    try:
+        rows = database.gap_questions(since, limit)
+    except UNAVAILABLE as exc:
+        raise click.ClickException(f"the database is unavailable ({type(exc).__name__})") from exc
+    finally:
+        database.close()
+    found = kb_gaps.find_gaps(
+        rows, make_encoder(settings), similarity=similarity, examples=examples
+    )
+    reasons = Counter(row["reason"] for row in rows)
+    click.echo(
+        f"{len(rows)} failed questions in {len(found)} groups since {since:%Y-%m-%d %H:%M %Z} "
+        f"(declined {reasons['declined']}, low confidence {reasons['low_confidence']}, "
+        f"voted down {reasons['voted_down']})"
+    )
+    for gap in found:
+        why = ", ".join(f"{reason} {n}" for reason, n in gap.reasons.items() if n)
+        click.echo(f"{gap.count:>5}  {gap.question}  [{why}]")
+        for example in gap.examples[1:]:
+            click.echo(f"{'':>7}also: {example}")
+    if csv_path:
+        kb_gaps.write_csv(found, Path(csv_path))
+        click.echo(f"wrote {len(found)} groups to {csv_path}", err=True)
 
 
 @db.command("init")

@@ -95,6 +95,11 @@ class Settings:
     # Seconds a running job may go unfinished before another runner takes it over.
     job_lease: float = 300.0
     spool_flush_interval: float = 5.0
+    # Where handed-off conversations are posted (unset: nowhere), the key that signs each post
+    # (HMAC-SHA256), and seconds to wait for the receiver.
+    handoff_webhook_url: str | None = field(default=None, repr=False)
+    handoff_webhook_secret: str | None = field(default=None, repr=False)
+    handoff_webhook_timeout: float = 10.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     publishable_keys: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: str = "120/minute"
@@ -220,6 +225,9 @@ class Settings:
             "job_worker_threads": int(env.get("JOB_WORKER_THREADS", 1)),
             "job_lease": float(env.get("JOB_LEASE", 300)),
             "spool_flush_interval": float(env.get("SPOOL_FLUSH_INTERVAL", 5)),
+            "handoff_webhook_url": env.get("HANDOFF_WEBHOOK_URL", "").strip() or None,
+            "handoff_webhook_secret": env.get("HANDOFF_WEBHOOK_SECRET") or None,
+            "handoff_webhook_timeout": float(env.get("HANDOFF_WEBHOOK_TIMEOUT", 10)),
             "api_keys": _csv(env.get("API_KEYS", "")),
             "publishable_keys": _csv(env.get("PUBLISHABLE_KEYS", "")),
             "rate_limit": env.get("RATE_LIMIT", "120/minute").strip(),
@@ -246,5 +254,13 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets are left out."""
-        hidden = {"database_url", "openai_api_key", "api_keys", "publishable_keys"}
+        # A webhook URL often holds its token (Slack's, Zapier's): a secret too.
+        hidden = {
+            "database_url",
+            "openai_api_key",
+            "api_keys",
+            "publishable_keys",
+            "handoff_webhook_url",
+            "handoff_webhook_secret",
+        }
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name not in hidden}

@@ -60,6 +60,7 @@ CONVERSATION_COLUMNS = (
     "relevance",
     "relevance_explanation",
     "owner",
+    "handoff_delivery",
 )
 # A row replayed from the spool keeps the time it was answered, not the time it was replayed.
 # Rendered to text once: a composed statement is composed again on every execution, which
@@ -80,6 +81,12 @@ _INSERT_CONVERSATION = (
 _INSERT_JUDGE_JOB = (
     "INSERT INTO jobs (kind, key) VALUES ('judge', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
 )
+_INSERT_HANDOFF_JOB = (
+    "INSERT INTO jobs (kind, key) VALUES ('handoff', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
+)
+# A handoff's transcript holds at most this many turns, the latest: a helpdesk ticket with
+# more is not read, and the post must stay a reasonable size.
+TRANSCRIPT_TURNS = 100
 
 # One statement, so a purge or an erasure and its record in `erasures` are one transaction
 # and the counts are of one snapshot. The rows are locked first: a vote arriving meanwhile
@@ -389,7 +396,9 @@ class Database:
 
     def save_conversations(self, rows: Sequence[Mapping[str, Any]], batch: int = 1000) -> None:
         """Insert conversations (one, or a spool's replay), `batch` to a transaction, each
-        with a `judge` job unless it is already judged (an abandoned stream's row)."""
+        with a `judge` job unless it is already judged (an abandoned stream's row), and a
+        `handoff` job when its `handoff_delivery` is `queued` (a handoff to post to the
+        helpdesk)."""
         try:
             with self._connection() as conn:
                 for start in range(0, len(rows), batch):
@@ -399,19 +408,29 @@ class Database:
                         for row in chunk
                         if (row.get("relevance") or "PENDING") == "PENDING"
                     ]
+                    handoffs = [
+                        {"key": row["id"]}
+                        for row in chunk
+                        if row.get("handoff_delivery") == "queued"
+                    ]
                     with conn.transaction(), conn.cursor() as cursor:
                         cursor.executemany(
                             _INSERT_CONVERSATION, [_conversation_values(row) for row in chunk]
                         )
                         if judged:
                             cursor.executemany(_INSERT_JUDGE_JOB, judged)
+                        if handoffs:
+                            cursor.executemany(_INSERT_HANDOFF_JOB, handoffs)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
-    def claim_job(self, worker: str, lease: float) -> dict[str, Any] | None:
-        """The next job ready to run, marked running by `worker`, or None. A job another
-        process holds is skipped (FOR UPDATE SKIP LOCKED), and one left running longer than
-        `lease` seconds (its worker died) is taken over."""
+    def claim_job(
+        self, worker: str, lease: float, kinds: Sequence[str] = ("judge",)
+    ) -> dict[str, Any] | None:
+        """The next job of one of `kinds` ready to run, marked running by `worker`, or None. A
+        job another process holds is skipped (FOR UPDATE SKIP LOCKED), and one left running
+        longer than `lease` seconds (its worker died) is taken over. Kinds a runner cannot run
+        (a handoff, where no webhook is configured) wait for one that can."""
         with self._connection() as conn:
             return conn.execute(
                 """
@@ -419,16 +438,17 @@ class Database:
                                 locked_by = %(worker)s, locked_at = now()
                 WHERE id = (
                     SELECT id FROM jobs
-                    WHERE (status = 'queued' AND run_after <= now())
-                       OR (status = 'running'
-                           AND locked_at < now() - make_interval(secs => %(lease)s))
+                    WHERE ((status = 'queued' AND run_after <= now())
+                           OR (status = 'running'
+                               AND locked_at < now() - make_interval(secs => %(lease)s)))
+                      AND kind = ANY(%(kinds)s)
                     ORDER BY run_after, id
                     FOR UPDATE SKIP LOCKED
                     LIMIT 1
                 )
                 RETURNING id, kind, key, attempts
                 """,
-                {"worker": worker, "lease": lease},
+                {"worker": worker, "lease": lease, "kinds": list(kinds)},
             ).fetchone()
 
     def finish_job(self, job_id: int, worker: str) -> None:
@@ -550,6 +570,95 @@ class Database:
                 "SELECT id FROM conversations WHERE session_id = %s", (session_id,)
             ).fetchall()
         return {row["id"] for row in rows}
+
+    def handoff_transcript(
+        self, conversation_id: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """A handed-off conversation's row (None when it is unknown or erased) and its
+        session's turns up to and including it, oldest first, at most TRANSCRIPT_TURNS (the
+        latest); each turn: id, question, answer, status, sources, timestamp. Streams the
+        customer left unfinished are not turns."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT id, session_id, question, answer, status, handoff_reason, sources,"
+                " timestamp, handoff_delivery FROM conversations WHERE id = %s",
+                (conversation_id,),
+            ).fetchone()
+            if row is None:
+                return None, []
+            turns = conn.execute(
+                """
+                SELECT id, question, answer, status, sources, timestamp FROM conversations
+                WHERE (session_id = %(session)s AND status <> 'abandoned'
+                       AND timestamp <= %(at)s) OR id = %(id)s
+                ORDER BY timestamp DESC, id DESC LIMIT %(turns)s
+                """,
+                {
+                    "session": row["session_id"],
+                    "at": row["timestamp"],
+                    "id": conversation_id,
+                    "turns": TRANSCRIPT_TURNS,
+                },
+            ).fetchall()
+        return row, list(reversed(turns))
+
+    def record_handoff_attempt(
+        self, conversation_id: str, *, delivered: bool, http_status: int | None, error: str | None
+    ) -> None:
+        """Count one post of a handoff to the helpdesk on its conversation: `delivered` when
+        the receiver accepted it, with the receiver's HTTP status (None: it never answered)
+        and the error's class name otherwise."""
+        with self._connection() as conn:
+            conn.execute(
+                """
+                UPDATE conversations SET
+                    handoff_attempts = handoff_attempts + 1,
+                    handoff_http_status = %(status)s,
+                    handoff_error = %(error)s,
+                    handoff_delivery = CASE WHEN %(delivered)s THEN 'delivered'
+                                            ELSE handoff_delivery END,
+                    handoff_delivered_at = CASE WHEN %(delivered)s THEN now()
+                                                ELSE handoff_delivered_at END
+                WHERE id = %(id)s
+                """,
+                {
+                    "id": conversation_id,
+                    "delivered": delivered,
+                    "status": http_status,
+                    "error": error,
+                },
+            )
+
+    def record_handoff_failed(self, conversation_id: str) -> None:
+        """Mark a handoff whose retries are used up: `failed`, for the team to follow up."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE conversations SET handoff_delivery = 'failed'"
+                " WHERE id = %s AND handoff_delivery IS DISTINCT FROM 'delivered'",
+                (conversation_id,),
+            )
+
+    def gap_questions(self, since: datetime, limit: int = 2000) -> list[dict[str, Any]]:
+        """The questions since `since` that the knowledge base failed, the latest `limit`:
+        each with `question`, `timestamp` and `reason`: `declined` (out of scope),
+        `low_confidence` (handed off because retrieval was unsure) or `voted_down`."""
+        with self._connection() as conn:
+            return conn.execute(
+                """
+                SELECT c.question, c.timestamp,
+                       CASE WHEN c.status = 'out_of_scope' THEN 'declined'
+                            WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
+                                THEN 'low_confidence'
+                            ELSE 'voted_down' END AS reason
+                FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                WHERE c.timestamp >= %(since)s
+                  AND (c.status = 'out_of_scope'
+                       OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
+                       OR f.feedback = -1)
+                ORDER BY c.timestamp DESC LIMIT %(limit)s
+                """,
+                {"since": since, "limit": limit},
+            ).fetchall()
 
     def purge(self, cutoff: datetime, spooled: int) -> dict[str, Any]:
         """Delete every conversation from before `cutoff` (timezone-aware) with its feedback
@@ -682,6 +791,15 @@ class Database:
 
         Like the Grafana panels, votes count by when they were given, everything else by when
         the conversation took place; `fallback` is an answer the extractive fallback gave.
+
+        Outcomes, over the conversations that are not small talk (None without any):
+        `resolution_rate`, the share answered, not voted down, and not followed by another
+        question of the session within 10 minutes (an answer younger than that
+        counts as resolved until one comes); `handoff_rate`, the share handed off, and
+        `handoff_rate_by_reason` ({reason: share}, reasons with a handoff only); `csat`, the
+        share of thumbs up among the votes given (the same as `feedback.satisfaction`).
+        `knowledge_gaps`: the 10 questions most often failed (declined, handed off for low
+        confidence, voted down), identical wordings counted together.
         """
         params = {"since": since}
         with self._connection() as conn, conn.transaction():
@@ -694,8 +812,19 @@ class Database:
                        percentile_cont(0.95) WITHIN GROUP (ORDER BY c.response_time) AS p95,
                        avg(c.response_time) AS mean,
                        coalesce(sum(c.cost_usd), 0) AS cost_usd,
-                       avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1)::int)::float
-                           AS resolution_rate,
+                       avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1
+                            -- "no further question": another message of the session, not
+                            -- small talk (a "thanks" is no sign of a failed answer), within
+                            -- 10 minutes; the Grafana panel holds the same condition
+                            AND NOT EXISTS (
+                                SELECT 1 FROM conversations n
+                                WHERE n.session_id = c.session_id
+                                  AND n.timestamp > c.timestamp
+                                  AND n.timestamp <= c.timestamp + interval '10 minutes'
+                                  AND n.status <> 'small_talk'))::int)
+                           FILTER (WHERE c.status <> 'small_talk')::float AS resolution_rate,
+                       avg((c.status = 'handoff')::int)
+                           FILTER (WHERE c.status <> 'small_talk')::float AS handoff_rate,
                        coalesce(sum(c.prompt_tokens), 0) AS prompt,
                        coalesce(sum(c.completion_tokens), 0) AS completion,
                        coalesce(sum(c.eval_total_tokens), 0) AS judge,
@@ -710,6 +839,18 @@ class Database:
                 """,
                 params,
             ).fetchone()
+            handoffs = conn.execute(
+                """
+                SELECT coalesce(handoff_reason, 'unspecified') AS reason,
+                       count(*)::float / (
+                           SELECT count(*) FROM conversations
+                           WHERE timestamp >= %(since)s AND status <> 'small_talk'
+                       ) AS rate
+                FROM conversations WHERE timestamp >= %(since)s AND status = 'handoff'
+                GROUP BY 1 ORDER BY 2 DESC, 1
+                """,
+                params,
+            ).fetchall()
             feedback = conn.execute(
                 """
                 SELECT count(*) FILTER (WHERE feedback = 1) AS thumbs_up,
@@ -763,12 +904,41 @@ class Database:
                 """,
                 params,
             ).fetchall()
+            # The dashboard's Knowledge gaps panel: identical wordings only (`assistant gaps`
+            # groups paraphrases, with embeddings SQL does not have).
+            gaps = conn.execute(
+                """
+                WITH failed AS (
+                    SELECT c.question, c.timestamp,
+                           CASE WHEN c.status = 'out_of_scope' THEN 'declined'
+                                WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
+                                    THEN 'low_confidence'
+                                ELSE 'voted_down' END AS reason
+                    FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+                    WHERE c.timestamp >= %(since)s
+                      AND (c.status = 'out_of_scope'
+                           OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
+                           OR f.feedback = -1)
+                )
+                SELECT min(question) AS question, count(*) AS times,
+                       count(*) FILTER (WHERE reason = 'declined') AS declined,
+                       count(*) FILTER (WHERE reason = 'low_confidence') AS low_confidence,
+                       count(*) FILTER (WHERE reason = 'voted_down') AS voted_down,
+                       max(timestamp) AS last_asked
+                FROM failed GROUP BY lower(btrim(question))
+                ORDER BY times DESC, last_asked DESC LIMIT 10
+                """,
+                params,
+            ).fetchall()
         tokens = {key: summary[key] for key in ("prompt", "completion", "judge")}
         return {
             "since": since,
             "conversations": summary["conversations"],
             "response_time": {key: summary[key] for key in ("p50", "p95", "mean")},
             "resolution_rate": summary["resolution_rate"],
+            "handoff_rate": summary["handoff_rate"],
+            "handoff_rate_by_reason": {row["reason"]: row["rate"] for row in handoffs},
+            "csat": feedback["satisfaction"],
             "cost_usd": summary["cost_usd"],
             "tokens": {**tokens, "total": sum(tokens.values())},
             "relevance": {
@@ -780,6 +950,7 @@ class Database:
             "status_mix": status_mix,
             "cost_by_model": by_model,
             "top_intents": top_intents,
+            "knowledge_gaps": gaps,
         }
 
 

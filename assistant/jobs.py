@@ -1,6 +1,8 @@
-"""Background jobs kept in PostgreSQL: today the relevance judgement of each stored answer.
+"""Background jobs kept in PostgreSQL: the relevance judgement of each stored answer, and the
+delivery of each handed-off conversation to the team's helpdesk (assistant/handoff.py).
 
-Saving a conversation inserts its `judge` job in the same transaction (db.save_conversations),
+Saving a conversation inserts its `judge` job, and a `handoff` job when it was handed off with
+HANDOFF_WEBHOOK_URL set, in the same transaction (db.save_conversations),
 so a job exists exactly when its row does, a restart or `kill -9` loses none, and a spooled
 answer gets its job when the spool is replayed. A `JobRunner` claims jobs one at a time with
 `FOR UPDATE SKIP LOCKED`, so any number of runners (threads of the web processes,
@@ -21,11 +23,13 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from assistant.handoff import HANDOFF_MAX_ATTEMPTS
 from assistant.judge import Judge, sources_text
 from assistant.spool import UNAVAILABLE
 
 if TYPE_CHECKING:
     from assistant.db import Database
+    from assistant.handoff import HandoffWebhook
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +42,34 @@ class JobRunner:
     """Runs the jobs table's work: `start(threads)` in daemon threads of this process (the
     web process's JOB_WORKER_THREADS), or `run_forever` in the foreground (`assistant
     worker`). `lease` is how long a running job may go unfinished before another runner takes
-    it over (seconds; longer than any one job: a judgement is bounded by LLM_DEADLINE)."""
+    it over (seconds; longer than any one job: a judgement is bounded by LLM_DEADLINE).
+    `handoff`: the helpdesk webhook that `handoff` jobs post to; without one they wait.
+    `retry_backoff`: seconds before a failed job's first retry; each later one waits twice
+    as long, at most MAX_BACKOFF."""
 
     def __init__(
         self,
         database: Database,
         judge: Judge,
         *,
+        handoff: HandoffWebhook | None = None,
         lease: float = 300.0,
         max_attempts: int = 5,
         poll_interval: float = 1.0,
+        retry_backoff: float = RETRY_BACKOFF,
     ):
-        self.database, self.judge = database, judge
+        self.database, self.judge, self.handoff = database, judge, handoff
         self.lease, self.max_attempts, self.poll_interval = lease, max_attempts, poll_interval
+        self.retry_backoff = retry_backoff
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._handlers: dict[str, Callable[[str], None]] = {"judge": self._judge}
+        # Called with a job's key once its last attempt has failed.
+        self._give_up: dict[str, Callable[[str], None]] = {}
+        self._attempts = {"judge": max_attempts}
+        if handoff is not None:
+            self._handlers["handoff"] = handoff.deliver
+            self._give_up["handoff"] = handoff.give_up
+            self._attempts["handoff"] = HANDOFF_MAX_ATTEMPTS
         self._stop = threading.Event()
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -99,8 +116,9 @@ class JobRunner:
         return ran
 
     def run_once(self) -> bool:
-        """Claim one ready job and run it; False when none is ready."""
-        job = self.database.claim_job(self.name, self.lease)
+        """Claim one ready job of a kind this runner runs, and run it; False when none is
+        ready."""
+        job = self.database.claim_job(self.name, self.lease, tuple(self._handlers))
         if job is None:
             return False
         try:
@@ -109,13 +127,15 @@ class JobRunner:
             # Only the class: an error's text can carry hosts and URLs.
             error = type(exc).__name__
             delay = None
-            if job["attempts"] < self.max_attempts:
-                delay = min(MAX_BACKOFF, RETRY_BACKOFF * 2 ** (job["attempts"] - 1))
+            if job["attempts"] < self._attempts.get(job["kind"], self.max_attempts):
+                delay = min(MAX_BACKOFF, self.retry_backoff * 2 ** (job["attempts"] - 1))
             log.warning(
                 "job %s %s failed (%s): %s", job["kind"], job["key"], error,
                 f"retried in {delay:.0f} s" if delay is not None else "given up",
             )  # fmt: skip
             self.database.retry_job(job["id"], self.name, error, delay)
+            if delay is None and job["kind"] in self._give_up:
+                self._give_up[job["kind"]](job["key"])
         else:
             self.database.finish_job(job["id"], self.name)
         return True

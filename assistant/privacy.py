@@ -130,3 +130,18 @@ def _masking_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., lo
         return record
 
     return factory
+
+
+def contact_details(text: str, region: str = "US") -> tuple[list[str], list[str]]:
+    """The email addresses and phone numbers (E.164, `+15550123`) written in `text`, each once,
+    in order of appearance, as the masker finds them: what a handed-off customer left for the
+    team to reply to. Card numbers are never taken for phones (they are masked first)."""
+    text = mask_cards(text)
+    emails = list(dict.fromkeys(match.group() for match in _EMAIL.finditer(text)))
+    phones = list(
+        dict.fromkeys(
+            phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+            for match in phonenumbers.PhoneNumberMatcher(text, region)
+        )
+    )
+    return emails, phones

@@ -19,8 +19,10 @@ from assistant.keys import API_KEY_HEADER, PUBLISHABLE, Caller, given_key, ident
 
 log = logging.getLogger(__name__)
 
-# Probes answer without a key: load balancers and orchestrators carry none.
-OPEN_ENDPOINTS = frozenset({"health", "live", "ready"})
+# Probes answer without a key: load balancers and orchestrators carry none. So does the
+# widget's script: a page loads it with a <script> tag, which sends no header; its own
+# requests then carry the page's publishable key.
+OPEN_ENDPOINTS = frozenset({"health", "live", "ready", "widget.widget_js"})
 # All a publishable key, the kind a web page shows to anyone, may do.
 PUBLISHABLE_ENDPOINTS = frozenset({"question", "question_stream", "feedback"})
 

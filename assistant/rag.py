@@ -67,6 +67,15 @@ HANDOFF_REPLY = (
     "at {{LIVE_CHAT_URL}}, by email at {{CUSTOMER_SUPPORT_EMAIL}} or by phone at "
     "{{CUSTOMER_SUPPORT_PHONE}} ({{CUSTOMER_SUPPORT_HOURS}})."
 )
+# With HANDOFF_WEBHOOK_URL the conversation itself reaches the team (assistant/handoff.py),
+# so the customer is promised a reply, not only told where to call.
+HANDOFF_FORWARDED_REPLY = (
+    "I've passed our conversation to a person from our support team, so you won't need to "
+    "repeat yourself. They will reply from {{CUSTOMER_SUPPORT_EMAIL}} "
+    "({{CUSTOMER_SUPPORT_HOURS}}) to the email address or phone number you've given here. If "
+    "you haven't given one, or would rather talk now, reach them by live chat at "
+    "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
+)
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 SMALL_TALK_REPLIES = {
     "greeting": "Hello! I'm the {{COMPANY_NAME}} support assistant. What can I help you with?",
@@ -371,6 +380,8 @@ class Assistant:
     entry verbatim when the provider fails.
 
     `signals` detects requests for a person and frustration on any KB (None: never).
+    `handoffs_forwarded`: handed-off conversations are posted to the team's helpdesk
+    (HANDOFF_WEBHOOK_URL), and the handoff reply promises a person's reply.
     """
 
     def __init__(
@@ -381,8 +392,10 @@ class Assistant:
         k: int = 5,
         knowledge_source: str = "custom",
         signals: HandoffSignals | None = None,
+        handoffs_forwarded: bool = False,
     ):
         self.retriever = retriever
+        self.handoff_reply = HANDOFF_FORWARDED_REPLY if handoffs_forwarded else HANDOFF_REPLY
         self.handoff_threshold = retriever.settings.handoff_threshold
         self.knowledge_source = knowledge_source
         self.provider = provider
@@ -474,7 +487,7 @@ class Assistant:
             if foreign:
                 language = LANGUAGE_NAMES.get(self.language, self.language)
                 prefix = LANGUAGE_PREFIX.format(language=language)
-            answer.answer = prefix + HANDOFF_REPLY
+            answer.answer = prefix + self.handoff_reply
             return answer, []
         result = self._search(searched, history)
         answer.intent, answer.category = result.intent, result.category
@@ -491,10 +504,10 @@ class Assistant:
             answer.sources = []
         elif result.intent == HUMAN_INTENT:
             answer.status, answer.handoff_reason = "handoff", "requested_human"
-            answer.answer = HANDOFF_REPLY
+            answer.answer = self.handoff_reply
         elif result.confidence < self.handoff_threshold:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
-            answer.answer = UNSURE_PREFIX + HANDOFF_REPLY
+            answer.answer = UNSURE_PREFIX + self.handoff_reply
         else:
             return answer, result.hits
         return answer, []
@@ -732,4 +745,5 @@ def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
         k=settings.num_results,
         knowledge_source=kb.source,
         signals=build_signals(settings, retriever),
+        handoffs_forwarded=bool(settings.handoff_webhook_url),
     )

@@ -167,6 +167,7 @@ INTENTS = [f"intent_{chr(ord('a') + k)}" for k in range(12)]
 MODELS = {"gpt-4o-mini": 0.6e-6, "phi3": 0.0, "extractive": 0.0}
 LABELS = ["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING"]
 REASONS = ["low_confidence", "asked_for_a_person", "account_specific", None]
+GAP_REASONS = ("declined", "low_confidence", "voted_down")
 
 
 @dataclass
@@ -195,6 +196,9 @@ def _conversation(rng: random.Random, number: int, moment: datetime, status: str
     relevance = rng.choice(LABELS)
     return {
         "id": f"dash-{number:04d}",
+        # Sessions of about eight conversations over the range: some follow each other within
+        # the resolution rate's 10 minutes.
+        "session_id": f"session-{number % 25}",
         "question": f"question {number}",
         "answer": f"answer {number}",
         "model_used": model,
@@ -228,11 +232,12 @@ def make_seed(end: datetime) -> Seed:
             seed.conversations.append(
                 _conversation(rng, len(seed.conversations), moment(), status, intent)
             )
-    for _ in range(30):
+    for k in range(30):
         intent = rng.choice([INTENTS[0], None])
-        seed.conversations.append(
-            _conversation(rng, len(seed.conversations), moment(), "out_of_scope", intent)
-        )
+        declined = _conversation(rng, len(seed.conversations), moment(), "out_of_scope", intent)
+        # Missing topics asked again, in other case and spacing: one gap each.
+        declined["question"] = [" Offline viewing?", "offline VIEWING?", "Student plan?"][k % 3]
+        seed.conversations.append(declined)
     # Outside the range, and of every kind, so a panel that forgets the time filter is caught.
     for days in (-2, -3, 1):
         for status in ("answered", "handoff", "small_talk", "out_of_scope"):
@@ -343,10 +348,73 @@ def check_response_time_percentiles(rows, seed):
     assert {int(r["time"]): (r["p50"], r["p95"]) for r in rows} == expected
 
 
+def _followed_up(conversation: dict, seed: Seed) -> bool:
+    """Another message of the session, not small talk, within 10 minutes after this one."""
+    return any(
+        other["session_id"] == conversation["session_id"]
+        and timedelta(0) < other["timestamp"] - conversation["timestamp"] <= timedelta(minutes=10)
+        and other["status"] != "small_talk"
+        for other in seed.conversations
+    )
+
+
 def check_resolution_rate(rows, seed):
-    resolved = [c for c in seed.in_range if c["status"] == "answered" and seed.vote(c) != -1]
+    support = [c for c in seed.in_range if c["status"] != "small_talk"]
+    resolved = [
+        c
+        for c in support
+        if c["status"] == "answered" and seed.vote(c) != -1 and not _followed_up(c, seed)
+    ]
+    followed = [c for c in support if c["status"] == "answered" and _followed_up(c, seed)]
+    assert followed, "the seed must hold answers followed by another question"
     assert len(rows) == 1
-    assert float(rows[0]["resolution_rate"]) == pytest.approx(len(resolved) / len(seed.in_range))
+    assert float(rows[0]["resolution_rate"]) == pytest.approx(len(resolved) / len(support))
+
+
+def check_handoff_rate(rows, seed):
+    support = [c for c in seed.in_range if c["status"] != "small_talk"]
+    reasons = Counter(
+        c["handoff_reason"] or "unspecified" for c in support if c["status"] == "handoff"
+    )
+    assert {r["handoff_reason"]: r["handoff_rate"] for r in rows} == {
+        reason: pytest.approx(count / len(support)) for reason, count in reasons.items()
+    }
+
+
+def check_csat(rows, seed):
+    votes = [v["feedback"] for v in seed.votes_in_range]
+    assert len(rows) == 1
+    assert rows[0]["csat"] == pytest.approx(votes.count(1) / len(votes))
+
+
+def _gap_reason(conversation: dict, seed: Seed) -> str | None:
+    if conversation["status"] == "out_of_scope":
+        return "declined"
+    if conversation["status"] == "handoff" and conversation["handoff_reason"] == "low_confidence":
+        return "low_confidence"
+    return "voted_down" if seed.vote(conversation) == -1 else None
+
+
+def check_knowledge_gaps(rows, seed):
+    groups: dict[str, list[tuple[dict, str]]] = defaultdict(list)
+    for c in seed.in_range:
+        reason = _gap_reason(c, seed)
+        if reason:
+            groups[c["question"].strip().lower()].append((c, reason))
+    expected = sorted(
+        (
+            (
+                len(items),
+                max(c["timestamp"] for c, _ in items),
+                tuple(sum(r == reason for _, r in items) for reason in GAP_REASONS),
+            )
+            for items in groups.values()
+        ),
+        key=lambda item: (-item[0], -item[1].timestamp()),
+    )[:20]
+    got = [(r["times"], r["last_asked"], tuple(r[reason] for reason in GAP_REASONS)) for r in rows]
+    assert got == expected
+    assert rows[0]["times"] == 20 and rows[0]["question"].strip().lower() == "offline viewing?"
 
 
 def check_status_mix(rows, seed):
@@ -495,6 +563,12 @@ EXPECTED = {
     ),
     "Top intents": (("intent", "conversations", "thumbs_down"), check_top_intents),
     "Handoff reasons": (("handoff_reason", "conversations"), check_handoff_reasons),
+    "Handoff rate by reason": (("handoff_reason", "handoff_rate"), check_handoff_rate),
+    "CSAT": (("csat",), check_csat),
+    "Knowledge gaps": (
+        ("question", "times", "declined", "low_confidence", "voted_down", "last_asked"),
+        check_knowledge_gaps,
+    ),
 }
 
 

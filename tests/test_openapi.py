@@ -22,6 +22,7 @@ def test_the_document_lists_every_operation_with_its_models(client):
         "/health/live",
         "/health/ready",
         "/metrics",
+        "/widget.js",
     }
     ask = spec["paths"]["/question"]["post"]
     body = _schema(spec, ask["requestBody"]["content"]["application/json"]["schema"])

@@ -27,11 +27,11 @@ ROWS = [
      "PENDING", -1, 0.4),
     (1.5, "answered", False, "payment_methods", "gpt-4o-mini", 2.5, 0.0006, 420, 95, 130,
      "PARTLY_RELEVANT", 1, 1.4),
-    (1.7, "out_of_scope", False, "watch_history", "extractive", 0.02, 0.0, 0, 0, 0,
-     "NON_RELEVANT", -1, 1.6),
+    (1.4, "out_of_scope", False, "watch_history", "extractive", 0.02, 0.0, 0, 0, 0,
+     "NON_RELEVANT", -1, 1.35),
     (2.2, "handoff", False, "human_agent", "extractive", 0.03, 0.0, 0, 0, 0,
      "RELEVANT", None, None),
-    (2.4, "small_talk", False, None, "extractive", 0.01, 0.0, 0, 0, 0, "PENDING", None, None),
+    (5.85, "small_talk", False, None, "extractive", 0.01, 0.0, 0, 0, 0, "PENDING", None, None),
     (3.1, "answered", False, "payment_methods", "llama3.2:1b", 4.0, 0.0, 510, 120, 0,
      "RELEVANT", -1, 3.0),
     (5.9, "answered", False, "cancel_subscription", "gpt-4o-mini", 0.9, 0.0003, 280, 60, 110,
@@ -42,6 +42,10 @@ ROWS = [
      "RELEVANT", 1, 0.3),
     (30.0, "handoff", False, "human_agent", "extractive", 7.0, 0.0, 0, 0, 0, "PENDING", -1, 29.0),
 ]  # fmt: skip
+# c3 asks again 6 minutes after c2's answer: c2 is not resolved. c5 thanks c7's answer 3
+# minutes later: small talk, c7 still is.
+SESSIONS = {"c2": "s-asked-again", "c3": "s-asked-again", "c5": "s-thanks", "c7": "s-thanks"}
+HANDOFF_REASONS = {"c4": "requested_human", "c9": "frustration"}
 
 
 def _percentile_cont(values: list[float], fraction: float) -> float:
@@ -66,13 +70,16 @@ def seeded(database_url, settings, assistant):
                 "id": f"c{n}",
                 "total": values["prompt"] + values["completion"],
                 "at": NOW - timedelta(hours=values["hours_ago"]),
+                "session": SESSIONS.get(f"c{n}"),
+                "reason": HANDOFF_REASONS.get(f"c{n}"),
             }
             conn.execute(
                 "INSERT INTO conversations (id, question, answer, model_used, intent, status,"
                 " fallback, response_time, cost_usd, prompt_tokens, completion_tokens,"
-                " total_tokens, eval_total_tokens, relevance, timestamp) VALUES (%(id)s, 'q',"
-                " 'a', %(model)s, %(intent)s, %(status)s, %(fallback)s, %(seconds)s, %(cost)s,"
-                " %(prompt)s, %(completion)s, %(total)s, %(judge)s, %(relevance)s, %(at)s)",
+                " total_tokens, eval_total_tokens, relevance, timestamp, session_id,"
+                " handoff_reason) VALUES (%(id)s, 'q', 'a', %(model)s, %(intent)s, %(status)s,"
+                " %(fallback)s, %(seconds)s, %(cost)s, %(prompt)s, %(completion)s, %(total)s,"
+                " %(judge)s, %(relevance)s, %(at)s, %(session)s, %(reason)s)",
                 values,
             )
             if values["vote"] is not None:
@@ -120,8 +127,6 @@ def test_totals(window):
         "p95": pytest.approx(_percentile_cont(times, 0.95)),
         "mean": pytest.approx(sum(times) / len(times)),
     }
-    resolved = [row["status"] == "answered" and row["feedback"] != -1 for row in rows]
-    assert stats["resolution_rate"] == pytest.approx(sum(resolved) / len(rows))
     assert stats["cost_usd"] == pytest.approx(sum(row["cost_usd"] for row in rows))
     tokens = {
         "prompt": sum(row["prompt_tokens"] for row in rows),
@@ -140,6 +145,57 @@ def test_totals(window):
         "satisfaction": pytest.approx(votes.count(1) / len(votes)),
     }
     assert stats["feedback"]["thumbs_up"] == 3
+
+
+def test_outcomes(window, seeded):
+    """Resolution rate, handoff rate by reason and CSAT, as the README defines them, counted
+    here from the rows."""
+    stats, rows, votes = window
+    with psycopg.connect(seeded[1], row_factory=psycopg.rows.dict_row) as conn:
+        everything = conn.execute("SELECT * FROM conversations").fetchall()
+
+    def followed_up(row) -> bool:
+        return any(
+            other["session_id"] is not None
+            and other["session_id"] == row["session_id"]
+            and timedelta(0) < other["timestamp"] - row["timestamp"] <= timedelta(minutes=10)
+            and other["status"] != "small_talk"
+            for other in everything
+        )
+
+    support = [row for row in rows if row["status"] != "small_talk"]
+    resolved = [
+        row
+        for row in support
+        if row["status"] == "answered" and row["feedback"] != -1 and not followed_up(row)
+    ]
+    assert {row["id"] for row in resolved} == {"c0", "c7"}
+    assert stats["resolution_rate"] == pytest.approx(len(resolved) / len(support))
+    handoffs = Counter(row["handoff_reason"] for row in support if row["status"] == "handoff")
+    assert stats["handoff_rate"] == pytest.approx(sum(handoffs.values()) / len(support))
+    assert stats["handoff_rate_by_reason"] == {
+        reason: pytest.approx(count / len(support)) for reason, count in handoffs.items()
+    }
+    assert stats["csat"] == pytest.approx(votes.count(1) / len(votes))
+    # Every seeded question reads 'q': one gap, of the declined and voted-down rows.
+    failed = [
+        row
+        for row in rows
+        if row["status"] == "out_of_scope"
+        or (row["status"] == "handoff" and row["handoff_reason"] == "low_confidence")
+        or row["feedback"] == -1
+    ]
+    declined = sum(row["status"] == "out_of_scope" for row in failed)
+    [gap] = stats["knowledge_gaps"]
+    assert gap | {"last_asked": None} == {
+        "question": "q",
+        "times": len(failed),
+        "declined": declined,
+        "low_confidence": 0,
+        "voted_down": len(failed) - declined,
+        "last_asked": None,
+    }
+    assert datetime.fromisoformat(gap["last_asked"]) == max(row["timestamp"] for row in failed)
 
 
 def test_hourly(window):
@@ -223,6 +279,9 @@ def test_a_time_without_zone_is_utc_and_an_empty_window_is_zeros(seeded):
         "conversations": 0,
         "response_time": {"p50": None, "p95": None, "mean": None},
         "resolution_rate": None,
+        "handoff_rate": None,
+        "handoff_rate_by_reason": {},
+        "csat": None,
         "cost_usd": 0,
         "tokens": {"prompt": 0, "completion": 0, "judge": 0, "total": 0},
         "relevance": {
@@ -237,6 +296,7 @@ def test_a_time_without_zone_is_utc_and_an_empty_window_is_zeros(seeded):
         "status_mix": [],
         "cost_by_model": [],
         "top_intents": [],
+        "knowledge_gaps": [],
     }
 
 

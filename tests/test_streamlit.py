@@ -96,7 +96,7 @@ def test_monitoring_page_charts_the_stats(api, monkeypatch):
     app = _app(monkeypatch, api.url)
     app.switch_page("pages/monitoring.py").run()
     assert not app.exception, app.exception
-    assert [header.value for header in app.subheader] == CHARTS
+    assert [header.value for header in app.subheader] == [*CHARTS, "Knowledge gaps"]
     metrics = {metric.label: metric.value for metric in app.metric}
     with psycopg.connect(api.database_url) as conn:
         (stored,) = conn.execute("SELECT count(*) FROM conversations").fetchone()
@@ -118,6 +118,17 @@ def test_monitoring_page_charts_the_stats(api, monkeypatch):
     }
     assert {"out_of_scope", "answered"} <= {row["status"] for row in status_mix}
     assert {row["intent"] for row in top_intents} == {r["intent"] for r in stats["top_intents"]}
+    # The declined question is one of the knowledge base's gaps, as /stats counts them.
+    (gaps,) = app.dataframe
+    shown = gaps.value[["question", "times", "declined"]].to_dict("records")
+    assert shown == [
+        {key: gap[key] for key in ("question", "times", "declined")}
+        for gap in stats["knowledge_gaps"]
+    ]
+    assert {"question": "what is the capital of France?", "times": 1, "declined": 1} in shown
+    for label, figure in (("CSAT", "csat"), ("Handoff rate", "handoff_rate")):
+        share = stats[figure]
+        assert metrics[label] == ("–" if share is None else f"{share:.0%}")
 
 
 def test_an_unreachable_api_is_shown_not_raised(monkeypatch):

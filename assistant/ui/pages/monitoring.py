@@ -1,6 +1,7 @@
 """Monitoring page: the Grafana dashboard's figures from GET /stats, for anyone without Docker
-and Grafana. Volume, response time p50/p95, quality (status mix, votes, judged relevance), cost
-and tokens by model, and the top intents."""
+and Grafana. Volume, response time p50/p95, outcomes (resolution, handoff rate, CSAT), quality
+(status mix, votes, judged relevance), cost and tokens by model, the top intents and the
+knowledge base's gaps."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -50,13 +51,14 @@ if not stats["conversations"]:
     st.info("No conversations in this range yet: ask on the Chat page or run `assistant simulate`.")
     st.stop()
 
-columns = st.columns(6)
+columns = st.columns(7)
 columns[0].metric("Conversations", stats["conversations"])
 columns[1].metric("Response time p50", seconds(stats["response_time"]["p50"]))
 columns[2].metric("Response time p95", seconds(stats["response_time"]["p95"]))
 columns[3].metric("Resolution rate", percent(stats["resolution_rate"]))
-columns[4].metric("Satisfaction", percent(stats["feedback"]["satisfaction"]))
-columns[5].metric("LLM cost", f"${stats['cost_usd']:.4f}")
+columns[4].metric("Handoff rate", percent(stats["handoff_rate"]))
+columns[5].metric("CSAT", percent(stats["csat"]))
+columns[6].metric("LLM cost", f"${stats['cost_usd']:.4f}")
 
 hourly = pd.DataFrame(stats["hourly"])
 # Hours as labels, not a time axis: a bar stays a bar when there are only a few hours.
@@ -93,3 +95,13 @@ else:
 
 st.subheader("Top intents")
 bars(st, stats["top_intents"], "intent", horizontal=True, stack=False)
+
+st.subheader("Knowledge gaps")
+if stats["knowledge_gaps"]:
+    st.caption(
+        "Questions declined, handed off for low confidence or voted down, by count. "
+        "`assistant gaps` groups their paraphrases too."
+    )
+    st.dataframe(pd.DataFrame(stats["knowledge_gaps"]), hide_index=True)
+else:
+    st.caption("No failed questions in this time range.")
