@@ -20,7 +20,8 @@ FEEDBACK ?= 1
 # The curl recipes read these from the environment, so quotes in a question reach the JSON intact.
 export Q ID FEEDBACK SINCE
 JSON = $(PYTHON) -c 'import json, os; env = os.environ; print(json.dumps(
-CURL = curl -sS --fail-with-body -w '\n'
+# With keys on, the recipes send ASSISTANT_API_KEY (a secret key), as the CLI does.
+CURL = curl -sS --fail-with-body -w '\n' $${ASSISTANT_API_KEY:+-H "X-API-Key: $$ASSISTANT_API_KEY"}
 
 .PHONY: help install semantic run test lint clean api-question api-feedback api-health api-stats streamlit gradio
 

@@ -437,7 +437,8 @@ def create_app(
     @app.get("/stats")
     @spec.validate(
         query=StatsQuery,
-        resp=_responses(StatsResponse, 400, *key_errors, 429, 503),
+        # 414: gunicorn refuses a request line over 4 KiB (many `since` values) before the app.
+        resp=_responses(StatsResponse, 400, *key_errors, 429, 503, HTTP_414=None),
         tags=["monitoring"],
         skip_validation=True,
         **keyed,
@@ -531,6 +532,13 @@ def create_app(
         return exposition(spool.pending(), job_depth())
 
     app.register_blueprint(widget_blueprint)
+    # Documented like the API's other routes (a bare route is listed with no responses at
+    # all); it needs no key: a <script> tag sends none.
+    app.view_functions["widget.widget_js"] = spec.validate(
+        resp=_responses((None, "text/javascript: the widget's script (see README, Widget)")),
+        tags=["widget"],
+        skip_validation=True,
+    )(app.view_functions["widget.widget_js"])
     instrument(app)
     spec.register(app)
     confine(app)

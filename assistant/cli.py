@@ -34,6 +34,9 @@ def _settings(service: bool = False) -> Settings:
     mask_logs(Masker(settings.pii_masking, settings.pii_phone_region))
     # pgserver narrates every pg_ctl call at INFO; its warnings are what matter.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # httpx logs every request's full URL at INFO, and a webhook's URL holds its token
+    # (Slack's does): only its warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return settings
 
 

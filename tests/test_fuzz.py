@@ -16,6 +16,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
+from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import running_api
@@ -43,7 +45,13 @@ def served(embedded_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api_schema(served):
-    return schemathesis.openapi.from_url(f"{served.url}/openapi.json", headers=KEY)
+    # gunicorn refuses a request line over 4 KiB with 414 before the app sees it (/stats
+    # documents it): an invalid case with many `since` values is refused that way, rightly.
+    refused = [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "414"]
+    config = SchemathesisConfig.from_dict(
+        {"checks": {"negative_data_rejection": {"expected-statuses": refused}}}
+    )
+    return schemathesis.openapi.from_url(f"{served.url}/openapi.json", config=config, headers=KEY)
 
 
 def _fuzz(operation, mode: GenerationMode, base_url: str) -> None:
