@@ -280,8 +280,9 @@ class Outage:
         self._threads[1].join()
 
     def _outage(self) -> None:
-        import pgserver  # the throwaway cluster's own library; see database()
+        from assistant.db import load_pgserver
 
+        pgserver = load_pgserver()  # the throwaway cluster's own library; see database()
         time.sleep(self.after)
         pgserver.get_server(self.directory / "pgdata", cleanup_mode="stop").cleanup()
         time.sleep(self.seconds)
@@ -353,9 +354,9 @@ def database(settings: Settings, directory: Path) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    import pgserver  # imported here: heavy, and only needed without a configured database
+    from assistant.db import load_pgserver
 
-    with pgserver.get_server(directory / "pgdata", cleanup_mode="stop") as server:
+    with load_pgserver().get_server(directory / "pgdata", cleanup_mode="stop") as server:
         yield server.get_uri()
 
 

@@ -129,19 +129,24 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL did not answer in time."""
 
 
+def load_pgserver() -> Any:
+    """The pgserver module, imported quietly. Imported on demand: heavy, and only needed
+    without a configured database. Its class body asks platformdirs for XDG_RUNTIME_DIR,
+    unset outside a desktop session, and the fallback in /tmp it warns about is fine for a
+    lock file."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver
+    return pgserver
+
+
 def embedded_url(pgdata: Path) -> str:
     """Start (or join) the embedded PostgreSQL in `pgdata` and return its URL.
 
     The server object is kept for the life of the process: pgserver stops the cluster when the
     last process holding it exits.
     """
-    # Imported here: heavy, and only needed without a configured database. Its class body
-    # asks platformdirs for XDG_RUNTIME_DIR, unset outside a desktop session, and the
-    # fallback in /tmp it warns about is fine for a lock file.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        import pgserver
-
+    pgserver = load_pgserver()
     pgdata = pgdata.resolve()
     if pgdata not in _embedded_servers:
         pgdata.mkdir(parents=True, exist_ok=True)
