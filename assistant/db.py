@@ -105,6 +105,32 @@ RETURNING performed_at, action, cutoff, conversations, feedback, jobs, spooled
 """
 _PURGE = _ERASE.format(which="timestamp < %(cutoff)s")
 _FORGET = _ERASE.format(which="session_id = %(session_id)s")
+# What the KB failed since %(since)s, for `assistant gaps` and the dashboard's panel: declined
+# (out of scope), handed off because retrieval was unsure, or voted down.
+_FAILED_QUESTIONS = sql.SQL("""
+    SELECT c.question, c.timestamp,
+           CASE WHEN c.status = 'out_of_scope' THEN 'declined'
+                WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
+                    THEN 'low_confidence'
+                ELSE 'voted_down' END AS reason
+    FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
+    WHERE c.timestamp >= %(since)s
+      AND (c.status = 'out_of_scope'
+           OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
+           OR f.feedback = -1)
+""")
+_GAP_QUESTIONS = sql.SQL("{} ORDER BY c.timestamp DESC LIMIT %(limit)s").format(_FAILED_QUESTIONS)
+# Identical wordings only: `assistant gaps` groups paraphrases, with embeddings SQL lacks.
+_GAPS_PANEL = sql.SQL("""
+    WITH failed AS ({})
+    SELECT min(question) AS question, count(*) AS times,
+           count(*) FILTER (WHERE reason = 'declined') AS declined,
+           count(*) FILTER (WHERE reason = 'low_confidence') AS low_confidence,
+           count(*) FILTER (WHERE reason = 'voted_down') AS voted_down,
+           max(timestamp) AS last_asked
+    FROM failed GROUP BY lower(btrim(question))
+    ORDER BY times DESC, last_asked DESC LIMIT 10
+""").format(_FAILED_QUESTIONS)
 
 # A connection back from a query this recently is taken to be alive: probing every checkout
 # cost each query an extra round trip. One idle for longer (PostgreSQL may have restarted
@@ -649,19 +675,7 @@ class Database:
         `low_confidence` (handed off because retrieval was unsure) or `voted_down`."""
         with self._connection() as conn:
             return conn.execute(
-                """
-                SELECT c.question, c.timestamp,
-                       CASE WHEN c.status = 'out_of_scope' THEN 'declined'
-                            WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
-                                THEN 'low_confidence'
-                            ELSE 'voted_down' END AS reason
-                FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
-                WHERE c.timestamp >= %(since)s
-                  AND (c.status = 'out_of_scope'
-                       OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
-                       OR f.feedback = -1)
-                ORDER BY c.timestamp DESC LIMIT %(limit)s
-                """,
+                _GAP_QUESTIONS,
                 {"since": since, "limit": limit},
             ).fetchall()
 
@@ -912,27 +926,7 @@ class Database:
             # The dashboard's Knowledge gaps panel: identical wordings only (`assistant gaps`
             # groups paraphrases, with embeddings SQL does not have).
             gaps = conn.execute(
-                """
-                WITH failed AS (
-                    SELECT c.question, c.timestamp,
-                           CASE WHEN c.status = 'out_of_scope' THEN 'declined'
-                                WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
-                                    THEN 'low_confidence'
-                                ELSE 'voted_down' END AS reason
-                    FROM conversations c LEFT JOIN feedback f ON f.conversation_id = c.id
-                    WHERE c.timestamp >= %(since)s
-                      AND (c.status = 'out_of_scope'
-                           OR (c.status = 'handoff' AND c.handoff_reason = 'low_confidence')
-                           OR f.feedback = -1)
-                )
-                SELECT min(question) AS question, count(*) AS times,
-                       count(*) FILTER (WHERE reason = 'declined') AS declined,
-                       count(*) FILTER (WHERE reason = 'low_confidence') AS low_confidence,
-                       count(*) FILTER (WHERE reason = 'voted_down') AS voted_down,
-                       max(timestamp) AS last_asked
-                FROM failed GROUP BY lower(btrim(question))
-                ORDER BY times DESC, last_asked DESC LIMIT 10
-                """,
+                _GAPS_PANEL,
                 params,
             ).fetchall()
         tokens = {key: summary[key] for key in ("prompt", "completion", "judge")}

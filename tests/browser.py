@@ -104,6 +104,10 @@ class Browser:
     def type_and_enter(self, selector: str, text: str) -> None:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         self.send("Input.insertText", text=text)
+        self.press_enter()
+
+    def press_enter(self) -> None:
+        """Enter, as a keyboard sends it, to whatever has the focus."""
         for kind in ("keyDown", "keyUp"):
             self.send(
                 "Input.dispatchKeyEvent",

@@ -160,18 +160,6 @@ def _messages(browser: Browser) -> list[dict]:
     )
 
 
-def _press_enter(browser: Browser) -> None:
-    for kind in ("keyDown", "keyUp"):
-        browser.send(
-            "Input.dispatchKeyEvent",
-            type=kind,
-            key="Enter",
-            code="Enter",
-            windowsVirtualKeyCode=13,
-            **({"text": "\r"} if kind == "keyDown" else {}),
-        )
-
-
 def _stored(url: str) -> list[dict]:
     with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
         return conn.execute(
@@ -192,7 +180,7 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     browser.send("Input.dispatchKeyEvent", type="keyDown", key="Tab", code="Tab")
     browser.send("Input.dispatchKeyEvent", type="keyUp", key="Tab", code="Tab")
     assert browser.evaluate(_in_widget("w.activeElement === w.querySelector('.launcher')"))
-    _press_enter(browser)
+    browser.press_enter()
     browser.wait_for(_in_widget("w.activeElement === w.querySelector('textarea')"), "focus")
     panel = browser.evaluate(
         _in_widget(
@@ -204,7 +192,7 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     assert panel == {"role": "dialog", "log": "log", "expanded": "true"}
 
     browser.send("Input.insertText", text="I was charged twice, what should I do?")
-    _press_enter(browser)
+    browser.press_enter()
     browser.wait_for(
         _in_widget("w.querySelectorAll('.msg.assistant .sources a').length > 0"), "the answer"
     )
