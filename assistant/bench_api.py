@@ -240,9 +240,9 @@ def database_label(settings: Settings) -> str:
     throwaway embedded cluster (reached over a Unix socket)."""
     if not settings.database_url:
         return "a throwaway embedded PostgreSQL (Unix socket)"
-    where = psycopg.conninfo.conninfo_to_dict(settings.database_url)
-    host = where.get("host") or "localhost"
-    return f"PostgreSQL at {host}:{where.get('port') or 5432}/{where.get('dbname', '?')}"
+    from assistant.db import describe_url
+
+    return f"PostgreSQL at {describe_url(settings.database_url)}"
 
 
 @contextmanager

@@ -150,9 +150,7 @@ def worker(threads: int, until_idle: bool) -> None:
     """Run background jobs (relevance judgements, handoffs posted to HANDOFF_WEBHOOK_URL) from
     PostgreSQL until stopped. Any number of workers, on any machine, share the queue; set
     JOB_WORKER_THREADS=0 on the web processes to leave the jobs to them."""
-    import psycopg
-
-    from assistant.db import open_database
+    from assistant.db import describe_url, open_database
     from assistant.handoff import MissingSecret, build_webhook
     from assistant.jobs import JobRunner
     from assistant.judge import build_judge
@@ -166,10 +164,9 @@ def worker(threads: int, until_idle: bool) -> None:
     runner = JobRunner(database, build_judge(settings), handoff=webhook, lease=settings.job_lease)
     # Which database, without its password: a worker on another one than the server's
     # finds nothing to do, and should say where it looked.
-    where = psycopg.conninfo.conninfo_to_dict(database.url)
     click.echo(
         f"worker {runner.name}: judging with {runner.judge.model}, jobs from database "
-        f"{where.get('dbname', '?')} on {where.get('host') or 'localhost'}",
+        f"{describe_url(database.url)}",
         err=True,
     )
     if until_idle:

@@ -155,6 +155,13 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL did not answer in time."""
 
 
+def describe_url(url: str) -> str:
+    """Where a database URL points, without its password: `host:port/dbname`."""
+    where = psycopg.conninfo.conninfo_to_dict(url)
+    host = where.get("host") or "localhost"
+    return f"{host}:{where.get('port') or 5432}/{where.get('dbname', '?')}"
+
+
 def load_pgserver() -> Any:
     """The pgserver module, imported quietly. Imported on demand: heavy, and only needed
     without a configured database. Its class body asks platformdirs for XDG_RUNTIME_DIR,
