@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 # Probes answer without a key: load balancers and orchestrators carry none. So does the
 # widget's script: a page loads it with a <script> tag, which sends no header; its own
 # requests then carry the page's publishable key.
-OPEN_ENDPOINTS = frozenset({"health", "live", "ready", "widget.widget_js"})
+OPEN_ENDPOINTS = frozenset(
+    {"monitoring.health", "monitoring.live", "monitoring.ready", "widget.widget_js"}
+)
 # All a publishable key, the kind a web page shows to anyone, may do.
-PUBLISHABLE_ENDPOINTS = frozenset({"question", "question_stream", "feedback"})
+PUBLISHABLE_ENDPOINTS = frozenset(
+    {"questions.question", "questions.question_stream", "feedback.feedback"}
+)
 
 
 def _refusal(status: int, code: str, message: str, **headers: str):
@@ -144,11 +148,11 @@ def protect(app: Flask, settings: Settings) -> None:
     app.extensions["rate_limiter"] = limiter
     # Load balancers and orchestrators poll them; throttling them would fake an outage.
     for probe in ("health", "live", "ready", "metrics"):
-        limiter.exempt(app.view_functions[probe])
+        limiter.exempt(app.view_functions[f"monitoring.{probe}"])
     if settings.stats_rate_limit:
         # In place of RATE_LIMIT: a few clients polling it must not starve the questions.
-        stats = app.view_functions["stats"]
-        app.view_functions["stats"] = limiter.limit(settings.stats_rate_limit)(stats)
+        stats = app.view_functions["monitoring.stats"]
+        app.view_functions["monitoring.stats"] = limiter.limit(settings.stats_rate_limit)(stats)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded):

@@ -20,11 +20,12 @@ import pytest
 from psycopg.rows import dict_row
 
 from assistant import handoff
-from assistant.app import conversation_row, create_app
+from assistant.app import create_app
 from assistant.db import Database
 from assistant.jobs import JobRunner
 from assistant.judge import Judge
 from assistant.rag import Assistant
+from assistant.routes.questions import conversation_row
 from tests.conftest import free_port, serving
 
 SECRET = "test-signing-secret"

@@ -21,8 +21,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from assistant.app import conversation_row, create_app
+from assistant.app import create_app
 from assistant.db import Database
+from assistant.routes.questions import conversation_row
 from tests.conftest import serving
 
 VERDICT = json.dumps({"relevance": "RELEVANT", "explanation": "It answers."})
