@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import tempfile
 import threading
@@ -392,14 +393,37 @@ def db_purge(older_than) -> None:
     _erase(lambda database, spool: purge(database, spool, older_than))
 
 
+def _fingerprint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A key's fingerprint as `conversations.owner` stores it: 64 hex digits, lower case."""
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise click.BadParameter("not a key's fingerprint (its SHA-256: 64 hex digits)")
+    return value.lower() if value else None
+
+
 @db.command("forget")
 @click.option("--session", "session_id", required=True, help="The customer's session id.")
-def db_forget(session_id: str) -> None:
+@click.option(
+    "--owner",
+    callback=_fingerprint,
+    help="Only the session the key with this fingerprint (its SHA-256) made.",
+)
+@click.option(
+    "--all-owners",
+    is_flag=True,
+    help="The session under every key, and rows stored while keys were off.",
+)
+def db_forget(session_id: str, owner: str | None, all_owners: bool) -> None:
     """Delete one session's conversations, feedback and jobs (an erasure request) from
-    PostgreSQL and this host's spool; recorded in the erasures table, without the id."""
+    PostgreSQL and this host's spool; recorded in the erasures table, without the id.
+
+    A session id a client chose is its key's alone: another key may hold the same id for
+    another customer. So the erasure names whose it is, --owner, or says --all-owners.
+    """
     from assistant.retention import forget
 
-    _erase(lambda database, spool: forget(database, spool, session_id))
+    if bool(owner) == all_owners:  # neither, or both
+        raise click.UsageError("give one of --owner FINGERPRINT or --all-owners")
+    _erase(lambda database, spool: forget(database, spool, session_id, owner=owner))
 
 
 @main.command()
