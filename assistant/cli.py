@@ -6,8 +6,12 @@ import gc
 import json
 import logging
 import os
+import pickle
 import random
+import re
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -47,6 +51,45 @@ def main() -> None:
 
 # gevent: many requests waiting on a model at once; gthread: WEB_CONCURRENCY x GUNICORN_THREADS.
 WORKER_CLASSES = ("gevent", "gthread")
+# Run in a child process: resolving `auto` imports the model clients (httpx, ssl, openai) and
+# assistant.llm's thread-local deadlines, none of which may be imported before gevent patches
+# the standard library, and which provider it is decides whether gevent is wanted at all.
+# The settings come in on stdin (they hold the OpenAI key: not on a command line).
+_RESOLVE_IN_CHILD = (
+    "import pickle, sys\n"
+    "from assistant.llm import resolve_provider_name\n"
+    "print(resolve_provider_name(pickle.load(sys.stdin.buffer)))\n"
+)
+
+
+def resolve_auto_provider(settings: Settings) -> Settings:
+    """`settings` with LLM_PROVIDER=auto replaced by the provider it resolves to (openai,
+    ollama or extractive), so that `gunicorn_worker_class` is chosen for the provider that will
+    answer, and the app answers with the one its workers were chosen for (no second probe of
+    Ollama to disagree with the first). Unchanged when WORKER_CLASS is set (the app resolves
+    `auto` itself then) or LLM_PROVIDER names a provider. The calling process imports nothing
+    of the providers': `serve` may still patch it for gevent afterwards."""
+    if settings.worker_class or settings.llm_provider != "auto":
+        return settings
+    try:
+        # The child's stderr is the server's: its warning of an Ollama without the model shows.
+        done = subprocess.run(
+            [sys.executable, "-c", _RESOLVE_IN_CHILD],
+            input=pickle.dumps(settings),
+            stdout=subprocess.PIPE,
+            # Importing the clients takes seconds on a loaded machine; the probe, its timeout.
+            timeout=settings.ollama_probe_timeout + 120,
+            check=True,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise click.ClickException(f"LLM_PROVIDER=auto could not be resolved ({exc})") from exc
+    resolved = replace(settings, llm_provider=done.stdout.decode().strip())
+    logging.getLogger(__name__).info(
+        "LLM_PROVIDER=auto resolved to %s: %s workers",
+        resolved.llm_provider,
+        resolved.gunicorn_worker_class,
+    )
+    return resolved
 
 
 @main.command()
@@ -55,7 +98,7 @@ WORKER_CLASSES = ("gevent", "gthread")
 @click.option("--workers", type=int, default=None, help="gunicorn workers (WEB_CONCURRENCY).")
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn (WORKER_CLASS: gevent or gthread workers)."""
-    settings = _settings(service=True)
+    settings = resolve_auto_provider(_settings(service=True))
     worker_class = settings.gunicorn_worker_class
     if worker_class not in WORKER_CLASSES:
         raise click.ClickException(
@@ -392,14 +435,37 @@ def db_purge(older_than) -> None:
     _erase(lambda database, spool: purge(database, spool, older_than))
 
 
+def _fingerprint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A key's fingerprint as `conversations.owner` stores it: 64 hex digits, lower case."""
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise click.BadParameter("not a key's fingerprint (its SHA-256: 64 hex digits)")
+    return value.lower() if value else None
+
+
 @db.command("forget")
 @click.option("--session", "session_id", required=True, help="The customer's session id.")
-def db_forget(session_id: str) -> None:
+@click.option(
+    "--owner",
+    callback=_fingerprint,
+    help="Only the session the key with this fingerprint (its SHA-256) made.",
+)
+@click.option(
+    "--all-owners",
+    is_flag=True,
+    help="The session under every key, and rows stored while keys were off.",
+)
+def db_forget(session_id: str, owner: str | None, all_owners: bool) -> None:
     """Delete one session's conversations, feedback and jobs (an erasure request) from
-    PostgreSQL and this host's spool; recorded in the erasures table, without the id."""
+    PostgreSQL and this host's spool; recorded in the erasures table, without the id.
+
+    A session id a client chose is its key's alone: another key may hold the same id for
+    another customer. So the erasure names whose it is, --owner, or says --all-owners.
+    """
     from assistant.retention import forget
 
-    _erase(lambda database, spool: forget(database, spool, session_id))
+    if bool(owner) == all_owners:  # neither, or both
+        raise click.UsageError("give one of --owner FINGERPRINT or --all-owners")
+    _erase(lambda database, spool: forget(database, spool, session_id, owner=owner))
 
 
 @main.command()

@@ -135,7 +135,9 @@ class Settings:
     def gunicorn_worker_class(self) -> str:
         """`gevent` (a greenlet per request: a request waiting on a model holds no scarce
         thread) or `gthread` (WEB_CONCURRENCY x GUNICORN_THREADS requests at once):
-        WORKER_CLASS when set, else gthread for THREADED_PROVIDERS and gevent otherwise."""
+        WORKER_CLASS when set, else gthread for THREADED_PROVIDERS and gevent otherwise.
+        `auto` is not a provider yet: `assistant serve` resolves it first (cli's
+        `resolve_auto_provider`), so that it gets the class of the one that answers."""
         if self.worker_class:
             return self.worker_class
         return "gthread" if self.llm_provider in THREADED_PROVIDERS else "gevent"

@@ -91,7 +91,7 @@ TRANSCRIPT_TURNS = 100
 # One statement, so a purge or an erasure and its record in `erasures` are one transaction
 # and the counts are of one snapshot. The rows are locked first: a vote arriving meanwhile
 # waits, then finds its conversation gone.
-_ERASE = """
+_ERASE = sql.SQL("""
 WITH doomed AS (SELECT id FROM conversations WHERE {which} FOR UPDATE),
 gone_feedback AS (
     DELETE FROM feedback WHERE conversation_id IN (SELECT id FROM doomed) RETURNING 1
@@ -102,9 +102,12 @@ INSERT INTO erasures (action, cutoff, conversations, feedback, jobs, spooled)
 SELECT %(action)s, %(cutoff)s::timestamptz, (SELECT count(*) FROM gone),
        (SELECT count(*) FROM gone_feedback), (SELECT count(*) FROM gone_jobs), %(spooled)s
 RETURNING performed_at, action, cutoff, conversations, feedback, jobs, spooled
-"""
-_PURGE = _ERASE.format(which="timestamp < %(cutoff)s")
-_FORGET = _ERASE.format(which="session_id = %(session_id)s")
+""")
+_PURGE = _ERASE.format(which=sql.SQL("timestamp < %(cutoff)s"))
+# A NULL owner: the session under every key (and rows stored while keys were off).
+_FORGET = _ERASE.format(
+    which=sql.SQL("session_id = %(session_id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)")
+)
 # What the KB failed since %(since)s, for `assistant gaps` and the dashboard's panel: declined
 # (out of scope), handed off because retrieval was unsure, or voted down.
 _FAILED_QUESTIONS = sql.SQL("""
@@ -601,11 +604,14 @@ class Database:
             ).fetchall()
         return [(row["question"], row["answer"]) for row in reversed(rows)]
 
-    def session_conversation_ids(self, session_id: str) -> set[str]:
-        """The ids of every stored conversation of a session, abandoned ones included."""
+    def session_conversation_ids(self, session_id: str, owner: str | None) -> set[str]:
+        """The ids of every stored conversation of a session, abandoned ones included: those
+        `owner` (a key's fingerprint) made, or under every owner when it is None."""
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT id FROM conversations WHERE session_id = %s", (session_id,)
+                "SELECT id FROM conversations WHERE session_id = %(session)s"
+                " AND (%(owner)s::text IS NULL OR owner = %(owner)s)",
+                {"session": session_id, "owner": owner},
             ).fetchall()
         return {row["id"] for row in rows}
 
@@ -695,14 +701,20 @@ class Database:
                 _PURGE, {"action": "purge", "cutoff": cutoff, "spooled": spooled}
             ).fetchone()
 
-    def forget(self, session_id: str, spooled: int) -> dict[str, Any]:
-        """Delete every conversation of a session with its feedback and jobs (an erasure
-        request), and record that in `erasures`, without the session id. Returns the record,
-        as `purge` does."""
+    def forget(self, session_id: str, owner: str | None, spooled: int) -> dict[str, Any]:
+        """Delete every conversation of a session that `owner` (a key's fingerprint; None:
+        every owner) made, with its feedback and jobs (an erasure request), and record that in
+        `erasures`, without the session id or the owner. Returns the record, as `purge` does."""
         with self._connection() as conn:
             return conn.execute(
                 _FORGET,
-                {"action": "forget", "cutoff": None, "session_id": session_id, "spooled": spooled},
+                {
+                    "action": "forget",
+                    "cutoff": None,
+                    "session_id": session_id,
+                    "owner": owner,
+                    "spooled": spooled,
+                },
             ).fetchone()
 
     def has_session(self, session_id: str, owner: str | None) -> bool:

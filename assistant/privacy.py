@@ -1,7 +1,8 @@
 """Masking of personal data before it is stored, logged or sent to a model.
 
 Card numbers (PANs) are masked always: a Luhn-valid run of 13 to 19 digits, written together
-or in groups joined by single spaces or dashes, keeps only its last four digits. With
+or in groups joined by single spaces, dashes or dots (no-break spaces and Unicode dashes too),
+keeps only its last four digits. With
 `PII_MASKING=on` emails and phone numbers are masked too. A digit run that fails the Luhn check
 (an order or ticket number) is left as it is.
 """
@@ -20,8 +21,10 @@ CARD_MASK = "**** **** **** "
 EMAIL_MASK = "[email]"
 PHONE_MASK = "[phone]"
 
-# Digit groups joined by one space or dash: "4111 1111 1111 1111", "4111-1111-1111-1111".
-_DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
+# Digit groups joined by one separator: "4111 1111 1111 1111", "4111-1111-1111-1111",
+# "4111.1111.1111.1111"; no-break and narrow no-break spaces and the Unicode dashes too, which
+# word processors and phone keyboards put in for spaces and hyphens.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d+(?:[ \u00a0\u202f\-\u2010-\u2014.]\d+)*(?!\d)")
 _DIGITS = re.compile(r"\d+")
 # No maintained library that finds addresses in free text is lean (Presidio needs spaCy,
 # scrubadub scikit-learn): this is the common local@domain.tld shape, which is what customers
@@ -44,14 +47,21 @@ def _card_spans(run: str) -> Iterator[tuple[int, int]]:
     """The spans of a digit run that hold card numbers: every window of its digit groups with
     13 to 19 Luhn-valid digits, overlapping windows merged. Every window, not only the whole
     run: in "call 0800 123 4111 1111 1111 1111" the card follows phone digits. Merged: of two
-    overlapping candidates either may be the card, so both are masked."""
+    overlapping candidates either may be the card, so both are masked.
+
+    A window joined by dots and anything else is passed over: the dot is also the decimal
+    point and the date's separator, so "4.99 9.99 24.99 11.99" or "2024.01.15-2024.01.23" is
+    prices or a date range even when its digits pass the Luhn check. A card written with dots
+    is dotted throughout; spaces and dashes still mix, as hand-typed cards do."""
     groups = list(_DIGITS.finditer(run))
     spans: list[list[int]] = []
     for first in range(len(groups)):
-        digits = ""
+        digits, joins = "", ""
         for last in range(first, len(groups)):
             digits += groups[last].group()
-            if len(digits) >= CARD_DIGITS.stop:
+            if last > first:
+                joins += run[groups[last - 1].end()]
+            if len(digits) >= CARD_DIGITS.stop or ("." in joins and joins.strip(".")):
                 break
             if len(digits) in CARD_DIGITS and luhn_valid(digits):
                 start, end = groups[first].start(), groups[last].end()

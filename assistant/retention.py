@@ -1,5 +1,6 @@
 """Retention and erasure: `assistant db purge --older-than 90d` and `assistant db forget
---session ID`, in PostgreSQL and in this host's spool, each recorded in the `erasures` table.
+--session ID --owner FINGERPRINT` (or `--all-owners`), in PostgreSQL and in this host's spool,
+each recorded in the `erasures` table.
 
 Both hold the spool's replay lock while they work: a replay running meanwhile could otherwise
 write back rows just deleted from the database.
@@ -62,15 +63,24 @@ def purge(database: Database, spool: Spool, older_than: timedelta) -> dict[str, 
         return database.purge(cutoff, spool.discard(doomed))
 
 
-def forget(database: Database, spool: Spool, session_id: str) -> dict[str, Any]:
+def forget(
+    database: Database, spool: Spool, session_id: str, *, owner: str | None
+) -> dict[str, Any]:
     """Delete every conversation of `session_id`, with their feedback and jobs, from
     PostgreSQL and the spool (a customer's erasure request); returns the `erasures` record.
-    Raises RetentionError, or DatabaseUnavailable while PostgreSQL is down."""
+    `owner` is the fingerprint of the key the customer asked through: a session id a client
+    chose is its key's alone, and another key may hold the same id for another customer.
+    None erases the session under every owner. Raises RetentionError, or DatabaseUnavailable
+    while PostgreSQL is down."""
+
+    def ours(row: dict[str, Any]) -> bool:
+        return row.get("session_id") == session_id and owner in (None, row.get("owner"))
+
     with _replays_held(database):
-        ids = database.session_conversation_ids(session_id) | {
+        ids = database.session_conversation_ids(session_id, owner) | {
             entry["row"]["id"]
             for entry in spool.entries()
-            if entry["kind"] == "conversation" and entry["row"].get("session_id") == session_id
+            if entry["kind"] == "conversation" and ours(entry["row"])
         }
 
         def doomed(entry: dict[str, Any]) -> bool:
@@ -78,7 +88,7 @@ def forget(database: Database, spool: Spool, session_id: str) -> dict[str, Any]:
                 return entry["row"]["id"] in ids
             return entry["conversation_id"] in ids
 
-        return database.forget(session_id, spool.discard(doomed))
+        return database.forget(session_id, owner, spool.discard(doomed))
 
 
 @contextmanager

@@ -81,6 +81,29 @@ def test_luhn_check_and_card_shapes():
     assert {text: mask_cards(text) for text in cases} == cases
 
 
+def test_cards_written_with_dots_and_other_common_separators_are_masked():
+    cases = {
+        "card 4111.1111.1111.1111.": "card **** **** **** 1111.",
+        "amex 3782.822463.10005": "amex **** **** **** 0005",
+        # As word processors and phones write them: no-break spaces, en dashes.
+        "card 4111\u00a01111\u00a01111\u00a01111": "card **** **** **** 1111",
+        "card 5500\u20130000\u20130000\u20130004": "card **** **** **** 0004",
+    }
+    assert {text: mask_cards(text) for text in cases} == cases
+
+
+def test_numbers_written_with_dots_that_are_not_cards_are_kept():
+    # Each holds 13-19 digits that pass the Luhn check when its separators are dropped: a row
+    # of decimals or a date range, not a card, because it mixes dots with other separators.
+    kept = (
+        "plans cost 4.99 9.99 24.99 11.99 a month",
+        "billed 2024.01.15 2024.01.23",
+        "the outage of 2024.01.15-2024.01.23",
+        "app 10.15.7, TV firmware 2024.01.15, call 555.123.4567",
+    )
+    assert {text: mask_cards(text) for text in kept} == {text: text for text in kept}
+
+
 def test_a_card_number_never_reaches_postgres_the_spool_the_logs_or_the_model(
     stand_in,  # noqa: F811
     assistant,

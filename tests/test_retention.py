@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from assistant.cli import main
 from assistant.config import PROJECT_ROOT
+from assistant.keys import fingerprint
 from assistant.retention import parse_age
 from assistant.spool import Spool
 from tests.test_db import _row
@@ -137,7 +138,7 @@ def test_forget_leaves_nothing_of_the_session_in_any_table_or_the_spool(
     # A vote spooled on a conversation PostgreSQL holds: it goes with the session too.
     Spool(tmp_path / "spool").add_feedback(ids[1], 1, "spooled comment")
 
-    result = _run(own_database.url, tmp_path, "forget", "--session", session)
+    result = _run(own_database.url, tmp_path, "forget", "--session", session, "--all-owners")
 
     assert result.exit_code == 0, result.output
     everything = json.dumps(_all_rows(own_database.url), default=str)
@@ -157,10 +158,55 @@ def test_forget_leaves_nothing_of_the_session_in_any_table_or_the_spool(
 
 
 def test_forgetting_an_unknown_session_is_recorded_as_nothing_deleted(own_database, tmp_path):
-    result = _run(own_database.url, tmp_path, "forget", "--session", "nobody")
+    result = _run(own_database.url, tmp_path, "forget", "--session", "nobody", "--all-owners")
     assert result.exit_code == 0, result.output
     [record] = _erasures(own_database.url)
     assert (record["conversations"], record["spooled"]) == (0, 0)
+
+
+def test_forget_with_an_owner_leaves_the_same_session_id_of_another_key(own_database, tmp_path):
+    # Two sites' widgets, each with its own key, both chose the session id "visitor-1" for
+    # two different customers; the first customer asks to be forgotten.
+    asked, other = fingerprint("pk-site-a-0123456789abcdef"), fingerprint("pk-site-b-0123456789")
+    own_database.save_conversations(
+        [
+            _row("a-1", session_id="visitor-1", owner=asked, question="customer a asks"),
+            _row("b-1", session_id="visitor-1", owner=other, question="customer b asks"),
+        ]
+    )
+    assert own_database.save_feedback("b-1", 1, "customer b is happy")
+    spool = Spool(tmp_path / "spool")
+    spool.add_conversation(_row("a-2", session_id="visitor-1", owner=asked))
+    spool.add_conversation(_row("b-2", session_id="visitor-1", owner=other))
+
+    result = _run(
+        own_database.url, tmp_path, "forget", "--session", "visitor-1", "--owner", asked.upper()
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 conversations, 0 feedback, 1 jobs and 1 spooled records" in result.output
+    rows = _all_rows(own_database.url)
+    assert [row["id"] for row in rows["conversations"]] == ["b-1"]
+    assert [row["comment"] for row in rows["feedback"]] == ["customer b is happy"]
+    assert [entry["row"]["id"] for entry in spool.entries()] == ["b-2"]
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        [],
+        ["--owner", "0" * 64, "--all-owners"],
+        ["--owner", "pk-site-a-0123456789abcdef"],
+    ],
+    ids=["neither", "both", "a-key-not-its-fingerprint"],
+)
+def test_forget_refuses_to_guess_whose_session_it_is(own_database, tmp_path, scope):
+    own_database.save_conversation(_row("kept", session_id="visitor-1"))
+    result = _run(own_database.url, tmp_path, "forget", "--session", "visitor-1", *scope)
+    assert result.exit_code == 2
+    assert "--owner" in result.output
+    rows = _all_rows(own_database.url)
+    assert [row["id"] for row in rows["conversations"]] == ["kept"] and rows["erasures"] == []
 
 
 @pytest.mark.parametrize("age", ["90", "90x", "0d", "-5d", "d"])
