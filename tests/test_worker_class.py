@@ -27,7 +27,8 @@ import requests
 from click.testing import CliRunner
 
 from assistant.bench_model import latency_model
-from assistant.cli import main, resolve_auto_provider
+from assistant.cli import main
+from assistant.commands.serving import resolve_auto_provider
 from assistant.config import Settings
 from tests.conftest import running_api
 from tests.test_providers import fake_ollama  # noqa: F401 (a fixture)
@@ -161,7 +162,7 @@ def test_resolving_auto_imports_nothing_gevent_must_patch_first(no_ollama):
     before deciding whether to patch the standard library."""
     code = (
         "import sys\n"
-        "from assistant.cli import resolve_auto_provider\n"
+        "from assistant.commands.serving import resolve_auto_provider\n"
         "from assistant.config import Settings\n"
         f"resolved = resolve_auto_provider(Settings.from_env({_auto_env(no_ollama)!r}))\n"
         "print(resolved.llm_provider)\n"

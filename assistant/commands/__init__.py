@@ -1,0 +1,1 @@
+"""The `assistant` command's subcommands, one module per area (see assistant/cli.py)."""
