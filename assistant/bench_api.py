@@ -280,7 +280,7 @@ class Outage:
         self._threads[1].join()
 
     def _outage(self) -> None:
-        from assistant.db import load_pgserver
+        from assistant.embedded_pg import load_pgserver
 
         pgserver = load_pgserver()  # the throwaway cluster's own library; see database()
         time.sleep(self.after)
@@ -354,7 +354,7 @@ def database(settings: Settings, directory: Path) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from assistant.db import load_pgserver
+    from assistant.embedded_pg import load_pgserver
 
     with load_pgserver().get_server(directory / "pgdata", cleanup_mode="stop") as server:
         yield server.get_uri()

@@ -95,7 +95,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # Always a new one: samples left from an earlier server would be added in.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="assistant-metrics-")
     from assistant.app import create_app
-    from assistant.db import embedded_url, stop_embedded
+    from assistant.embedded_pg import embedded_url, stop_embedded
     from assistant.handoff import MissingSecret
     from assistant.knowledge import KnowledgeBaseError
     from assistant.metrics import worker_exited
