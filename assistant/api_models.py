@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from assistant.config import MAX_QUESTION_CHARS
 
-Status = Literal["answered", "out_of_scope", "handoff", "small_talk"]
+# `contact`: a contact given after a handoff, passed on to the helpdesk with it.
+Status = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact"]
 # A stored conversation may also be a stream the customer left before it was complete.
-StoredStatus = Literal["answered", "out_of_scope", "handoff", "small_talk", "abandoned"]
+StoredStatus = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact", "abandoned"]
 Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED"]
 
 
@@ -227,11 +228,13 @@ class StatsResponse(BaseModel):
     conversations: int
     response_time: ResponseTimes
     resolution_rate: float | None = Field(
-        description="Of the conversations that are not small talk: the share answered, not "
-        "voted down, and not followed by another question of the session within 10 minutes."
+        description="Of the conversations that are neither small talk nor a contact given "
+        "after a handoff: the share answered, not voted down, and not followed by another "
+        "question of the session within 10 minutes."
     )
     handoff_rate: float | None = Field(
-        description="Of the conversations that are not small talk: the share handed off."
+        description="Of the conversations that are neither small talk nor a contact given "
+        "after a handoff: the share handed off."
     )
     handoff_rate_by_reason: dict[str, float] = Field(
         description="The handoff rate of each reason (requested_human, frustration, "

@@ -529,19 +529,20 @@ class Database:
 
     def session_history(
         self, session_id: str, owner: str | None = None, turns: int = 3
-    ) -> list[tuple[str, str]]:
-        """The session's last `turns` question/answer pairs, oldest first (a stream the
-        customer left unfinished is not a turn). With keys on, a session is its owner's: the
-        same id under another key is another session."""
+    ) -> list[tuple[str, str, str]]:
+        """The session's last `turns` (question, answer, status) triples, oldest first (a
+        stream the customer left unfinished is not a turn); the status tells a session already
+        handed off. With keys on, a session is its owner's: the same id under another key is
+        another session."""
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT question, answer FROM conversations"
+                "SELECT question, answer, status FROM conversations"
                 " WHERE session_id = %(session)s AND status <> 'abandoned'"
                 " AND (%(owner)s::text IS NULL OR owner = %(owner)s)"
                 " ORDER BY timestamp DESC LIMIT %(turns)s",
                 {"session": session_id, "owner": owner, "turns": turns},
             ).fetchall()
-        return [(row["question"], row["answer"]) for row in reversed(rows)]
+        return [(row["question"], row["answer"], row["status"]) for row in reversed(rows)]
 
     def session_conversation_ids(self, session_id: str, owner: str | None) -> set[str]:
         """The ids of every stored conversation of a session, abandoned ones included: those
@@ -559,8 +560,8 @@ class Database:
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """A handed-off conversation's row (None when it is unknown or erased) and its
         session's turns up to and including it, oldest first, at most TRANSCRIPT_TURNS (the
-        latest); each turn: id, question, answer, status, sources, timestamp. Streams the
-        customer left unfinished are not turns."""
+        latest); each turn: id, question, answer, status, handoff_reason, handoff_delivery,
+        sources, timestamp. Streams the customer left unfinished are not turns."""
         with self._connection() as conn:
             row = conn.execute(
                 "SELECT id, session_id, question, answer, status, handoff_reason, sources,"
@@ -571,7 +572,9 @@ class Database:
                 return None, []
             turns = conn.execute(
                 """
-                SELECT id, question, answer, status, sources, timestamp FROM conversations
+                SELECT id, question, answer, status, handoff_reason, handoff_delivery, sources,
+                       timestamp
+                FROM conversations
                 WHERE (session_id = %(session)s AND status <> 'abandoned'
                        AND timestamp <= %(at)s) OR id = %(id)s
                 ORDER BY timestamp DESC, id DESC LIMIT %(turns)s
@@ -769,7 +772,9 @@ class Database:
         Like the Grafana panels, votes count by when they were given, everything else by when
         the conversation took place; `fallback` is an answer the extractive fallback gave.
 
-        Outcomes, over the conversations that are not small talk (None without any):
+        Outcomes, over the conversations that are support questions, neither small talk nor a
+        contact given after a handoff (that one is counted in `status_mix` only, never as a
+        handoff of its own; None without any):
         `resolution_rate`, the share answered, not voted down, and not followed by another
         question of the session within 10 minutes (an answer younger than that
         counts as resolved until one comes); `handoff_rate`, the share handed off, and
@@ -791,17 +796,20 @@ class Database:
                        coalesce(sum(c.cost_usd), 0) AS cost_usd,
                        avg((c.status = 'answered' AND f.feedback IS DISTINCT FROM -1
                             -- "no further question": another message of the session, not
-                            -- small talk (a "thanks" is no sign of a failed answer), within
+                            -- small talk (a "thanks" is no sign of a failed answer) nor a
+                            -- contact given after a handoff (no question either), within
                             -- 10 minutes; the Grafana panel holds the same condition
                             AND NOT EXISTS (
                                 SELECT 1 FROM conversations n
                                 WHERE n.session_id = c.session_id
                                   AND n.timestamp > c.timestamp
                                   AND n.timestamp <= c.timestamp + interval '10 minutes'
-                                  AND n.status <> 'small_talk'))::int)
-                           FILTER (WHERE c.status <> 'small_talk')::float AS resolution_rate,
+                                  AND n.status NOT IN ('small_talk', 'contact')))::int)
+                           FILTER (WHERE c.status NOT IN ('small_talk', 'contact'))::float
+                           AS resolution_rate,
                        avg((c.status = 'handoff')::int)
-                           FILTER (WHERE c.status <> 'small_talk')::float AS handoff_rate,
+                           FILTER (WHERE c.status NOT IN ('small_talk', 'contact'))::float
+                           AS handoff_rate,
                        coalesce(sum(c.prompt_tokens), 0) AS prompt,
                        coalesce(sum(c.completion_tokens), 0) AS completion,
                        coalesce(sum(c.eval_total_tokens), 0) AS judge,
@@ -821,7 +829,8 @@ class Database:
                 SELECT coalesce(handoff_reason, 'unspecified') AS reason,
                        count(*)::float / (
                            SELECT count(*) FROM conversations
-                           WHERE timestamp >= %(since)s AND status <> 'small_talk'
+                           WHERE timestamp >= %(since)s
+                             AND status NOT IN ('small_talk', 'contact')
                        ) AS rate
                 FROM conversations WHERE timestamp >= %(since)s AND status = 'handoff'
                 GROUP BY 1 ORDER BY 2 DESC, 1

@@ -8,6 +8,11 @@ signed with HMAC-SHA256 over the exact body, and records each attempt on the con
 post the receiver does not accept with a 2xx is retried with backoff by the jobs table, up to
 HANDOFF_MAX_ATTEMPTS posts; then the conversation is marked `failed`.
 
+A contact the customer gives after the handoff (status `contact`, rag.CONTACT: a message
+with an email address or phone number, in a session handed off) is a conversation of its own,
+queued and posted the same way, as the event `conversation.contact`, naming the handoff it
+follows.
+
 A receiver may see one handoff more than once (its 2xx lost on the way back): the
 `X-Assistant-Delivery` header, the conversation id, is the same on every post of it.
 """
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Assistant-Signature"
 DELIVERY_HEADER = "X-Assistant-Delivery"
 EVENT = "conversation.handoff"
+CONTACT_EVENT = "conversation.contact"
 # With the jobs table's backoff (5 s, doubling, at most 10 min) ten posts span about half an
 # hour: long enough for a helpdesk's restart or a short outage.
 HANDOFF_MAX_ATTEMPTS = 10
@@ -45,6 +51,11 @@ REASONS = {
     "low_confidence": "the assistant was not sure of the answer",
     "language": "the customer wrote in a language the assistant does not answer in",
 }
+
+
+class HandoffPending(RuntimeError):
+    """A contact's handoff is still queued (its receiver failing): the contact waits for the
+    job's next attempt, so that the receiver never gets it before the handoff it belongs to."""
 
 
 class MissingSecret(ValueError):
@@ -84,20 +95,34 @@ def _source(source: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def handoff_of(row: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The handoff `row` is posted for: the row itself, or, for a contact given after a handoff,
+    the latest handoff of its `turns` (None when that one is no longer stored: purged)."""
+    if row["status"] != "contact":
+        return row
+    return next((turn for turn in reversed(turns) if turn["status"] == "handoff"), None)
+
+
 def build_payload(
     row: Mapping[str, Any], turns: list[Mapping[str, Any]], region: str = "US"
 ) -> dict[str, Any]:
-    """The JSON object posted for a handed-off conversation `row`, from its session's `turns`
-    (oldest first, ending with `row`; see Database.handoff_transcript):
+    """The JSON object posted for a handed-off conversation `row`, or for a contact given
+    after the handoff (`row["status"]` is `contact`), from its session's `turns` (oldest
+    first, ending with `row`; see Database.handoff_transcript):
 
-    - `event`, `conversation_id`, `session_id`, `reason` (a code) and `reason_text`,
-      `handed_off_at` (ISO 8601, UTC);
+    - `event`: `conversation.handoff`, or `conversation.contact`;
+    - `conversation_id` (the row's), `session_id`;
+    - `handoff_conversation_id`, `reason` (a code), `reason_text` and `handed_off_at` (ISO
+      8601, UTC): those of the handoff, the row itself or, for a contact, the latest handoff
+      of the transcript before it (all None when that one is no longer stored: purged);
     - `transcript`: one `{"role": "customer" | "assistant", "text", "at"}` per message;
     - `sources`: the knowledge-base entries (id, title, url, score) of the latest turn that
       had any, what the assistant was working from;
-    - `contact`: `{"emails": [...], "phones": [...]}` the customer wrote (phones in E.164);
-      empty when none was given, or when PII_MASKING masked them before they were stored;
-    - `text`: the whole of it as a few readable lines, which a Slack incoming webhook shows.
+    - `contact`: `{"emails": [...], "phones": [...]}` the customer wrote (phones in E.164), in
+      the order given: the last is the latest; empty when none was given, or when
+      PII_MASKING masked them before they were stored;
+    - `text`: a few readable lines, which a Slack incoming webhook shows: for a handoff the
+      whole transcript, for a contact the message that gave it.
     """
     transcript: list[dict[str, str]] = []
     for turn in turns:
@@ -106,19 +131,33 @@ def build_payload(
         transcript.append({"role": "assistant", "text": turn["answer"], "at": at})
     sources = next((t["sources"] for t in reversed(turns) if t["sources"]), [])
     emails, phones = contact_details("\n".join(t["question"] for t in turns), region)
-    reason = row["handoff_reason"] or "requested_human"
-    reason_text = REASONS.get(reason, reason)
-    lines = [f"Handoff ({reason_text}), conversation {row['id']}"]
-    if emails or phones:
-        lines.append("Contact: " + ", ".join(emails + phones))
-    lines += [f"{m['role']}: {m['text']}" for m in transcript]
+    contact = row["status"] == "contact"
+    handoff = handoff_of(row, turns)
+    reason = reason_text = handed_off_at = handoff_id = None
+    if handoff is not None:
+        handoff_id, handed_off_at = handoff["id"], _iso(handoff["timestamp"])
+        reason = handoff["handoff_reason"] or "requested_human"
+        reason_text = REASONS.get(reason, reason)
+    if contact:
+        given_emails, given_phones = contact_details(row["question"], region)
+        lines = [
+            f"Contact given after the handoff of conversation {handoff_id}: "
+            + ", ".join(given_emails + given_phones),
+            f"customer: {row['question']}",
+        ]
+    else:
+        lines = [f"Handoff ({reason_text}), conversation {row['id']}"]
+        if emails or phones:
+            lines.append("Contact: " + ", ".join(emails + phones))
+        lines += [f"{m['role']}: {m['text']}" for m in transcript]
     return {
-        "event": EVENT,
+        "event": CONTACT_EVENT if contact else EVENT,
         "conversation_id": row["id"],
         "session_id": row["session_id"],
+        "handoff_conversation_id": handoff_id,
         "reason": reason,
         "reason_text": reason_text,
-        "handed_off_at": _iso(row["timestamp"]),
+        "handed_off_at": handed_off_at,
         "transcript": transcript,
         "sources": [_source(source) for source in sources],
         "contact": {"emails": emails, "phones": phones},
@@ -127,9 +166,10 @@ def build_payload(
 
 
 class HandoffWebhook:
-    """Posts handed-off conversations to `url`, signed with `secret`, waiting at most
-    `timeout` seconds for the receiver. Raises MissingSecret when `secret` is empty: were
-    posts unsigned, anyone who learns the URL could open tickets in the team's helpdesk."""
+    """Posts handed-off conversations, and contacts given after them, to `url`, signed with
+    `secret`, waiting at most `timeout` seconds for the receiver. Raises MissingSecret when
+    `secret` is empty: were posts unsigned, anyone who learns the URL could open tickets in the
+    team's helpdesk."""
 
     def __init__(
         self,
@@ -146,12 +186,18 @@ class HandoffWebhook:
         self.timeout, self.region = timeout, region
 
     def deliver(self, conversation_id: str) -> None:
-        """Post one handoff and record the attempt. Raises DeliveryFailed when the receiver
-        does not accept it, for the job to be retried; returns at once for a conversation
-        delivered already or erased meanwhile (`assistant db forget`)."""
+        """Post one handoff, or a contact given after one, and record the attempt. Raises
+        DeliveryFailed when the receiver does not accept it, and HandoffPending for a contact
+        whose handoff is still queued, for the job to be retried; returns at once for a
+        conversation delivered already or erased meanwhile (`assistant db forget`)."""
         row, turns = self.database.handoff_transcript(conversation_id)
         if row is None or row["handoff_delivery"] == "delivered":
             return
+        handoff = handoff_of(row, turns)
+        if handoff is not None and handoff is not row and handoff["handoff_delivery"] == "queued":
+            # Once the handoff is delivered or has failed for good, the contact goes: its own
+            # retries, started later on the same backoff, outlast the handoff's.
+            raise HandoffPending("the handoff this contact follows is not delivered yet")
         body = json.dumps(build_payload(row, turns, self.region), ensure_ascii=False).encode()
         headers = {
             "Content-Type": "application/json",

@@ -2,7 +2,8 @@
 delivery of each handed-off conversation to the team's helpdesk (assistant/handoff.py).
 
 Saving a conversation inserts its `judge` job, and a `handoff` job when it was handed off with
-HANDOFF_WEBHOOK_URL set, in the same transaction (db.save_conversations),
+HANDOFF_WEBHOOK_URL set (or gave a contact after a handoff), in the same transaction
+(db.save_conversations),
 so a job exists exactly when its row does, a restart or `kill -9` loses none, and a spooled
 answer gets its job when the spool is replayed. A `JobRunner` claims jobs one at a time with
 `FOR UPDATE SKIP LOCKED`, so any number of runners (threads of the web processes,

@@ -79,7 +79,7 @@ def heuristic_verdict(status: str, confidence: float | None, reason: str) -> Ver
         else:
             relevance = "NON_RELEVANT"
         why = f"answered from the knowledge base with retrieval confidence {confidence:.2f}"
-    elif status in ("handoff", "small_talk"):
+    elif status in ("handoff", "small_talk", "contact"):
         relevance = "PARTLY_RELEVANT"
         why = f"status {status}: the reply is on topic but answers no support question"
     else:

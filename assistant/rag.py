@@ -30,6 +30,7 @@ from assistant.llm import (
     ProviderError,
     make_provider,
 )
+from assistant.privacy import contact_details
 from assistant.retrieval import (
     EmbeddingCache,
     Hit,
@@ -76,6 +77,15 @@ HANDOFF_FORWARDED_REPLY = (
     "you haven't given one, or would rather talk now, reach them by live chat at "
     "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
 )
+# After a forwarded handoff, a message carrying an email address or phone number is passed on
+# to the same team (assistant/handoff.py, event `conversation.contact`), and the customer is
+# told so, with the address read back, so that a mistyped one can be corrected at once.
+CONTACT_FORWARDED_REPLY = (
+    "Thank you: I've passed {contact} on to the person from our support team who has our "
+    "conversation. They will reply from {{CUSTOMER_SUPPORT_EMAIL}} "
+    "({{CUSTOMER_SUPPORT_HOURS}}). If you would rather talk now, reach them by live chat at "
+    "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
+)
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 SMALL_TALK_REPLIES = {
     "greeting": "Hello! I'm the {{COMPANY_NAME}} support assistant. What can I help you with?",
@@ -85,6 +95,10 @@ SMALL_TALK_REPLIES = {
 HUMAN_INTENT = "human_agent"
 # The status of a streamed answer the customer left before it was complete.
 ABANDONED = "abandoned"
+# The status of a message that gave a contact after a forwarded handoff: passed on to the
+# helpdesk, neither a support question nor another handoff (the outcome figures leave it out,
+# as they do small talk).
+CONTACT = "contact"
 
 # A message is small talk only when these phrases make up all of it: "hi, how do I cancel?"
 # is a question.
@@ -181,8 +195,19 @@ class Answer:
 
 @dataclass(frozen=True)
 class Turn:
+    """An earlier exchange of the session: the customer's message, the reply, and the
+    reply's status (`answered`, `handoff`, `contact`, ...), which tells a session already
+    handed off."""
+
     question: str
     answer: str
+    status: str = "answered"
+
+
+def handed_off(history: Sequence[Turn]) -> bool:
+    """Whether the session was handed off in `history` (a handoff, or a contact passed on
+    after one, so that a second contact follows the first)."""
+    return any(turn.status in ("handoff", CONTACT) for turn in history)
 
 
 # A follow-up this short ("and the yearly one?") may be retrieved together with the previous
@@ -381,7 +406,9 @@ class Assistant:
 
     `signals` detects requests for a person and frustration on any KB (None: never).
     `handoffs_forwarded`: handed-off conversations are posted to the team's helpdesk
-    (HANDOFF_WEBHOOK_URL), and the handoff reply promises a person's reply.
+    (HANDOFF_WEBHOOK_URL), and the handoff reply promises a person's reply; a contact the
+    customer gives after the handoff is passed on too (status `contact`). `phone_region`: the
+    country whose national format a phone number without `+` is read in (PII_PHONE_REGION).
     """
 
     def __init__(
@@ -393,9 +420,12 @@ class Assistant:
         knowledge_source: str = "custom",
         signals: HandoffSignals | None = None,
         handoffs_forwarded: bool = False,
+        phone_region: str = "US",
     ):
         self.retriever = retriever
+        self.handoffs_forwarded = handoffs_forwarded
         self.handoff_reply = HANDOFF_FORWARDED_REPLY if handoffs_forwarded else HANDOFF_REPLY
+        self.phone_region = phone_region
         self.handoff_threshold = retriever.settings.handoff_threshold
         self.knowledge_source = knowledge_source
         self.provider = provider
@@ -447,6 +477,16 @@ class Assistant:
             return "frustration"
         return None
 
+    def _contact_after_handoff(self, question: str, history: Sequence[Turn]) -> str | None:
+        """The emails and phone numbers (E.164) of `question`, joined for the reply, when the
+        session was handed off to a helpdesk that gets them; else None. The whole message is
+        passed on, whatever else it says: the conversation is a person's now. With
+        PII_MASKING on the message arrives masked, holds none, and is answered as any other."""
+        if not (self.handoffs_forwarded and handed_off(history)):
+            return None
+        emails, phones = contact_details(question, self.phone_region)
+        return " and ".join(emails + phones) or None
+
     def decide(
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
     ) -> tuple[Answer, list[Hit]]:
@@ -467,6 +507,11 @@ class Assistant:
             confidence=0.0,
             status="answered",
         )
+        contact = self._contact_after_handoff(question, history)
+        if contact:
+            answer.status = CONTACT
+            answer.answer = CONTACT_FORWARDED_REPLY.replace("{contact}", contact)
+            return answer, []
         if chat:
             answer.status, answer.answer = "small_talk", SMALL_TALK_REPLIES[chat]
             return answer, []
@@ -746,4 +791,5 @@ def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
         knowledge_source=kb.source,
         signals=build_signals(settings, retriever),
         handoffs_forwarded=bool(settings.handoff_webhook_url),
+        phone_region=settings.pii_phone_region,
     )

@@ -24,6 +24,7 @@ from assistant.app import create_app
 from assistant.db import Database
 from assistant.jobs import JobRunner
 from assistant.judge import Judge
+from assistant.privacy import Masker, mask_logs
 from assistant.rag import Assistant
 from assistant.routes.questions import conversation_row
 from tests.conftest import free_port, serving
@@ -73,6 +74,13 @@ def flaky_receiver() -> Iterator[Receiver]:
         yield server
 
 
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    with serving(server):
+        yield server
+
+
 def _forwarding(assistant: Assistant) -> Assistant:
     """The session's assistant, promising a person's reply as it does with a webhook set."""
     return Assistant(
@@ -86,13 +94,14 @@ def _forwarding(assistant: Assistant) -> Assistant:
     )
 
 
-def _app(settings, assistant, database: Database, tmp_path, url: str | None):
+def _app(settings, assistant, database: Database, tmp_path, url: str | None, **overrides):
     changed = replace(
         settings,
         database_url=database.url,
         data_dir=tmp_path,
         handoff_webhook_url=url,
         handoff_webhook_secret=SECRET,
+        **overrides,
     )
     return create_app(changed, assistant=assistant, database=database)
 
@@ -274,3 +283,141 @@ def test_a_spooled_handoff_gets_its_job_when_the_spool_is_replayed(
     [job] = _jobs(own_database, "handoff")
     assert (job["key"], job["status"]) == (row["id"], "queued")
     assert _row(own_database, row["id"])["handoff_delivery"] == "queued"
+
+
+def _ask(app, session: str, *questions: str) -> list[dict]:
+    """The replies to `questions`, asked in turn in `session`; the app's spool flusher is
+    stopped after."""
+    client = app.test_client()
+    replies = []
+    try:
+        for question in questions:
+            reply = client.post("/question", json={"question": question, "session_id": session})
+            assert reply.status_code == 200, reply.get_json()
+            replies.append(reply.get_json())
+    finally:
+        app.extensions["flusher"].stop()
+    return replies
+
+
+ASK_FOR_A_PERSON = "let me speak to an agent"
+GIVE_A_CONTACT = "you can reach me at jane.doe@example.com or (415) 555-0134"
+
+
+def test_a_contact_given_after_the_handoff_reaches_the_receiver_after_it_signed_and_once(
+    settings, assistant, own_database, flaky_receiver, tmp_path
+):
+    app = _app(settings, _forwarding(assistant), own_database, tmp_path, flaky_receiver.url)
+    session = "handoff-contact-1"
+    handed, given = _ask(app, session, ASK_FOR_A_PERSON, GIVE_A_CONTACT)
+    assert handed["status"] == "handoff"
+    # Acknowledged, with the contact read back and the team's own address: neither a decline
+    # nor an answer from the knowledge base.
+    assert given["status"] == "contact"
+    assert "passed jane.doe@example.com and +14155550134 on to the person" in given["answer"]
+    assert "support@lumenstream.example" in given["answer"]
+    assert (given["sources"], given["intent"]) == ([], None)
+    queued = [handed["conversation_id"], given["conversation_id"]]
+    assert [job["key"] for job in _jobs(own_database, "handoff")] == queued
+
+    # Both queued before any post: the receiver refuses the handoff twice meanwhile.
+    runner = _fast_runner(own_database, flaky_receiver.url)
+    _run_until(runner, lambda: len(flaky_receiver.accepted()) == 2)
+    time.sleep(0.3)  # a duplicate post, were there one, would arrive by now
+    runner.run_until_idle(5)
+
+    # The contact waited for its handoff to be accepted, then was posted once.
+    events = [(json.loads(body)["event"], status) for _, body, status in flaky_receiver.posts]
+    assert events == [
+        ("conversation.handoff", 500),
+        ("conversation.handoff", 500),
+        ("conversation.handoff", 200),
+        ("conversation.contact", 200),
+    ]
+    [(_, handoff_body, _), (headers, body, _)] = flaky_receiver.accepted()
+    assert handoff.verify(SECRET, body, headers[handoff.SIGNATURE_HEADER])
+    assert headers[handoff.DELIVERY_HEADER] == given["conversation_id"]
+    payload, handoff_payload = json.loads(body), json.loads(handoff_body)
+    assert payload["conversation_id"] == given["conversation_id"]
+    assert payload["session_id"] == session
+    # The handoff it follows, so that the receiver finds the ticket the handoff opened.
+    assert payload["handoff_conversation_id"] == handed["conversation_id"]
+    assert handoff_payload["handoff_conversation_id"] == handed["conversation_id"]
+    assert (payload["reason"], payload["handed_off_at"]) == (
+        "requested_human",
+        handoff_payload["handed_off_at"],
+    )
+    assert [(m["role"], m["text"]) for m in payload["transcript"]] == [
+        ("customer", ASK_FOR_A_PERSON),
+        ("assistant", handed["answer"]),
+        ("customer", GIVE_A_CONTACT),
+        ("assistant", given["answer"]),
+    ]
+    assert payload["contact"] == {"emails": ["jane.doe@example.com"], "phones": ["+14155550134"]}
+    assert "jane.doe@example.com, +14155550134" in payload["text"]
+
+    row = _row(own_database, given["conversation_id"])
+    assert (row["status"], row["handoff_reason"]) == ("contact", None)
+    assert (row["handoff_delivery"], row["handoff_attempts"]) == ("delivered", 1)
+    assert _row(own_database, handed["conversation_id"])["handoff_attempts"] == 3
+    assert {job["status"] for job in _jobs(own_database, "handoff")} == {"done"}
+
+    # One handoff in the figures: the contact is neither a handoff nor a support question.
+    stats = app.test_client().get("/stats").get_json()
+    assert stats["handoff_rate"] == 1.0
+    assert stats["handoff_rate_by_reason"] == {"requested_human": 1.0}
+    assert {"status": "contact", "conversations": 1} in stats["status_mix"]
+
+
+def test_a_follow_up_without_a_contact_after_the_handoff_is_answered_as_before_and_not_posted(
+    settings, assistant, own_database, receiver, tmp_path
+):
+    app = _app(settings, _forwarding(assistant), own_database, tmp_path, receiver.url)
+    question = "how do I cancel my subscription?"
+    handed, follow_up = _ask(app, "handoff-contact-2", ASK_FOR_A_PERSON, question)
+    assert handed["status"] == "handoff"
+    assert follow_up["status"] == "answered"
+    assert follow_up["answer"] == assistant.answer(question).answer
+    assert [job["key"] for job in _jobs(own_database, "handoff")] == [handed["conversation_id"]]
+
+    runner = _fast_runner(own_database, receiver.url)
+    _run_until(runner, lambda: receiver.accepted())
+    time.sleep(0.3)
+    runner.run_until_idle(5)
+    [(_, body, _)] = receiver.posts
+    assert json.loads(body)["event"] == "conversation.handoff"
+    assert _row(own_database, follow_up["conversation_id"])["handoff_delivery"] is None
+
+
+def test_without_a_webhook_a_contact_after_the_handoff_is_not_taken_for_one_nor_posted(
+    settings, assistant, own_database, receiver, tmp_path
+):
+    app = _app(settings, assistant, own_database, tmp_path, None)
+    handed, given = _ask(app, "handoff-contact-3", ASK_FOR_A_PERSON, GIVE_A_CONTACT)
+    assert handed["status"] == "handoff"
+    # As before: nothing would pass it on, so nothing says it was.
+    assert given["status"] != "contact"
+    assert "passed" not in given["answer"]
+    assert _jobs(own_database, "handoff") == []
+    assert _row(own_database, given["conversation_id"])["handoff_delivery"] is None
+    # A worker that has a webhook finds nothing to post.
+    _fast_runner(own_database, receiver.url).run_until_idle(10)
+    assert receiver.posts == []
+
+
+def test_with_pii_masking_a_contact_after_the_handoff_is_masked_and_not_passed_on(
+    settings, assistant, own_database, receiver, tmp_path
+):
+    app = _app(
+        settings, _forwarding(assistant), own_database, tmp_path, receiver.url, pii_masking=True
+    )
+    try:
+        handed, given = _ask(app, "handoff-contact-4", ASK_FOR_A_PERSON, GIVE_A_CONTACT)
+    finally:
+        mask_logs(Masker())  # log masking is process-wide: back to the default
+    # Masked before anything saw it: there is no contact left to pass on.
+    assert _row(own_database, given["conversation_id"])["question"] == (
+        "you can reach me at [email] or [phone]"
+    )
+    assert given["status"] != "contact"
+    assert [job["key"] for job in _jobs(own_database, "handoff")] == [handed["conversation_id"]]

@@ -160,6 +160,8 @@ def test_parse_verdict_refuses_what_it_cannot_read(text):
         ("answered", None, "NON_RELEVANT"),
         ("handoff", 0.2, "PARTLY_RELEVANT"),
         ("small_talk", 0.0, "PARTLY_RELEVANT"),
+        # A contact passed on after a handoff: an acknowledgement, no knowledge-base miss.
+        ("contact", 0.0, "PARTLY_RELEVANT"),
         ("out_of_scope", 0.0, "NON_RELEVANT"),
     ],
 )

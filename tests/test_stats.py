@@ -41,10 +41,17 @@ ROWS = [
     (7.0, "answered", False, "cancel_subscription", "gpt-4o-mini", 9.0, 0.0009, 999, 99, 99,
      "RELEVANT", 1, 0.3),
     (30.0, "handoff", False, "human_agent", "extractive", 7.0, 0.0, 0, 0, 0, "PENDING", -1, 29.0),
+    # Contacts given after a handoff: c10 after c4's, c11 3 minutes after c0's answer.
+    (2.15, "contact", False, None, "none", 0.01, 0.0, 0, 0, 0, "PARTLY_RELEVANT", None, None),
+    (0.15, "contact", False, None, "none", 0.01, 0.0, 0, 0, 0, "PENDING", None, None),
 ]  # fmt: skip
 # c3 asks again 6 minutes after c2's answer: c2 is not resolved. c5 thanks c7's answer 3
-# minutes later: small talk, c7 still is.
-SESSIONS = {"c2": "s-asked-again", "c3": "s-asked-again", "c5": "s-thanks", "c7": "s-thanks"}
+# minutes later: small talk, c7 still is. c11 gives a contact after c0's answer: no question,
+# c0 still is resolved; and c10 is not another handoff after c4.
+SESSIONS = {
+    "c2": "s-asked-again", "c3": "s-asked-again", "c5": "s-thanks", "c7": "s-thanks",
+    "c0": "s-contact", "c11": "s-contact", "c4": "s-handoff", "c10": "s-handoff",
+}  # fmt: skip
 HANDOFF_REASONS = {"c4": "requested_human", "c9": "frustration"}
 
 
@@ -113,7 +120,7 @@ def window(seeded):
         votes = conn.execute(
             "SELECT feedback FROM feedback WHERE timestamp >= %s", (SINCE,)
         ).fetchall()
-    assert len(rows) == 8
+    assert len(rows) == 10
     return response.get_json(), rows, [vote["feedback"] for vote in votes]
 
 
@@ -159,11 +166,12 @@ def test_outcomes(window, seeded):
             other["session_id"] is not None
             and other["session_id"] == row["session_id"]
             and timedelta(0) < other["timestamp"] - row["timestamp"] <= timedelta(minutes=10)
-            and other["status"] != "small_talk"
+            and other["status"] not in ("small_talk", "contact")
             for other in everything
         )
 
-    support = [row for row in rows if row["status"] != "small_talk"]
+    # A contact given after a handoff is no support question, as small talk is none.
+    support = [row for row in rows if row["status"] not in ("small_talk", "contact")]
     resolved = [
         row
         for row in support
@@ -173,6 +181,7 @@ def test_outcomes(window, seeded):
     assert stats["resolution_rate"] == pytest.approx(len(resolved) / len(support))
     handoffs = Counter(row["handoff_reason"] for row in support if row["status"] == "handoff")
     assert stats["handoff_rate"] == pytest.approx(sum(handoffs.values()) / len(support))
+    assert sum(handoffs.values()) == 1
     assert stats["handoff_rate_by_reason"] == {
         reason: pytest.approx(count / len(support)) for reason, count in handoffs.items()
     }
@@ -262,7 +271,7 @@ def test_stats_default_to_the_last_24_hours(seeded):
         (expected,) = conn.execute(
             "SELECT count(*) FROM conversations WHERE timestamp >= now() - interval '24 hours'"
         ).fetchone()
-    assert stats["conversations"] == expected == 9
+    assert stats["conversations"] == expected == 11
     since = datetime.fromisoformat(stats["since"])
     assert abs(since - (datetime.now(UTC) - timedelta(hours=24))) < timedelta(minutes=1)
 
@@ -272,7 +281,7 @@ def test_a_time_without_zone_is_utc_and_an_empty_window_is_zeros(seeded):
     naive = http.get("/stats", query_string={"since": SINCE.replace(tzinfo=None).isoformat()})
     zulu = http.get("/stats", query_string={"since": SINCE.isoformat().replace("+00:00", "Z")})
     assert naive.get_json() == zulu.get_json()
-    assert naive.get_json()["conversations"] == 8
+    assert naive.get_json()["conversations"] == 10
     empty = http.get("/stats", query_string={"since": (NOW + timedelta(days=1)).isoformat()})
     assert empty.get_json() | {"since": None} == {
         "since": None,

@@ -18,7 +18,7 @@ from assistant.keys import PUBLISHABLE, current_owner
 from assistant.llm import ProviderError
 from assistant.metrics import count_answer
 from assistant.privacy import mask_cards
-from assistant.rag import ABANDONED, Answer, Retraction, Turn
+from assistant.rag import ABANDONED, CONTACT, Answer, Retraction, Turn
 from assistant.routes.requests import ApiError, json_body, validate
 from assistant.routes.services import Services, responses
 from assistant.spool import UNAVAILABLE, SpoolUnavailable
@@ -69,7 +69,8 @@ def blueprint(services: Services) -> Blueprint:
         try:
             # Rows stored before masking (or before PII_MASKING was on) are masked here.
             turns = [
-                Turn(mask(q), mask_cards(a)) for q, a in database.session_history(session_id, owner)
+                Turn(mask(q), mask_cards(a), status)
+                for q, a, status in database.session_history(session_id, owner)
             ]
             caller = g.get("caller")
             publishable = caller is not None and caller.kind == PUBLISHABLE
@@ -97,7 +98,8 @@ def blueprint(services: Services) -> Blueprint:
         # emails and phones: those are the business's own contact details.
         answer.answer = mask_cards(answer.answer)
         row = conversation_row(answer, owner)
-        if answer.status == "handoff" and settings.handoff_webhook_url:
+        # A contact given after a handoff reaches the helpdesk the way the handoff did.
+        if answer.status in ("handoff", CONTACT) and settings.handoff_webhook_url:
             row["handoff_delivery"] = "queued"
         if answer.status == ABANDONED:
             row["relevance"] = "UNJUDGED"
