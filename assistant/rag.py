@@ -105,8 +105,18 @@ CONTACT = "contact"
 _SMALL_TALK = {
     "greeting": r"hi+|hello+|hey+|hiya|howdy|greetings|good (morning|afternoon|evening|day)"
     r"|how are you( doing)?|what'?s up",
-    "thanks": r"thanks?( you)?( so much| a lot| very much)?|thx|ty|cheers|much appreciated"
-    r"|(i )?appreciate (it|that|your help)|that('?s| is| was) (very )?(helpful|great|perfect)",
+    # Gratitude and its usual companions: "thanks, that worked!", "ok cool, got it". Said
+    # after an answer, none of it is a question, and "that helped" must not read as the
+    # frustration examples' "that didn't help".
+    "thanks": r"(thanks?( you| u)?( so much| a lot| very much)?|thx|ty|cheers|much appreciated"
+    r"|(i )?appreciate (it|that|your help))( for (the|your) (help|answer|assistance))?"
+    r"|that('?s| is| was) (very |really )?(helpful|great|perfect)|(that|it|this) (really "
+    r"|totally )?(helped|helps|worked|works( now)?|did it|did the trick|(fixed|solved|sorted)"
+    r"( it| my problem| the problem| my issue| the issue)?)|(great|cool|perfect|awesome|nice"
+    r"|brilliant|excellent|wonderful|amazing|lovely|sweet|good|helpful)( answer)?"
+    r"|got it|all (good|set)"
+    r"|sorted|you('re| are) (a star|the best)|merci( beaucoup)?|danke( schön| sehr)?"
+    r"|gracias|grazie|obrigad[oa]",
     "goodbye": r"bye+|goodbye|good bye|see (you|ya)( later)?|that'?s all|have a (nice|good) day"
     r"|take care",
     None: r"and|ok(ay)?|so|well|there|team|folks|again|friend|assistant|bot",

@@ -20,6 +20,14 @@ from assistant.retrieval import Retriever
         ("bye", "goodbye"),
         ("ok thanks, bye", "goodbye"),
         ("goodbye and thanks", "thanks"),
+        # A satisfied customer, not a frustrated one (a newcomer's trial saw these handed off
+        # or declined).
+        ("thanks, that helped", "thanks"),
+        ("thank you so much, that worked!", "thanks"),
+        ("that fixed my problem, thank you", "thanks"),
+        ("great answer, thanks a lot for the help", "thanks"),
+        ("ok cool thanks", "thanks"),
+        ("great, that helped, bye", "goodbye"),
     ],
 )
 def test_small_talk_is_recognised(message, kind):
@@ -32,6 +40,9 @@ def test_small_talk_is_recognised(message, kind):
         "hi, how do I cancel?",
         "hello I need help with my bill",
         "thanks for nothing",
+        "thanks but that did not help",
+        "great, how do I cancel?",
+        "that worked but now I cannot log in",
         "cancel",
         "history",
         "ok",
@@ -46,6 +57,14 @@ def test_small_talk_gets_a_short_reply(assistant):
     answer = assistant.answer("Hello!")
     assert answer.status == "small_talk" and answer.sources == [] and answer.intent is None
     assert "Lumen Stream" in answer.answer and "{{" not in answer.answer
+
+
+@pytest.mark.parametrize(
+    "message", ["thanks, that helped", "that worked, thank you!", "great, that helped, bye"]
+)
+def test_a_satisfied_customer_is_not_handed_off(assistant, message):
+    assert assistant.answer(message).status == "small_talk"
+    assert assistant.answer("that didn't help").handoff_reason == "frustration"
 
 
 def test_off_topic_is_declined_without_a_kb_answer(assistant):
