@@ -458,9 +458,10 @@ class Assistant:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone
         (out of scope, or below FOLLOW_UP_SURE) and that the previous question makes more
         confident without leaving the topics the follow-up points to (the merged top entry is
-        among the follow-up's own hits): "what about on sundays?" after an opening-hours
-        question; not "can i watch on my ps5?" after a password question, nor "what's the
-        weather in Paris?" after a cancel question."""
+        among the follow-up's own hits, or its answer names what the follow-up asks about):
+        "what about on sundays?" after an opening-hours question, "what about premium?" after
+        a question on the basic plan's screens; not "can i watch on my ps5?" after a password
+        question, nor "what's the weather in Paris?" after a cancel question."""
         result = self.retriever.search(question, self.k)
         short = len(question.split()) <= FOLLOW_UP_WORDS
         unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE
@@ -468,11 +469,11 @@ class Assistant:
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
         own = {hit.document.id for hit in result.hits}
-        if (
-            joined.in_scope
-            and joined.hits
-            and joined.hits[0].document.id in own
-            and joined.confidence > result.confidence
+        if not (joined.in_scope and joined.hits):
+            return result
+        top = joined.hits[0].document
+        if joined.confidence > result.confidence and (
+            top.id in own or self.retriever.shares_words(question, top)
         ):
             return joined
         return result

@@ -179,6 +179,23 @@ def test_follow_ups_do_not_inherit_an_unrelated_topic(demo):
     cancel = demo.answer("how do I cancel my subscription?")
     weather = demo.answer("what's the weather in Paris?", history=[Turn(cancel.question, "...")])
     assert weather.status == "out_of_scope"
+    # "won't" in the cancel answer shares no word with it: contractions do not count.
+    match = demo.answer("who won the football last night?", history=[Turn(cancel.question, "...")])
+    assert match.status == "out_of_scope"
+    pancakes = demo.answer("what about a recipe for pancakes?", history=[Turn(cancel.question, "")])
+    assert pancakes.status == "out_of_scope"
+
+
+def test_a_follow_up_on_another_aspect_of_the_topic_is_answered_from_it(demo):
+    """ "what about premium?" alone is unsure, and the screens entry is not among its own hits;
+    the entry the conversation is about names Premium, so it answers (a newcomer's trial saw
+    this declined)."""
+    screens = demo.answer("How many people can watch at the same time on Basic?")
+    assert screens.intent == "how-many-screens"
+    alone = demo.answer("what about premium?")
+    assert alone.status == "out_of_scope"
+    premium = demo.answer("what about premium?", history=[Turn(screens.question, "...")])
+    assert premium.status == "answered" and premium.intent == "how-many-screens"
 
 
 needs_shared = pytest.mark.skipif(

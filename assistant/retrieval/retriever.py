@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
+_CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 
 
 @dataclass(frozen=True)
@@ -378,6 +380,24 @@ class Retriever:
             low + self.settings.scope_position * max(high - low, 0.0),
             float(np.quantile(outside, self.settings.scope_floor_quantile)),
         )
+
+    def shares_words(self, query: str, document: Document) -> bool:
+        """Whether `query` and `document` (its question or answer) share a distinctive word:
+        one that fewer than half of the KB's answers use, so "the" or "in" never counts, in
+        whatever language the KB is written. Words as the minsearch index analyses them."""
+        vectorizer = self._index.vectorizers["response"]
+        analyzer = vectorizer.build_analyzer()
+
+        def analyze(text: str) -> set[str]:
+            # Contractions are function words, and split at the apostrophe they leave a
+            # content-looking half: "won't" would share "won" with "who won the match?".
+            return set(analyzer(_CONTRACTION.sub(" ", text)))
+
+        shared = analyze(search_text(query)) & analyze(f"{document.question} {document.response}")
+        answers = self._index.text_matrices["response"]
+        columns = [vectorizer.vocabulary_.get(word) for word in shared]
+        used_by = [answers[:, c].getnnz() if c is not None else 0 for c in columns]
+        return any(count < answers.shape[0] / 2 for count in used_by)
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""
