@@ -395,3 +395,45 @@ def test_eval_commands_take_an_article_folder(articles, tmp_path):
     assert result.exit_code == 0, result.output
     scope = json.loads(result.output[result.output.index("{") :])
     assert scope["out_of_scope_declined"] == 1.0 and scope["in_scope_answered"] == 1.0
+
+
+BRANDED_FAQ = [
+    ("How do I end my Orbit Play subscription?", "Go to Profile > Plan > End subscription."),
+    ("How much does Orbit Play cost each month?", "Orbit Play is $8 a month, or $80 a year."),
+    ("How do I change my Orbit Play password?", "Choose Forgot password on the sign-in page."),
+    ("Which TVs and consoles run Orbit Play?", "Samsung, LG, Roku, PlayStation and Xbox."),
+    ("Can I download Orbit Play films to my phone?", "Yes: tap the arrow beside a film."),
+    ("Does Orbit Play have subtitles?", "Every film has subtitles in English and Spanish."),
+    ("How many screens can stream Orbit Play at once?", "Two screens at the same time."),
+    ("How do I set up an Orbit Play kids profile?", "Add a profile and switch on Kids mode."),
+    ("Why does Orbit Play keep buffering?", "Check your connection speed and restart the app."),
+    ("How do I get a refund from Orbit Play?", "Write to billing@orbit.example within 14 days."),
+    ("Can I use a gift card on Orbit Play?", "Redeem it at orbit.example/redeem."),
+    ("How do I contact Orbit Play support?", "Chat with us at orbit.example/help, 8am-8pm."),
+]
+
+
+def test_a_product_name_in_every_title_does_not_raise_the_scope_gate(settings, tmp_path):
+    """Teams name their product in every FAQ title, and their customers seldom do. The
+    gate, placed by how alike the KB's titles are to each other, must not count the name
+    that makes them alike (a newcomer's 12-entry FAQ declined 5 of 12 real questions)."""
+
+    def gate(rows: list[tuple[str, str]]) -> Assistant:
+        path = tmp_path / f"faq-{len(list(tmp_path.iterdir()))}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("question", "answer"), *rows])
+        return make_assistant(replace(settings, data_dir=tmp_path / "data"), str(path))
+
+    named = gate(BRANDED_FAQ)
+    unnamed = gate(
+        [(q.replace("Orbit Play ", "").replace(" Orbit Play", ""), a) for q, a in BRANDED_FAQ]
+    )
+    assert abs(named.retriever.hybrid_threshold - unnamed.retriever.hybrid_threshold) < 0.05
+    for question in (
+        "how do I cancel my subscription",
+        "what does it cost per month",
+        "forgot my pasword",
+    ):
+        assert named.answer(question).status == "answered", question
+    for question in ("what's the weather in Paris?", "how do I bake bread?"):
+        assert named.answer(question).status == "out_of_scope", question

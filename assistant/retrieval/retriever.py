@@ -19,6 +19,7 @@ import json
 import logging
 import pickle
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
 _CONTRACTION = re.compile(r"\w+['\u2019]\w+")
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ class Retriever:
         if len(rows) < 2:
             self.hybrid_threshold = float(np.quantile(outside, 0.9))
             return
-        titles = [self.documents[i].question for i in rows]
+        titles = _without_house_words([self.documents[i].question for i in rows], background)
         inside = self._best_scores(titles, cache, own=list(rows))
         low, high = float(np.median(outside)), float(np.median(inside))
         self.hybrid_threshold = max(
@@ -601,3 +603,20 @@ def _record(doc: Document) -> dict[str, str]:
         "intent": doc.intent,
         "category": doc.category,
     }
+
+
+def _without_house_words(titles: list[str], background: Sequence[str]) -> list[str]:
+    """`titles` without the words a third or more of them use and off-topic text never does:
+    the product's name ("How do I cancel my Nimbus TV membership?"), which makes a KB's
+    topics look alike to each other, though customers seldom write it."""
+
+    def words(text: str) -> set[str]:
+        return {w.lower() for w in _WORD.findall(text)}
+
+    background_words = set().union(*map(words, background))
+    counts = Counter(word for title in titles for word in words(title))
+    house = {w for w, n in counts.items() if n >= len(titles) / 3 and w not in background_words}
+    if not house:
+        return titles
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(house))) + r")\b", re.I)
+    return [pattern.sub(" ", title) for title in titles]
