@@ -82,8 +82,11 @@ api-question: ## POST /question to URL: make api-question Q="how do I cancel?"
 	@$(JSON){"question": env["Q"]}))' | \
 	  $(CURL) -X POST -H 'Content-Type: application/json' --data-binary @- "$(URL)/question"
 
+# FEEDBACK is checked before the pipe: the JSON one-liner would fail on a word with a traceback,
+# and curl would still send its empty output.
 api-feedback: ## POST /feedback: make api-feedback ID=<conversation_id> FEEDBACK=1 (or -1)
 	@test -n "$$ID" || { echo "usage: make api-feedback ID=<conversation_id> FEEDBACK=1|-1" >&2; exit 2; }
+	@case "$$FEEDBACK" in 1|-1) ;; *) echo "FEEDBACK must be 1 (thumbs up) or -1 (thumbs down), not '$$FEEDBACK'" >&2; exit 2;; esac
 	@$(JSON){"conversation_id": env["ID"], "feedback": int(env["FEEDBACK"])}))' | \
 	  $(CURL) -X POST -H 'Content-Type: application/json' --data-binary @- "$(URL)/feedback"
 

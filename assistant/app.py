@@ -149,7 +149,9 @@ def create_app(
     def openapi():
         return jsonify(spec.spec)
 
-    @app.get("/docs")
+    # Not strict about the slash: /docs/ looks like the folder the pages live in, and a
+    # reader who types it gets the same redirect instead of a 404.
+    @app.get("/docs", strict_slashes=False)
     def docs():
         return redirect("/docs/swagger/")
 

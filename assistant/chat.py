@@ -15,7 +15,9 @@ from assistant.simulate import SimulationError, read_questions
 
 GROUND_TRUTH = "ground-truth.csv"
 QUIT_WORDS = {"exit", "quit", "bye", ":q"}
-VOTES = {"+1  helpful": 1, "-1  not helpful": -1, "skip": 0}
+# "skip" comes first, so the menu starts on it: Enter alone, or typing that matches no choice,
+# records no vote rather than a thumbs-up the customer did not give.
+VOTES = {"skip": 0, "+1  helpful": 1, "-1  not helpful": -1}
 
 
 def question_file(bundled_data: Path, questions: str | None) -> Path:
@@ -75,7 +77,15 @@ def show_answer(client: AssistantClient, question: str, session_id: str | None) 
 
 
 def _vote(client: AssistantClient, conversation_id: str) -> None:
-    choice = questionary.select("Was this answer helpful?", choices=list(VOTES)).unsafe_ask()
+    """Ask for the customer's vote and send it. Arrow keys pick a choice, and typing filters
+    the choices, so a typed (or piped) `-1` or `+1` followed by Enter records that vote; the
+    j/k keys are off because they would be read as filter text."""
+    choice = questionary.select(
+        "Was this answer helpful?",
+        choices=list(VOTES),
+        use_search_filter=True,
+        use_jk_keys=False,
+    ).unsafe_ask()
     if not VOTES[choice]:
         return
     try:

@@ -213,7 +213,8 @@ def test_cli_chat_in_a_terminal(browser, api, tmp_path):
         subprocess.run([*tmux, "send-keys", "-l", question], check=True)
         subprocess.run([*tmux, "send-keys", "Enter"], check=True)
         wait_for("Was this answer helpful?")
-        subprocess.run([*tmux, "send-keys", "Enter"], check=True)
+        # The menu starts on "skip"; one step down is "+1".
+        subprocess.run([*tmux, "send-keys", "Down", "Enter"], check=True)
         wait_for("feedback +1 saved")
         assert _vote_on(api.database_url, question) == 1
         page = tmp_path / "terminal.html"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 
 import pexpect
@@ -72,7 +74,7 @@ def test_chat_starts_and_votes_while_the_database_is_down(tmp_path):
             chat.expect(r"intent cancel-subscription .* id ([0-9a-f]{32})\]")
             conversation_id = chat.match.group(1)
             chat.expect("Was this answer helpful?")
-            chat.send("\r")
+            chat.send("+1\r")
             chat.expect("feedback \\+1 saved, and will be stored when the database is back")
             chat.expect("You:")
             chat.sendintr()
@@ -98,8 +100,7 @@ def test_chat_asks_shows_the_answer_and_stores_the_vote(api):
                 r"extractive:extractive \| id ([0-9a-f]{32})\]")  # fmt: skip
     conversation_id = chat.match.group(1)
     chat.expect("Was this answer helpful?")
-    chat.send(DOWN)  # from "+1" to "-1"
-    chat.send("\r")
+    chat.send("-1\r")  # typing filters the menu down to "-1"
     chat.expect("feedback -1 saved")
     assert _votes(api.database_url)[conversation_id] == ("my card was charged twice", -1)
 
@@ -109,7 +110,7 @@ def test_chat_asks_shows_the_answer_and_stores_the_vote(api):
     chat.expect(r"intent cancel-subscription .* id ([0-9a-f]{32})\]")
     follow_up = chat.match.group(1)
     chat.expect("Was this answer helpful?")
-    chat.send(DOWN + DOWN + "\r")  # skip
+    chat.send("\r")  # Enter alone skips: no thumbs-up the customer did not give
     chat.expect("You:")
     chat.sendintr()
     chat.expect("Bye.")
@@ -134,7 +135,7 @@ def test_chat_random_offers_a_question_from_the_file(api, tmp_path):
     chat.expect(r"intent payment-methods .* id ([0-9a-f]{32})\]")
     conversation_id = chat.match.group(1)
     chat.expect("Was this answer helpful?")
-    chat.send("\r")
+    chat.send(DOWN + "\r")  # from "skip" to "+1"
     chat.expect(r"feedback \+1 saved")
     chat.expect("You:")
     chat.sendline("exit")
@@ -142,6 +143,25 @@ def test_chat_random_offers_a_question_from_the_file(api, tmp_path):
     chat.close()
     assert chat.exitstatus == 0
     assert _votes(api.database_url)[conversation_id] == ("what payment methods do you accept?", 1)
+
+
+def test_chat_reads_a_piped_vote(api):
+    """Questions and votes piped in, not typed: the "-1" after the first answer is stored as
+    -1, and the empty line after the second records no vote."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "assistant", "chat", "--url", api.url],
+        input="my card was charged twice\n-1\nhow do I cancel my subscription?\n\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    charged, cancel = re.findall(r"\| id ([0-9a-f]{32})\]", piped.stdout)
+    votes = _votes(api.database_url)
+    assert votes[charged] == ("my card was charged twice", -1)
+    assert cancel not in votes
 
 
 def test_chat_without_an_api_says_so():

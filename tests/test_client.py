@@ -238,3 +238,11 @@ def test_make_curl_recipes(make, api):
     listed = make("help").stdout
     for target in ("api-question", "api-feedback", "api-health", "streamlit", "gradio"):
         assert target in listed
+
+
+def test_make_api_feedback_refuses_a_word_without_sending_it(make, api):
+    worded = make("api-feedback", f"URL={api.url}", "ID=c1", "FEEDBACK=up")
+    assert worded.returncode != 0
+    assert "FEEDBACK must be 1 (thumbs up) or -1 (thumbs down), not 'up'\n" in worded.stderr
+    assert "Traceback" not in worded.stderr
+    assert worded.stdout == ""  # no request went out, so no reply was printed

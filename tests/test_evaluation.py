@@ -95,6 +95,44 @@ def test_query_files_need_a_query_column(tmp_path):
     assert read_queries(path) == [Query("how to pay", None, "c1")]
 
 
+def test_eval_retrieval_warns_of_query_ids_the_kb_lacks_and_ingest_lists_them(tmp_path):
+    """A KB without an id column and queries written against ids of its own: a one-line
+    warning, not a silent id_at_1 of 0; `ingest --ids` gives the ids to write them with."""
+    kb = tmp_path / "kb.csv"
+    kb.write_text(
+        "question,answer\n"
+        "How do I cancel my plan?,Open Account and choose Cancel plan.\n"
+        '"I forgot my password, what now?",Choose Forgot password on the sign-in page.\n',
+        encoding="utf-8",
+    )
+    queries = tmp_path / "q.csv"
+    queries.write_text("question,id\nstop my subscription,cancel\nlost my password,pw\n")
+    env = {"DATA_DIR": str(tmp_path)}
+    args = ["eval", "retrieval", "--kb", str(kb), "--queries", str(queries), "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id_at_1"] == 0.0
+    [warning] = [line for line in result.stderr.splitlines() if "query ids" in line]
+    assert warning.startswith("warning: 2 of 2 query ids are not ids of the KB's entries")
+    assert "without one gets a 12-character hash of its question, answer and intent" in warning
+    assert f"assistant ingest --kb {kb} --ids" in warning
+
+    listed = CliRunner().invoke(main, ["ingest", "--kb", str(kb), "--ids"], env=env)
+    assert listed.exit_code == 0, listed.output
+    ids = {row["question"]: row["id"] for row in csv.DictReader(listed.stdout.splitlines())}
+    assert list(ids) == ["How do I cancel my plan?", "I forgot my password, what now?"]
+    assert all(len(doc_id) == 12 for doc_id in ids.values())
+    queries.write_text(
+        "question,id\n"
+        f"stop my subscription,{ids['How do I cancel my plan?']}\n"
+        f"lost my password,{ids['I forgot my password, what now?']}\n"
+    )
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "query ids" not in result.stderr
+    assert json.loads(result.stdout)["id_at_1"] == 1.0
+
+
 @pytest.fixture(scope="module")
 def dev_split(tmp_path_factory):
     if not BITEXT_DEV.is_file():

@@ -61,8 +61,9 @@ def test_api_keys_show_up_as_a_security_scheme_on_every_keyed_route(make_client)
 
 
 def test_docs_page_works_offline(client):
-    response = client.get("/docs")
-    assert response.status_code == 302 and response.location.endswith("/docs/swagger/")
+    for path in ("/docs", "/docs/"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.location.endswith("/docs/swagger/"), path
     page = client.get("/docs/swagger/").get_data(as_text=True)
     # Swagger UI is inlined, so the page works on a network that reaches no CDN.
     assert "SwaggerUIBundle" in page and "/docs/openapi.json" in page

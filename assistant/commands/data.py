@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -214,7 +216,14 @@ def gaps(since, csv_path: str | None, examples: int, similarity: float, limit: i
     required=True,
     help="A Q&A CSV or JSON file, a folder of Markdown/HTML articles, a URL or 'demo'.",
 )
-def ingest(source: str) -> None:
+@click.option(
+    "--ids",
+    "list_ids",
+    is_flag=True,
+    help="Instead of the report, print every entry's id and question as CSV (id,question): "
+    "the ids a queries file for `eval retrieval` names. Builds no index.",
+)
+def ingest(source: str, list_ids: bool) -> None:
     """Load a knowledge base, build and cache its index (embeddings included), and report its
     entries, duplicates, empty entries, categories and the placeholders the business profile
     does not fill."""
@@ -226,6 +235,14 @@ def ingest(source: str) -> None:
         kb = knowledge.load_configured(settings, source)
     except knowledge.KnowledgeBaseError as exc:
         raise click.ClickException(str(exc)) from exc
+    if list_ids:
+        # The csv module quotes a question holding a comma, quote or line break.
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id", "question"])
+        writer.writerows((doc.id, doc.question) for doc in kb.documents)
+        click.echo(out.getvalue(), nl=False)
+        return
     retriever = build_retriever(settings, kb.documents)
     topics = Counter(doc.topic for doc in kb.documents)
     categories = Counter(doc.category or "-" for doc in kb.documents)

@@ -4,7 +4,10 @@ any KB."""
 from __future__ import annotations
 
 import random
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +20,10 @@ from assistant.commands.common import (
     print_metrics,
     read_query_file,
 )
+
+if TYPE_CHECKING:
+    from assistant.evaluation import Query
+    from assistant.knowledge import Document
 
 
 @click.group("eval")
@@ -39,12 +46,31 @@ def eval_retrieval(
     from assistant.rag import build_retriever
 
     settings = load_settings()
-    retriever = build_retriever(settings, kb_documents(settings, kb), lexical=lexical)
+    docs = kb_documents(settings, kb)
     rows = read_query_file(queries)
+    _warn_unknown_ids(kb, rows, docs)
+    retriever = build_retriever(settings, docs, lexical=lexical)
     metrics = retrieval_metrics(retriever, rows, k, progress=not as_json)
     if chart:
         plot_per_intent(per_intent_accuracy(retriever, rows), Path(chart))
     print_metrics(metrics, as_json)
+
+
+def _warn_unknown_ids(kb: str, rows: Sequence[Query], docs: Sequence[Document]) -> None:
+    """One line on stderr when query ids name no entry of the KB: each such query is a sure
+    miss, and a queries file written against other ids would otherwise just read as
+    id_at_1 0.0000."""
+    wanted = [row.doc_id for row in rows if row.doc_id]
+    known = {doc.id for doc in docs}
+    unknown = sum(doc_id not in known for doc_id in wanted)
+    if unknown:
+        click.echo(
+            f"warning: {unknown} of {len(wanted)} query ids are not ids of the KB's entries and "
+            "count as misses; an entry's id is the KB's id column, a CSV or JSON without one "
+            "gets a 12-character hash of its question, answer and intent, an article section "
+            f"path#heading-slug (`assistant ingest --kb {shlex.quote(kb)} --ids` lists them)",
+            err=True,
+        )
 
 
 @eval_group.command("oos")
