@@ -125,7 +125,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 3
-    threads: int = 2
+    # gthread: more threads than a worker's requests usually in flight, so a short request
+    # (a /health probe) gets a thread at once instead of queueing behind answers; the GIL
+    # time-slices them (README, Through a database outage).
+    threads: int = 4
     # WORKER_CLASS as set; empty: chosen by the provider (see `gunicorn_worker_class`).
     worker_class: str = ""
     tz: str = "UTC"
@@ -247,7 +250,7 @@ class Settings:
             "host": env.get("HOST", "127.0.0.1"),
             "port": int(env.get("PORT", 5000)),
             "workers": int(env.get("WEB_CONCURRENCY", 3)),
-            "threads": int(env.get("GUNICORN_THREADS", 2)),
+            "threads": int(env.get("GUNICORN_THREADS", 4)),
             "worker_class": env.get("WORKER_CLASS", "").strip().lower(),
             "tz": env.get("TZ", "UTC"),
             "log_level": env.get("LOG_LEVEL", "INFO").upper(),

@@ -78,8 +78,10 @@ _INSERT_CONVERSATION = (
     .as_string()
 )
 
-_INSERT_JUDGE_JOB = (
-    "INSERT INTO jobs (kind, key) VALUES ('judge', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
+# One statement for a whole batch's judge jobs (a spool's replay inserts thousands at once).
+_INSERT_JUDGE_JOBS = (
+    "INSERT INTO jobs (kind, key) SELECT 'judge', key FROM unnest(%(keys)s::text[]) AS key"
+    " ON CONFLICT (kind, key) DO NOTHING"
 )
 _INSERT_HANDOFF_JOB = (
     "INSERT INTO jobs (kind, key) VALUES ('handoff', %(key)s) ON CONFLICT (kind, key) DO NOTHING"
@@ -209,6 +211,10 @@ class Database:
         self.migrated = False
         self._migrate_lock = threading.Lock()
         self._ping_ok = True
+        # When a pooled connection last answered a query, and when one last failed with a
+        # connection error: a recent answer with no failure since is as good as a ping.
+        self._answered_at = 0.0
+        self._failed_at = 0.0
 
     @property
     def pool(self) -> ConnectionPool:
@@ -267,10 +273,15 @@ class Database:
                     yield conn
                 finally:
                     self._used_at[conn] = time.monotonic()
+            self._answered_at = time.monotonic()
         except PoolTimeout as exc:
-            self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+            self._failed_at = time.monotonic()
+            self._down_until = self._failed_at + FAIL_FAST_SECONDS
             self._ping_ok = False
             raise DatabaseUnavailable("PostgreSQL did not answer") from exc
+        except psycopg.OperationalError:
+            self._failed_at = time.monotonic()
+            raise
 
     def _usable(self) -> bool:
         # Known down (a pool timeout, or a failed ping): fail at once for FAIL_FAST_SECONDS,
@@ -318,13 +329,26 @@ class Database:
         self.migrated = True
         return applied_now
 
-    def ping(self) -> bool:
+    def ping(self, fresh_for: float = 0.0) -> bool:
         """Whether PostgreSQL answers, fast either way, so /health stays fast through an
         outage. Believed up: `SELECT 1` on a pooled connection, waiting at most
         PING_POOL_TIMEOUT for one. Known down: a direct connection, refused at once, never a
         wait on a pool that is retrying. The first ping that finds it back also gives the pool
-        a fresh start: the old one may be waiting out its reconnection backoff."""
-        if self._ping_ok and time.monotonic() >= self._down_until:
+        a fresh start: the old one may be waiting out its reconnection backoff.
+
+        `fresh_for` (seconds): a query this process saw answered that recently, with no
+        connection error since, counts as the ping, with no round trip. Under load the
+        requests' own writes answer it; idle, one real ping per `fresh_for` at most."""
+        now = time.monotonic()
+        if (
+            fresh_for > 0
+            and self._ping_ok
+            and now >= self._down_until
+            and self._failed_at < self._answered_at
+            and now - self._answered_at < fresh_for
+        ):
+            return True
+        if self._ping_ok and now >= self._down_until:
             try:
                 with self._connection(timeout=PING_POOL_TIMEOUT, probe=True) as conn:
                     conn.execute("SELECT 1")
@@ -340,6 +364,7 @@ class Database:
                 self._restart_embedded()
             return False
         self._ping_ok, self._down_until = True, 0.0
+        self._answered_at = time.monotonic()
         self._renew_pool()
         return True
 
@@ -384,7 +409,7 @@ class Database:
                 for start in range(0, len(rows), batch):
                     chunk = rows[start : start + batch]
                     judged = [
-                        {"key": row["id"]}
+                        row["id"]
                         for row in chunk
                         if (row.get("relevance") or "PENDING") == "PENDING"
                     ]
@@ -398,7 +423,7 @@ class Database:
                             _INSERT_CONVERSATION, [_conversation_values(row) for row in chunk]
                         )
                         if judged:
-                            cursor.executemany(_INSERT_JUDGE_JOB, judged)
+                            cursor.execute(_INSERT_JUDGE_JOBS, {"keys": judged})
                         if handoffs:
                             cursor.executemany(_INSERT_HANDOFF_JOB, handoffs)
         except psycopg.OperationalError as exc:
