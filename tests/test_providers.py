@@ -116,6 +116,10 @@ def _start_llama_server(model: Path, alias: str, *extra: str) -> tuple[subproces
             "2048",
             "--verbose",
             "False",
+            # Sampling at the provider's temperature is seeded, so a small model's wording, which
+            # some checks read, is the same from run to run (a random seed made them flaky).
+            "--seed",
+            "42",
             *extra,
         ],
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
