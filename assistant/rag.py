@@ -739,7 +739,7 @@ class Assistant:
 
 
 # Bump when the Retriever's pickled state changes shape: older index files are then rebuilt.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 
 
 def _index_path(settings: Settings, documents: Sequence[Document], parts: Sequence[str]) -> Path:

@@ -298,6 +298,9 @@ class Retriever:
             else {}
         )
         self.intent_model = self._fit_intent_model(background) if self.labelled else None
+        self._common_words: frozenset[str] = frozenset()
+        if self.documents:
+            self._fit_common_words()
         self._fit_hybrid(background, embeddings)
 
     @property
@@ -383,12 +386,22 @@ class Retriever:
             float(np.quantile(outside, self.settings.scope_floor_quantile)),
         )
 
+    def _fit_common_words(self) -> None:
+        """The words half or more of the KB's answers use, as `shares_words` reads them: found
+        once here, so a follow-up costs no pass over the index."""
+        vectorizer = self._index.vectorizers["response"]
+        answers = self._index.text_matrices["response"]
+        used_by = np.diff(answers.tocsc().indptr)
+        self._common_words = frozenset(
+            word for word, column in vectorizer.vocabulary_.items()
+            if used_by[column] >= answers.shape[0] / 2
+        )  # fmt: skip
+
     def shares_words(self, query: str, document: Document) -> bool:
         """Whether `query` and `document` (its question or answer) share a distinctive word:
         one that fewer than half of the KB's answers use, so "the" or "in" never counts, in
         whatever language the KB is written. Words as the minsearch index analyses them."""
-        vectorizer = self._index.vectorizers["response"]
-        analyzer = vectorizer.build_analyzer()
+        analyzer = self._index.vectorizers["response"].build_analyzer()
 
         def analyze(text: str) -> set[str]:
             # Contractions are function words, and split at the apostrophe they leave a
@@ -396,10 +409,7 @@ class Retriever:
             return set(analyzer(_CONTRACTION.sub(" ", text)))
 
         shared = analyze(search_text(query)) & analyze(f"{document.question} {document.response}")
-        answers = self._index.text_matrices["response"]
-        columns = [vectorizer.vocabulary_.get(word) for word in shared]
-        used_by = [answers[:, c].getnnz() if c is not None else 0 for c in columns]
-        return any(count < answers.shape[0] / 2 for count in used_by)
+        return bool(shared - self._common_words)
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""
