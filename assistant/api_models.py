@@ -92,9 +92,16 @@ class AnswerResponse(BaseModel):
     answer: str
     model_used: str = Field(description="The model that wrote the answer, or 'extractive'.")
     provider: str
-    intent: str | None
+    intent: str | None = Field(
+        description="The top entry's intent (its id in a KB without intents). For a declined "
+        "question it is the nearest one, which the question was not close enough to: the team "
+        "sees what a KB gap sits beside. None where no retrieval ran (small talk, a request for a "
+        "person or frustration, another language)."
+    )
     category: str | None
-    confidence: float
+    confidence: float = Field(
+        description="How sure retrieval was of the top entry over the others, 0-1."
+    )
     status: Status
     sources: list[Source]
     response_time: float = Field(description="Seconds the service took to answer.")
