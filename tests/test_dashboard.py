@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from assistant.cli import main
 from assistant.config import PROJECT_ROOT
 from assistant.db import Database
+from assistant.judge import HEURISTIC
 from tests.conftest import _drop_scratch, _scratch_database
 
 DASHBOARD = PROJECT_ROOT / "grafana" / "dashboards" / "media-support-assistant.json"
@@ -68,8 +69,16 @@ def _seconds(interval: str) -> float:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def expand(sql: str, start: datetime, end: datetime, interval: str) -> str:
-    # The front end substitutes $__interval before the backend sees the macros.
+_VARIABLE = re.compile(r"\$\{(\w+):sqlstring\}")
+
+
+def expand(
+    sql: str, start: datetime, end: datetime, interval: str, variables: dict | None = None
+) -> str:
+    # The front end substitutes $__interval and the dashboard's variables before the backend
+    # sees the macros; `sqlstring` quotes a value and doubles its single quotes.
+    values = {"judge": "all", **(variables or {})}
+    sql = _VARIABLE.sub(lambda m: "'" + values[m.group(1)].replace("'", "''") + "'", sql)
     sql = sql.replace("$__interval_ms", str(int(_seconds(interval) * 1000)))
     sql = sql.replace("$__interval", interval)
 
@@ -108,6 +117,7 @@ def test_macros_expand_as_grafana_documents_them():
     )
     with pytest.raises(ValueError, match="undefined macro"):
         expand("SELECT $__unixEpochNano()", start, end, "5m")
+    assert expand("x = ${judge:sqlstring}", start, end, "5m", {"judge": "o'k"}) == "x = 'o''k'"
 
 
 # --- the dashboard's JSON --------------------------------------------------------------------
@@ -166,6 +176,8 @@ def test_every_query_is_raw_sql_filtered_by_the_dashboard_time_range():
 INTENTS = [f"intent_{chr(ord('a') + k)}" for k in range(12)]
 MODELS = {"gpt-4o-mini": 0.6e-6, "phi3": 0.0, "extractive": 0.0}
 LABELS = ["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING"]
+# The verdicts' sources the service writes (`judge.py`): the dashboard's selector offers each.
+JUDGES = ("llm", "heuristic")
 REASONS = ["low_confidence", "asked_for_a_person", "account_specific", None]
 GAP_REASONS = ("declined", "low_confidence", "voted_down")
 
@@ -194,6 +206,7 @@ def _conversation(rng: random.Random, number: int, moment: datetime, status: str
     model = rng.choice(list(MODELS))
     prompt, completion = (0, 0) if model == "extractive" else (rng.randint(200, 900), 80)
     relevance = rng.choice(LABELS)
+    source = None if relevance == "PENDING" else rng.choice(JUDGES)
     return {
         "id": f"dash-{number:04d}",
         # Sessions of about eight conversations over the range: some follow each other within
@@ -208,6 +221,7 @@ def _conversation(rng: random.Random, number: int, moment: datetime, status: str
         "fallback": status == "answered" and rng.random() < 0.25,
         "response_time": round(rng.uniform(0.05, 4.0), 4),
         "relevance": relevance,
+        "relevance_source": source,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
@@ -289,8 +303,10 @@ def seeded(database_url):
     _drop_scratch(database_url, name)
 
 
-def run_panel(url: str, panel: dict, seed: Seed) -> tuple[list[str], list[dict]]:
-    sql = expand(panel["targets"][0]["rawSql"], seed.start, seed.end, INTERVAL)
+def run_panel(
+    url: str, panel: dict, seed: Seed, judge: str = "all"
+) -> tuple[list[str], list[dict]]:
+    sql = expand(panel["targets"][0]["rawSql"], seed.start, seed.end, INTERVAL, {"judge": judge})
     with psycopg.connect(url, row_factory=dict_row) as conn:
         # Grafana's session may be in any zone; a half-hour offset exposes local-time bucketing.
         conn.execute("SET TIME ZONE 'Asia/Kolkata'")
@@ -447,8 +463,16 @@ def check_thumbs(rows, seed):
     assert rows == [{"thumbs_up": votes[1], "thumbs_down": votes[-1]}]
 
 
-def check_relevancy(rows, seed):
-    judged = Counter(c["relevance"] for c in seed.in_range if c["relevance"] != "PENDING")
+def _judged_by(conversation: dict, judge: str) -> bool:
+    return judge == "all" or conversation["relevance_source"] == judge
+
+
+def check_relevancy(rows, seed, judge="all"):
+    judged = Counter(
+        c["relevance"]
+        for c in seed.in_range
+        if c["relevance"] != "PENDING" and _judged_by(c, judge)
+    )
     total = sum(judged.values())
     assert {r["relevance"]: r["share"] for r in rows} == {
         label: pytest.approx(count / total) for label, count in judged.items()
@@ -463,10 +487,12 @@ def check_satisfaction(rows, seed):
     assert {int(r["time"]): float(r["satisfaction"]) for r in rows} == expected
 
 
-def check_judged_relevance(rows, seed):
+def check_judged_relevance(rows, seed, judge="all"):
     expected = {}
     for b, items in _by_bucket(seed.in_range).items():
-        labels = Counter(c["relevance"] for c in items)
+        labels = Counter(
+            c["relevance"] for c in items if c["relevance"] == "PENDING" or _judged_by(c, judge)
+        )
         expected[b] = tuple(labels[label] for label in LABELS)
     got = {
         int(r["time"]): (r["relevant"], r["partly_relevant"], r["non_relevant"], r["pending"])
@@ -629,6 +655,24 @@ def test_panel_sql_runs_and_returns_what_its_visualisation_needs(seeded, title):
     assert rows, "the seed covers every panel, so an empty result is a broken query"
     check_shape(panel, columns, rows, seed)
     check_values(rows, seed)
+
+
+def test_the_judge_selector_offers_every_source_the_service_writes():
+    (variable,) = _dashboard()["templating"]["list"]
+    assert variable["name"] == "judge" and variable["current"]["value"] == "all"
+    assert {o["value"] for o in variable["options"]} == {"all", *JUDGES}
+    assert JUDGES == ("llm", HEURISTIC)
+
+
+@pytest.mark.parametrize("judge", JUDGES)
+@pytest.mark.parametrize("title", ["Relevancy", "Judged relevance over time"])
+def test_relevance_panels_count_the_chosen_judge_only(seeded, title, judge):
+    url, seed = seeded
+    panel = next(p for p in _panels() if p["title"] == title)
+    _, rows = run_panel(url, panel, seed, judge)
+    _, every = run_panel(url, panel, seed)
+    assert rows != every, "the seed mixes both judges, so choosing one must change the counts"
+    EXPECTED[title][1](rows, seed, judge)
 
 
 def test_rows_outside_the_time_range_are_left_out(seeded):
