@@ -457,24 +457,35 @@ class Assistant:
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone
         (out of scope, or below FOLLOW_UP_SURE) and that the previous question makes more
-        confident without leaving the topics the follow-up points to (the merged top entry is
-        among the follow-up's own hits, or its answer names what the follow-up asks about):
-        "what about on sundays?" after an opening-hours question, "what about premium?" after
-        a question on the basic plan's screens; not "can i watch on my ps5?" after a password
-        question, nor "what's the weather in Paris?" after a cancel question."""
+        confident without leaving the topics the follow-up points to:
+
+        - a follow-up in scope alone: the merged top entry is among its own hits, or its entry
+          names a distinctive word of the follow-up;
+        - a follow-up out of scope alone (its own words fit no entry well enough): the merged
+          top entry names a distinctive word of it, or is already its own best hit at
+          FOLLOW_UP_SURE confidence. Being among its five hits says nothing there: on a small
+          KB any question's five hits hold a quarter of the topics.
+
+        "what about sundays?" after an opening-hours question and "what about premium?" after
+        a question on the basic plan's screens are answered from the earlier topic; "can i
+        watch on my ps5?" after a password question, "what's the weather in Paris?" after a
+        cancel question and "who is the president?" after a student-discount one are not."""
         result = self.retriever.search(question, self.k)
         short = len(question.split()) <= FOLLOW_UP_WORDS
         unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE
         if not (history and short and unsure and result.hits):
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
-        own = {hit.document.id for hit in result.hits}
-        if not (joined.in_scope and joined.hits):
+        if not (joined.in_scope and joined.hits and joined.confidence > result.confidence):
             return result
         top = joined.hits[0].document
-        if joined.confidence > result.confidence and (
-            top.id in own or self.retriever.shares_words(question, top)
-        ):
+        if result.in_scope:
+            points_there = top.id in {hit.document.id for hit in result.hits}
+        else:
+            points_there = (
+                top.id == result.hits[0].document.id and result.confidence >= FOLLOW_UP_SURE
+            )
+        if points_there or self.retriever.shares_words(question, top):
             return joined
         return result
 

@@ -316,6 +316,30 @@ def test_an_elliptical_follow_up_takes_the_previous_question(settings, tmp_path)
     assert followed.sources[0].question == "What are the opening hours?"
 
 
+def test_off_topic_follow_ups_on_a_small_faq_keep_their_own_decline(settings, tmp_path):
+    """On a 10-entry FAQ any question's five hits hold half the topics, and "in", "is" or "it"
+    are used by fewer than half of the answers: before, 31 of these 60 follow-ups were
+    answered from the topic before them (a newcomer's trial found it on a 32-entry FAQ). Two
+    are left: "tell me a joke" and "what time is it?" already have one entry as their own
+    best hit, at a confidence the few entries make easy."""
+    assistant = make_assistant(settings, str(_library_kb(tmp_path)))
+    off_topic = (
+        "what's the weather in Paris?",
+        "tell me a joke",
+        "who is the president?",
+        "give me a banana bread recipe",
+        "best pizza near me?",
+        "what time is it?",
+    )
+    answered = [
+        (earlier, question)
+        for earlier, _ in LIBRARY_FAQ
+        for question in off_topic
+        if assistant.answer(question, history=[Turn(earlier, "...")]).status == "answered"
+    ]
+    assert len(answered) <= 2, answered
+
+
 def test_a_small_faq_of_unrelated_topics_still_declines_off_topic(settings, tmp_path):
     assistant = make_assistant(settings, str(_library_kb(tmp_path)))
     # A word the KB uses in another sense still fools it ("book me a flight", 0.45 against a

@@ -27,7 +27,7 @@ from pathlib import Path
 import minsearch
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from assistant.knowledge import Document
@@ -298,7 +298,7 @@ class Retriever:
             else {}
         )
         self.intent_model = self._fit_intent_model(background) if self.labelled else None
-        self._common_words: frozenset[str] = frozenset()
+        self._common_words: frozenset[str] = ENGLISH_STOP_WORDS
         if self.documents:
             self._fit_common_words()
         self._fit_hybrid(background, embeddings)
@@ -387,20 +387,23 @@ class Retriever:
         )
 
     def _fit_common_words(self) -> None:
-        """The words half or more of the KB's answers use, as `shares_words` reads them: found
-        once here, so a follow-up costs no pass over the index."""
+        """The words `shares_words` never counts: English function words (scikit-learn's
+        stop-word list: on a 30-entry KB fewer than half the answers use "in" or "it") and
+        the words half or more of the KB's answers use, which covers function words in any
+        language on a larger KB. Found once here, so a follow-up costs no pass over the index."""
         vectorizer = self._index.vectorizers["response"]
         answers = self._index.text_matrices["response"]
         used_by = np.diff(answers.tocsc().indptr)
-        self._common_words = frozenset(
+        self._common_words = ENGLISH_STOP_WORDS | {
             word for word, column in vectorizer.vocabulary_.items()
             if used_by[column] >= answers.shape[0] / 2
-        )  # fmt: skip
+        }  # fmt: skip
 
     def shares_words(self, query: str, document: Document) -> bool:
         """Whether `query` and `document` (its question or answer) share a distinctive word:
-        one that fewer than half of the KB's answers use, so "the" or "in" never counts, in
-        whatever language the KB is written. Words as the minsearch index analyses them."""
+        not an English function word, and used by fewer than half of the KB's answers, so
+        "the" or "in" never counts (see `_fit_common_words`). Words as the minsearch index
+        analyses them."""
         analyzer = self._index.vectorizers["response"].build_analyzer()
 
         def analyze(text: str) -> set[str]:
