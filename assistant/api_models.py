@@ -13,6 +13,8 @@ from assistant.config import MAX_QUESTION_CHARS
 Status = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact"]
 # A stored conversation may also be a stream the customer left before it was complete.
 StoredStatus = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact", "abandoned"]
+# The keys of handoff.REASONS: why rag.Assistant handed a conversation to a person.
+HandoffReason = Literal["requested_human", "frustration", "low_confidence", "language"]
 Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED"]
 
 
@@ -103,6 +105,11 @@ class AnswerResponse(BaseModel):
         description="How sure retrieval was of the top entry over the others, 0-1."
     )
     status: Status
+    handoff_reason: HandoffReason | None = Field(
+        description="Why a handoff went to a person: requested_human (asked for one), "
+        "frustration, low_confidence (retrieval was unsure), language (another language). "
+        "None unless status is handoff."
+    )
     sources: list[Source]
     response_time: float = Field(description="Seconds the service took to answer.")
     fallback: bool = Field(description="True when the extractive fallback answered.")

@@ -191,7 +191,6 @@ class Answer:
             "prompt_tokens",
             "completion_tokens",
             "error",
-            "handoff_reason",
             "cost_usd",
             "tokens_estimated",
             "cited_sources",

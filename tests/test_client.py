@@ -120,6 +120,7 @@ def test_a_decided_reply_streams_its_text_too(client, api, question, status):
     assert [kind for kind, _ in events] == ["delta", "answer"]
     body = events[-1][1]
     assert body["status"] == status and events[0][1] == body["answer"] and body["answer"]
+    assert body["handoff_reason"] == ("requested_human" if status == "handoff" else None)
 
 
 class _Api(BaseHTTPRequestHandler):

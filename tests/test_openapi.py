@@ -69,3 +69,12 @@ def test_docs_page_works_offline(client):
     assert "SwaggerUIBundle" in page and "/docs/openapi.json" in page
     assert "unpkg.com" not in page and "cdn.jsdelivr" not in page
     assert client.get("/docs/openapi.json").get_json() == client.get("/openapi.json").get_json()
+
+
+def test_every_handoff_reason_the_assistant_gives_is_documented():
+    from typing import get_args
+
+    from assistant.api_models import HandoffReason
+    from assistant.handoff import REASONS
+
+    assert set(get_args(HandoffReason)) == set(REASONS)
