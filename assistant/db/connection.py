@@ -56,6 +56,8 @@ def describe_url(url: str) -> str:
 
 
 def migration_files(directory: Path) -> list[tuple[str, Path]]:
+    """The migrations in `directory`, `(version, path)` in file-name order: each
+    `NNN_name.sql`; other files are ignored."""
     found = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_FILE.match(path.name)
@@ -175,6 +177,8 @@ class Connections:
         return self.ping()
 
     def close(self) -> None:
+        """Close this process's pool (a forked child's inherited pool is left alone); the next
+        query opens a new one."""
         if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.close()
         self._pool = None

@@ -210,6 +210,8 @@ class Conversations(Connections):
             ).fetchone()
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest `limit` conversations, newest first, with their vote (None without one):
+        what `assistant db` prints."""
         with self._connection() as conn:
             return conn.execute(
                 """
@@ -222,6 +224,7 @@ class Conversations(Connections):
             ).fetchall()
 
     def counts(self) -> dict[str, int]:
+        """How many rows `conversations` and `feedback` hold."""
         with self._connection() as conn:
             return conn.execute(
                 "SELECT (SELECT count(*) FROM conversations) AS conversations,"
