@@ -10,8 +10,10 @@ Every completion carries its token counts (from the provider's usage, or an esti
 as such) and its cost in USD from `data/model-prices.yaml`.
 
 One module per provider (`openai_compatible`, `ollama_native`, `local`, `extractive`);
-`base` holds what they share (errors, retries, the call deadline), `pricing` the prices and
-token estimates; this module chooses the provider (`make_provider`, `make_judge_provider`).
+`base` holds what they share (errors, retries, the call deadline), `streaming` the relay of an
+HTTP provider's stream, `pricing` the prices, `tokens` the token estimates and `llamacpp` the
+llama.cpp runtime that `local` and `tokens` load models with; this module chooses the provider
+(`make_provider`, `make_judge_provider`).
 """
 
 from __future__ import annotations
@@ -41,16 +43,13 @@ from assistant.llm.base import (
     call_with_retries,
 )
 from assistant.llm.extractive import ExtractiveProvider
-from assistant.llm.local import (
+from assistant.llm.llamacpp import (
     BUNDLED_MODEL_DISTRIBUTION,
     BUNDLED_MODEL_FILE,
-    LocalProvider,
     bundled_model_path,
-    fast_model_path,
     llama_cpp_installed,
-    local_available,
-    local_model_path,
 )
+from assistant.llm.local import LocalProvider, fast_model_path, local_available, local_model_path
 from assistant.llm.ollama_native import OllamaProvider, ollama_model_matches, probe_ollama
 from assistant.llm.openai_compatible import (
     ESSENTIAL,
@@ -58,7 +57,8 @@ from assistant.llm.openai_compatible import (
     REASONING_TOKENS,
     OpenAICompatibleProvider,
 )
-from assistant.llm.pricing import Price, PriceTable, TokenCounter, default_token_counter
+from assistant.llm.pricing import Price, PriceTable
+from assistant.llm.tokens import TokenCounter, default_token_counter
 
 __all__ = [
     "BUNDLED_MODEL_DISTRIBUTION",
@@ -130,6 +130,9 @@ def resolve_provider_name(settings: Settings) -> str:
 
 
 def make_provider(settings: Settings, prices: PriceTable | None = None) -> Provider:
+    """The provider `resolve_provider_name` chooses. `prices` prices the `openai` provider's
+    calls (None: loaded from MODEL_PRICES). Raises ValueError for an unknown LLM_PROVIDER, or
+    for `local` without llama.cpp or a model file."""
     choice = resolve_provider_name(settings)
     if choice == "openai":
         return OpenAICompatibleProvider(settings, prices)

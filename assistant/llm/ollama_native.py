@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -24,11 +25,17 @@ from assistant.llm.base import (
     finish,
     start_deadline,
 )
-from assistant.llm.pricing import default_token_counter
+from assistant.llm.streaming import relay_stream
+from assistant.llm.tokens import default_token_counter
 
 
 def _ollama_status(exc: Exception) -> int | None:
     return exc.status_code if isinstance(exc, ollama.ResponseError) else None
+
+
+# How a call fails, raised as a ProviderError: the server unreachable or refusing, a reply of
+# the wrong shape.
+_FAILURES = (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED)
 
 
 def ollama_model_matches(wanted: str, present: str) -> bool:
@@ -117,33 +124,18 @@ class OllamaProvider:
             if not isinstance(text, str):
                 raise TypeError(f"message content is {type(text).__name__}, not text")
             return self._completion(messages, text, response, started)
-        except (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED) as exc:
+        except _FAILURES as exc:
             raise ProviderError(type(exc).__name__) from exc
 
     def stream(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Iterator[str | Completion]:
-        started = time.perf_counter()
-        parts: list[str] = []
-        final, chunks = None, None
-        start_deadline(self._deadline)
-        try:
-            chunks = self._chat(messages, stream=True)
-            for part in chunks:
-                if part.message and part.message.content:
-                    parts.append(part.message.content)
-                    yield part.message.content
-                if part.done:
-                    final = part
-            if final is None:
-                raise IncompleteStream("the stream ended before the model was done")
-            completion = self._completion(messages, "".join(parts), final, started)
-        except (ConnectionError, httpx.HTTPError, ollama.ResponseError, *MALFORMED) as exc:
-            raise ProviderError(type(exc).__name__) from exc
-        finally:
-            if hasattr(chunks, "close"):
-                chunks.close()
-        yield completion
+        return relay_stream(
+            lambda: self._chat(messages, stream=True),
+            _ChatParts(partial(self._completion, messages)),
+            deadline=self._deadline,
+            errors=_FAILURES,
+        )
 
     def _completion(
         self, messages: Sequence[Message], text: str, response: Any, started: float
@@ -160,3 +152,23 @@ class OllamaProvider:
         model = getattr(response, "model", None) or self.model
         completion = finish(text, model, prompt_tokens, completion_tokens, started, estimated)
         return replace(completion, truncated=getattr(response, "done_reason", None) == "length")
+
+
+class _ChatParts:
+    """The native chat stream's parts: each one's text; the last, marked done, carries the
+    token counts and the reason the model stopped."""
+
+    def __init__(self, complete: Callable[[str, Any, float], Completion]):
+        self._complete = complete
+        self._final: Any = None
+
+    def read(self, part: Any) -> Iterator[str]:
+        if part.message and part.message.content:
+            yield part.message.content
+        if part.done:
+            self._final = part
+
+    def completion(self, text: str, started: float) -> Completion:
+        if self._final is None:
+            raise IncompleteStream("the stream ended before the model was done")
+        return self._complete(text, self._final, started)

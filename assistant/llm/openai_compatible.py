@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -26,7 +27,9 @@ from assistant.llm.base import (
     finish,
     start_deadline,
 )
-from assistant.llm.pricing import PriceTable, default_token_counter
+from assistant.llm.pricing import PriceTable
+from assistant.llm.streaming import relay_stream
+from assistant.llm.tokens import default_token_counter
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ REASONING_TOKENS = 2048
 
 def _model_family(model: str) -> str:
     return model.rsplit("/", 1)[-1].lower()
+
+
+# How a call fails, raised as a ProviderError: the SDK's errors, the network's, a reply of the
+# wrong shape.
+_FAILURES = (openai.OpenAIError, httpx.HTTPError, *MALFORMED)
 
 
 class OpenAICompatibleProvider:
@@ -189,41 +197,19 @@ class OpenAICompatibleProvider:
                 raise TypeError(f"message content is {type(text).__name__}, not text")
             completion = self._completion(messages, text, response.model, response.usage, started)
             return replace(completion, truncated=getattr(choice, "finish_reason", None) == "length")
-        except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
+        except _FAILURES as exc:
             raise ProviderError(type(exc).__name__) from exc
 
     def stream(
         self, messages: Sequence[Message], *, references: Sequence[str] = ()
     ) -> Iterator[str | Completion]:
-        started = time.perf_counter()
-        parts: list[str] = []
-        model, usage, finished, truncated = None, None, False, False
-        chunks = None
-        start_deadline(self._deadline)
-        try:
+        return relay_stream(
             # include_usage asks for a last chunk with the usage; servers without it omit it.
-            chunks = self._create(messages, stream=True, stream_options={"include_usage": True})
-            for chunk in chunks:
-                model = chunk.model or model
-                usage = chunk.usage or usage
-                for choice in chunk.choices:
-                    truncated = truncated or choice.finish_reason == "length"
-                    finished = finished or bool(choice.finish_reason)
-                    if choice.delta and choice.delta.content:
-                        parts.append(choice.delta.content)
-                        yield choice.delta.content
-            if not finished:
-                raise IncompleteStream("the stream ended before the model finished")
-            completion = self._completion(messages, "".join(parts), model, usage, started)
-            completion = replace(completion, truncated=truncated)
-        except (openai.OpenAIError, httpx.HTTPError, *MALFORMED) as exc:
-            raise ProviderError(type(exc).__name__) from exc
-        finally:
-            # Also when the caller stops reading (the customer left): the upstream request
-            # ends now instead of generating to the end for nobody.
-            if hasattr(chunks, "close"):
-                chunks.close()
-        yield completion
+            lambda: self._create(messages, stream=True, stream_options={"include_usage": True}),
+            _ChatChunks(partial(self._completion, messages)),
+            deadline=self._deadline,
+            errors=_FAILURES,
+        )
 
     def _completion(
         self,
@@ -249,3 +235,29 @@ class OpenAICompatibleProvider:
             estimated=usage is None or not usage.prompt_tokens,
             cost_usd=self._prices.cost(self.name, model, prompt_tokens, completion_tokens),
         )
+
+
+class _ChatChunks:
+    """The chat API's stream chunks: each choice's text and finish reason; the model's name
+    and, from servers that send it, the usage (in a last chunk of its own)."""
+
+    def __init__(self, complete: Callable[[str, str | None, Any, float], Completion]):
+        self._complete = complete
+        self.model: str | None = None
+        self.usage: Any = None
+        self.finished = self.truncated = False
+
+    def read(self, chunk: Any) -> Iterator[str]:
+        self.model = chunk.model or self.model
+        self.usage = chunk.usage or self.usage
+        for choice in chunk.choices:
+            self.truncated = self.truncated or choice.finish_reason == "length"
+            self.finished = self.finished or bool(choice.finish_reason)
+            if choice.delta and choice.delta.content:
+                yield choice.delta.content
+
+    def completion(self, text: str, started: float) -> Completion:
+        if not self.finished:
+            raise IncompleteStream("the stream ended before the model finished")
+        completion = self._complete(text, self.model, self.usage, started)
+        return replace(completion, truncated=self.truncated)
