@@ -1,8 +1,9 @@
 """The knowledge base: documents, their loaders, and the profile that fills placeholders.
 
 A team's knowledge base comes as a Q&A file (CSV or JSON: `question,answer` with optional
-`id`, `url`, `category`, `intent`; Bitext's `instruction,intent,category,tags,response` too) or
-as a folder of Markdown or HTML help-centre articles, split into sections at their headings.
+`id`, `url`, `category`, `intent`, names in any case; Bitext's
+`instruction,intent,category,tags,response` too) or as a folder of Markdown or HTML
+help-centre articles, split into sections at their headings.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _clean(value: object) -> str:
 
 QUESTION_COLUMNS = ("question", "instruction", "title")
 ANSWER_COLUMNS = ("answer", "response", "text")
+
+
+def column_name(name: object) -> str:
+    """A column name or JSON key as the loaders match it: `\ufeffQuestion ` -> `question`.
+    Spreadsheets write `Question,Answer`, and a byte-order mark or a stray space can cling
+    to the first or any header cell."""
+    return str(name).replace("\ufeff", "").strip().lower()
 
 
 def _first(row: Mapping[str, object], names: Sequence[str]) -> str:
@@ -148,15 +156,18 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
     """Rows of a CSV with a question column (`question`, `instruction` or `title`) and an
     answer column (`answer`, `response` or `text`); `id`, `url`, `category`, `intent` and
-    `tags` are optional. Raises KnowledgeBaseError for other columns or another encoding."""
+    `tags` are optional. Column names match in any case (`Question,Answer`, as spreadsheets
+    export them). Raises KnowledgeBaseError for other columns or another encoding."""
     report = report if report is not None else LoadReport()
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
     reader = csv.DictReader(io.StringIO(read_text(path, "utf-8-sig"), newline=""))
-    columns = set(reader.fieldnames or [])
+    found = reader.fieldnames or []
+    reader.fieldnames = [column_name(name) for name in found]
+    columns = set(reader.fieldnames)
     if not columns & set(QUESTION_COLUMNS) or not columns & set(ANSWER_COLUMNS):
         raise KnowledgeBaseError(
             f"{path}: expected question,answer columns (or Bitext's instruction,response); "
-            f"found {sorted(columns)}"
+            f"found {sorted(found)}"
         )
     return _documents(reader, report)
 
@@ -171,15 +182,16 @@ def write_csv(path: Path, docs: Iterable[Document]) -> None:
 
 
 def read_json(path: Path, report: LoadReport | None = None) -> list[Document]:
-    """A JSON list of objects with the same keys as `read_csv`'s columns."""
+    """A JSON list of objects with the same keys as `read_csv`'s columns, in any case."""
     report = report if report is not None else LoadReport()
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(read_text(path, "utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise KnowledgeBaseError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise KnowledgeBaseError(f"{path}: expected a JSON list of document objects")
-    docs = _documents(data, report)
+    rows = [{column_name(key): value for key, value in item.items()} for item in data]
+    docs = _documents(rows, report)
     if data and not docs:
         raise KnowledgeBaseError(f"{path}: no object has both a question and an answer")
     return docs
