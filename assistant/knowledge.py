@@ -245,14 +245,23 @@ class KnowledgeBase:
 
 def _read(path: Path, source: str) -> KnowledgeBase:
     report = LoadReport()
-    return KnowledgeBase(read_file(path, report), source, report)
+    docs = read_file(path, report)
+    if not docs:
+        # An empty KB would serve, and decline every question: refused where it is loaded.
+        skipped = f" ({report.empty} rows without one skipped)" if report.empty else ""
+        raise KnowledgeBaseError(
+            f"{path}: no entries; a knowledge base needs at least one question with its "
+            f"answer{skipped}"
+        )
+    return KnowledgeBase(docs, source, report)
 
 
 def load(
     source: str, *, demo: Path, cache_dir: Path, url: str, timeout: float = 10.0
 ) -> KnowledgeBase:
     """Load a KB from a file or folder path, a URL, `demo`, or `auto` (the cached or
-    downloaded dataset, else the demo KB).
+    downloaded dataset, else the demo KB). Raises KnowledgeBaseError for a source that
+    cannot be read or holds no entries.
 
     `auto` never fails for want of network: the bundled demo KB is the floor.
     """

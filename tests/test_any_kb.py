@@ -339,11 +339,19 @@ def test_eval_files_in_another_encoding_name_the_file(tmp_path):
     assert [q.text for q in read_queries(lines)] == ["book a flight", "what's the weather"]
 
 
-def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
+@pytest.mark.parametrize(
+    "content, error",
+    [("question,answer\nréservé,oui\n".encode("latin-1"), "not UTF-8"),
+     (b"question,answer\n", "no entries")],
+)  # fmt: skip
+def test_serve_refuses_an_unreadable_or_empty_kb_in_one_line(
+    database_url, tmp_path, content, error
+):
     """In a process of its own, as deployed: `serve` patches the standard library for gevent
-    workers first, which would change this test process for every test after it."""
+    workers first, which would change this test process for every test after it. An empty KB
+    is refused too: served, it would decline every question."""
     path = tmp_path / "kb.csv"
-    path.write_bytes("question,answer\nréservé,oui\n".encode("latin-1"))
+    path.write_bytes(content)
     env = {
         **os.environ,
         "KB_PATH": str(path),
@@ -359,7 +367,7 @@ def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
     )
     assert result.returncode == 1
     assert "the knowledge base cannot be loaded" in result.stderr
-    assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+    assert error in result.stderr and "Traceback" not in result.stderr
 
 
 def test_eval_commands_take_an_article_folder(articles, tmp_path):

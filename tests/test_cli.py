@@ -1,6 +1,7 @@
 import json
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
@@ -66,9 +67,23 @@ def test_ingest_rejects_a_bad_file(tmp_path):
     assert result.exit_code != 0 and "expected question,answer columns" in result.output
 
 
-def test_ingest_reads_the_shared_dataset_when_present(settings):
-    import pytest
+@pytest.mark.parametrize(
+    "content, skipped",
+    [("question,answer\n", ""), ("question,answer\nWhere?,\n,Here.\n", "(2 rows without")],
+)
+def test_ingest_refuses_a_kb_without_entries(tmp_path, content, skipped):
+    """A header alone, or rows that all lack a question or an answer: one line, exit 1, no
+    index built for a service that would decline every question."""
+    empty = tmp_path / "faq.csv"
+    empty.write_text(content, encoding="utf-8")
+    for extra in ([], ["--ids"]):
+        result = CliRunner().invoke(main, ["ingest", "--kb", str(empty), *extra])
+        assert result.exit_code == 1, result.output
+        assert f"Error: {empty}: no entries" in result.output and skipped in result.output
+        assert "0 entries" not in result.output and len(result.output.splitlines()) == 1
 
+
+def test_ingest_reads_the_shared_dataset_when_present(settings):
     if not BITEXT_DEV.is_file():
         pytest.skip("../shared/data is absent on this machine")
     result = CliRunner().invoke(main, ["ingest", "--kb", str(BITEXT_DEV)])
