@@ -79,8 +79,34 @@ def test_ingest_refuses_a_kb_without_entries(tmp_path, content, skipped):
     for extra in ([], ["--ids"]):
         result = CliRunner().invoke(main, ["ingest", "--kb", str(empty), *extra])
         assert result.exit_code == 1, result.output
-        assert f"Error: {empty}: no entries" in result.output and skipped in result.output
+        assert f"cannot be loaded: {empty}: no entries" in result.output
+        assert skipped in result.output
         assert "0 entries" not in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("problem", ["missing", "columns"])
+def test_every_command_that_loads_the_kb_gives_one_line_for_a_bad_one(tmp_path, problem):
+    """KB_PATH or --kb naming a missing file or one with other columns: the error in one
+    line and exit 1 from `ask` as from `serve` and `ingest`, not a traceback."""
+    kb = tmp_path / "faq.csv"
+    if problem == "columns":
+        kb.write_text("q,a\nhow?,like this\n", encoding="utf-8")
+    why = "no such file or folder" if problem == "missing" else "expected question,answer"
+    commands = [
+        (["ask", "how do I cancel?"], {"KB_PATH": str(kb), "LLM_PROVIDER": "extractive"}),
+        (["ingest", "--kb", str(kb)], {}),
+        (["eval", "outcomes", "--kb", str(kb)], {}),
+        (["bench", "retrieval", "--kb", str(kb), "--docs", "100"], {}),
+    ]
+    if problem == "columns":  # --data must exist
+        commands.append(
+            (["eval", "split", "--data", str(kb), "--kb-out", "k", "--queries-out", "q"], {})
+        )
+    for args, env in commands:
+        result = CliRunner().invoke(main, args, env={"DATA_DIR": str(tmp_path), **env})
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"Error: the knowledge base cannot be loaded: {kb}: {why}"), line
 
 
 def test_ingest_reads_the_shared_dataset_when_present(settings):

@@ -14,6 +14,7 @@ import click
 
 from assistant.commands.common import (
     load_settings,
+    loading_kb,
     parse_since,
 )
 
@@ -231,10 +232,8 @@ def ingest(source: str, list_ids: bool) -> None:
     from assistant.rag import build_retriever
 
     settings = load_settings()
-    try:
+    with loading_kb():
         kb = knowledge.load_configured(settings, source)
-    except knowledge.KnowledgeBaseError as exc:
-        raise click.ClickException(str(exc)) from exc
     if list_ids:
         # The csv module quotes a question holding a comma, quote or line break.
         out = io.StringIO()
