@@ -293,6 +293,11 @@ def humanize(name: str) -> str:
     return f"{label} {kind}" if kind else label
 
 
+def placeholder_key(name: str) -> str:
+    """`customer support phone` -> `CUSTOMER_SUPPORT_PHONE`: how the profile keys a name."""
+    return re.sub(r"\s+", "_", name.strip()).upper()
+
+
 _REPEATED_KIND = re.compile(rf"\b({'|'.join(sorted(_KIND_WORDS))}) \1\b", re.IGNORECASE)
 
 
@@ -302,8 +307,13 @@ class Profile:
     placeholders: Mapping[str, str] = field(default_factory=dict)
 
     def value(self, name: str) -> str:
-        key = re.sub(r"\s+", "_", name.strip()).upper()
+        """The profile's value for placeholder `name`, else the name as words."""
+        key = placeholder_key(name)
         return self.placeholders.get(key) or humanize(key)
+
+    def filled(self, name: str) -> bool:
+        """Whether the profile gives placeholder `name` a value (an empty one is none)."""
+        return bool(self.placeholders.get(placeholder_key(name), "").strip())
 
     def fill(self, text: str) -> str:
         """Replace every `{{NAME}}`; a stray brace pair never reaches a customer."""
@@ -318,16 +328,22 @@ def placeholders(docs: Iterable[Document]) -> Counter[str]:
     found: Counter[str] = Counter()
     for doc in docs:
         for text in (doc.question, doc.response):
-            found.update(re.sub(r"\s+", "_", m.strip()).upper() for m in _PLACEHOLDER.findall(text))
+            found.update(placeholder_key(m) for m in _PLACEHOLDER.findall(text))
     return found
 
 
 def load_profile(path: Path) -> Profile:
+    """The business profile at `path` (see data/business-profile.yaml); an empty one when
+    the file is missing."""
     if not path.is_file():
         log.warning("No business profile at %s; placeholders will be rendered as words", path)
         return Profile()
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    placeholders = {str(k).upper(): str(v) for k, v in (data.get("placeholders") or {}).items()}
+    # `CUSTOMER_SUPPORT_PHONE:` with nothing after it is YAML's null: no value, not "None".
+    placeholders = {
+        str(k).upper(): "" if v is None else str(v)
+        for k, v in (data.get("placeholders") or {}).items()
+    }
     return Profile(str(data.get("company_name") or "our service"), placeholders)
 
 

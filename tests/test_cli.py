@@ -60,6 +60,28 @@ def test_ingest_reports_counts_per_intent(settings):
     assert "every placeholder is filled" in result.output
 
 
+def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, tmp_path):
+    """A profile without a phone line: the assistant's declines and handoffs leave the phone
+    out, and `ingest` says so rather than claim every placeholder is filled."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "company_name: Tunewave\nplaceholders:\n  COMPANY_NAME: Tunewave\n"
+        "  CUSTOMER_SUPPORT_EMAIL: support@tunewave.example\n  CUSTOMER_SUPPORT_PHONE: ''\n"
+        "  CUSTOMER_SUPPORT_HOURS: 24/7\n",
+        encoding="utf-8",
+    )
+    kb = tmp_path / "faq.csv"
+    kb.write_text("question,answer\nHow do I pay?,By card.\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["ingest", "--kb", str(kb)], env={"BUSINESS_PROFILE": str(profile)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: the business profile leaves 2 of the assistant's own" in result.output
+    assert "{{LIVE_CHAT_URL}}: left out\n  {{CUSTOMER_SUPPORT_PHONE}}: left out" in result.output
+    assert "every placeholder of the knowledge base is filled" in result.output
+    assert "every placeholder is filled" not in result.output
+
+
 def test_ingest_rejects_a_bad_file(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
