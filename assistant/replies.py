@@ -7,6 +7,7 @@ every reply, by `Profile.fill`.
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ HOURS = "CUSTOMER_SUPPORT_HOURS"
 OWN_PLACEHOLDERS = ("COMPANY_NAME", *CHANNELS, HOURS)
 # Ways to talk now, besides waiting for the team's email: what a forwarded handoff offers.
 TALK_NOW = ("LIVE_CHAT_URL", "CUSTOMER_SUPPORT_PHONE")
-# The decline names at most this many of the KB's categories (or entry titles).
+# The decline names at most this many of the KB's categories, or, in a KB without them,
+# this many of its questions, each cut to this many characters.
 TOPICS_NAMED = 8
+EXAMPLES_NAMED = 3
+EXAMPLE_WIDTH = 60
 
 
 def listing(items: Sequence[str], conjunction: str) -> str:
@@ -38,15 +42,31 @@ def listing(items: Sequence[str], conjunction: str) -> str:
 
 def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
     """What the KB covers, for the decline: its categories, most entries first, or, in a KB
-    without categories, its first entries' titles. "your questions" for an empty KB."""
+    without categories, a few of its questions from across it (see `example_questions`).
+    "your questions" for an empty KB."""
     categories = Counter(doc.category for doc in documents if doc.category)
     if len(categories) >= 2:
         names = [
             humanize(c).lower() if c.isupper() else c for c, _ in categories.most_common(limit)
         ]
-    else:
-        names = [doc.question.rstrip("?.! ") for doc in documents[:limit]]
-    return listing(names, "and") or "your questions about our service"
+        return listing(names, "and")
+    examples = example_questions(documents)
+    if not examples:
+        return "your questions about our service"
+    return "questions such as " + listing([f'"{title}"' for title in examples], "and")
+
+
+def example_questions(documents: Sequence[Document], count: int = EXAMPLES_NAMED) -> list[str]:
+    """The shortest question of each of `count` equal runs of the KB, shortened to
+    EXAMPLE_WIDTH: spread over the whole KB, since a FAQ's first rows are often all one area
+    (billing), and short enough to read in one sentence. The same KB gives the same ones."""
+    taken = min(count, len(documents))
+    runs = [
+        documents[i * len(documents) // taken : (i + 1) * len(documents) // taken]
+        for i in range(taken)
+    ]
+    shortest = [min(run, key=lambda doc: len(doc.question)).question for run in runs]
+    return [textwrap.shorten(title, EXAMPLE_WIDTH, placeholder="…") for title in shortest]
 
 
 def unfilled(profile: Profile) -> list[str]:

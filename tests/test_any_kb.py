@@ -17,6 +17,7 @@ from assistant import knowledge
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.llm import ExtractiveProvider
 from assistant.rag import Assistant, Turn, build_retriever, build_signals
+from assistant.replies import kb_topics
 from assistant.retrieval import EmbeddingCache, make_encoder
 from tests.conftest import SHARED_DATA, running_api
 
@@ -169,6 +170,31 @@ def test_decline_names_the_kbs_own_topics(demo):
     assert answer.status == "out_of_scope"
     assert "Billing" in answer.answer and "Parental controls" in answer.answer
     assert "program schedule" not in answer.answer
+
+
+def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):
+    """A FAQ without categories whose first rows are all billing: the decline quotes a few
+    short questions from its start, middle and end in one sentence, the same every time."""
+    rows = [(f"Billing question {n}, about charges and the invoice?", "Yes.") for n in range(9)]
+    rows.insert(4, ("Can I get a refund?", "Within 14 days."))
+    rows += [(f"Listening question {n}, about playlists and songs?", "Yes.") for n in range(9)]
+    rows.insert(15, ("How do I see lyrics?", "Tap the song."))
+    rows += [(f"Devices question {n}, about smart speakers and cars?", "Yes.") for n in range(9)]
+    rows.append(("Why am I hearing ads?", "On the free plan."))
+    path = tmp_path / "faq.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("question", "answer"), *rows])
+    faq = make_assistant(settings, str(path))
+    answer = faq.answer("what's the weather in Paris?")
+    assert answer.status == "out_of_scope"
+    assert (
+        'I can help with questions such as "Can I get a refund?", "How do I see lyrics?" and '
+        '"Why am I hearing ads?". For anything else'
+    ) in answer.answer
+    long = knowledge.Document("x", "word " * 40, "answer", "", "")
+    shortened = kb_topics([long]).removeprefix('questions such as "')
+    assert shortened.endswith('word…"') and len(shortened) <= 61
+    assert make_assistant(settings, str(path)).replies == faq.replies
 
 
 def test_follow_ups_do_not_inherit_an_unrelated_topic(demo):
