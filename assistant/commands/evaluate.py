@@ -112,7 +112,8 @@ def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_js
     "--expect",
     default="demo",
     show_default=True,
-    help="The column of expected outcomes: an entry id or intent, handoff or decline.",
+    help="The column of expected outcomes: an entry id or intent, handoff or decline, or "
+    "several separated by | (any of them is right). See README: Evaluation.",
 )
 @click.option("--misses", is_flag=True, help="List every question with the wrong outcome.")
 @JSON_OPTION
