@@ -1,8 +1,9 @@
 """The knowledge base: documents, their loaders, and the profile that fills placeholders.
 
 A team's knowledge base comes as a Q&A file (CSV or JSON: `question,answer` with optional
-`id`, `url`, `category`, `intent`; Bitext's `instruction,intent,category,tags,response` too) or
-as a folder of Markdown or HTML help-centre articles, split into sections at their headings.
+`id`, `url`, `category`, `intent`, names in any case; Bitext's
+`instruction,intent,category,tags,response` too) or as a folder of Markdown or HTML
+help-centre articles, split into sections at their headings.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _clean(value: object) -> str:
 
 QUESTION_COLUMNS = ("question", "instruction", "title")
 ANSWER_COLUMNS = ("answer", "response", "text")
+
+
+def column_name(name: object) -> str:
+    """A column name or JSON key as the loaders match it: `\ufeffQuestion ` -> `question`.
+    Spreadsheets write `Question,Answer`, and a byte-order mark or a stray space can cling
+    to the first or any header cell."""
+    return str(name).replace("\ufeff", "").strip().lower()
 
 
 def _first(row: Mapping[str, object], names: Sequence[str]) -> str:
@@ -148,15 +156,18 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
     """Rows of a CSV with a question column (`question`, `instruction` or `title`) and an
     answer column (`answer`, `response` or `text`); `id`, `url`, `category`, `intent` and
-    `tags` are optional. Raises KnowledgeBaseError for other columns or another encoding."""
+    `tags` are optional. Column names match in any case (`Question,Answer`, as spreadsheets
+    export them). Raises KnowledgeBaseError for other columns or another encoding."""
     report = report if report is not None else LoadReport()
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
     reader = csv.DictReader(io.StringIO(read_text(path, "utf-8-sig"), newline=""))
-    columns = set(reader.fieldnames or [])
+    found = reader.fieldnames or []
+    reader.fieldnames = [column_name(name) for name in found]
+    columns = set(reader.fieldnames)
     if not columns & set(QUESTION_COLUMNS) or not columns & set(ANSWER_COLUMNS):
         raise KnowledgeBaseError(
             f"{path}: expected question,answer columns (or Bitext's instruction,response); "
-            f"found {sorted(columns)}"
+            f"found {sorted(found)}"
         )
     return _documents(reader, report)
 
@@ -171,15 +182,16 @@ def write_csv(path: Path, docs: Iterable[Document]) -> None:
 
 
 def read_json(path: Path, report: LoadReport | None = None) -> list[Document]:
-    """A JSON list of objects with the same keys as `read_csv`'s columns."""
+    """A JSON list of objects with the same keys as `read_csv`'s columns, in any case."""
     report = report if report is not None else LoadReport()
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(read_text(path, "utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise KnowledgeBaseError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise KnowledgeBaseError(f"{path}: expected a JSON list of document objects")
-    docs = _documents(data, report)
+    rows = [{column_name(key): value for key, value in item.items()} for item in data]
+    docs = _documents(rows, report)
     if data and not docs:
         raise KnowledgeBaseError(f"{path}: no object has both a question and an answer")
     return docs
@@ -233,14 +245,23 @@ class KnowledgeBase:
 
 def _read(path: Path, source: str) -> KnowledgeBase:
     report = LoadReport()
-    return KnowledgeBase(read_file(path, report), source, report)
+    docs = read_file(path, report)
+    if not docs:
+        # An empty KB would serve, and decline every question: refused where it is loaded.
+        skipped = f" ({report.empty} rows without one skipped)" if report.empty else ""
+        raise KnowledgeBaseError(
+            f"{path}: no entries; a knowledge base needs at least one question with its "
+            f"answer{skipped}"
+        )
+    return KnowledgeBase(docs, source, report)
 
 
 def load(
     source: str, *, demo: Path, cache_dir: Path, url: str, timeout: float = 10.0
 ) -> KnowledgeBase:
     """Load a KB from a file or folder path, a URL, `demo`, or `auto` (the cached or
-    downloaded dataset, else the demo KB).
+    downloaded dataset, else the demo KB). Raises KnowledgeBaseError for a source that
+    cannot be read or holds no entries.
 
     `auto` never fails for want of network: the bundled demo KB is the floor.
     """
@@ -272,6 +293,11 @@ def humanize(name: str) -> str:
     return f"{label} {kind}" if kind else label
 
 
+def placeholder_key(name: str) -> str:
+    """`customer support phone` -> `CUSTOMER_SUPPORT_PHONE`: how the profile keys a name."""
+    return re.sub(r"\s+", "_", name.strip()).upper()
+
+
 _REPEATED_KIND = re.compile(rf"\b({'|'.join(sorted(_KIND_WORDS))}) \1\b", re.IGNORECASE)
 
 
@@ -281,8 +307,13 @@ class Profile:
     placeholders: Mapping[str, str] = field(default_factory=dict)
 
     def value(self, name: str) -> str:
-        key = re.sub(r"\s+", "_", name.strip()).upper()
+        """The profile's value for placeholder `name`, else the name as words."""
+        key = placeholder_key(name)
         return self.placeholders.get(key) or humanize(key)
+
+    def filled(self, name: str) -> bool:
+        """Whether the profile gives placeholder `name` a value (an empty one is none)."""
+        return bool(self.placeholders.get(placeholder_key(name), "").strip())
 
     def fill(self, text: str) -> str:
         """Replace every `{{NAME}}`; a stray brace pair never reaches a customer."""
@@ -297,16 +328,22 @@ def placeholders(docs: Iterable[Document]) -> Counter[str]:
     found: Counter[str] = Counter()
     for doc in docs:
         for text in (doc.question, doc.response):
-            found.update(re.sub(r"\s+", "_", m.strip()).upper() for m in _PLACEHOLDER.findall(text))
+            found.update(placeholder_key(m) for m in _PLACEHOLDER.findall(text))
     return found
 
 
 def load_profile(path: Path) -> Profile:
+    """The business profile at `path` (see data/business-profile.yaml); an empty one when
+    the file is missing."""
     if not path.is_file():
         log.warning("No business profile at %s; placeholders will be rendered as words", path)
         return Profile()
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    placeholders = {str(k).upper(): str(v) for k, v in (data.get("placeholders") or {}).items()}
+    # `CUSTOMER_SUPPORT_PHONE:` with nothing after it is YAML's null: no value, not "None".
+    placeholders = {
+        str(k).upper(): "" if v is None else str(v)
+        for k, v in (data.get("placeholders") or {}).items()
+    }
     return Profile(str(data.get("company_name") or "our service"), placeholders)
 
 

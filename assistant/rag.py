@@ -13,7 +13,6 @@ import secrets
 import time
 import unicodedata
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from assistant.llm import (
     make_provider,
 )
 from assistant.privacy import contact_details
+from assistant.replies import Replies, kb_topics
 from assistant.retrieval import (
     EmbeddingCache,
     Hit,
@@ -50,42 +50,12 @@ from assistant.signals import read_examples as read_handoff_examples
 
 log = logging.getLogger(__name__)
 
-OUT_OF_SCOPE_REPLY = (
-    "I'm sorry, I can't help with that: I'm the {{COMPANY_NAME}} support assistant. I can help "
-    "with {topics}. For anything else, our team is at {{CUSTOMER_SUPPORT_EMAIL}} or "
-    "{{CUSTOMER_SUPPORT_PHONE}}."
-)
 LANGUAGE_PREFIX = "I'm sorry, I can only answer in {language} for now. "
 LANGUAGE_NAMES = {
     "ar": "Arabic", "de": "German", "en": "English", "es": "Spanish", "fr": "French",
     "it": "Italian", "ja": "Japanese", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese",
     "ru": "Russian", "tr": "Turkish", "zh": "Chinese",
 }  # fmt: skip
-# The decline names at most this many of the KB's categories (or entry titles).
-TOPICS_NAMED = 8
-HANDOFF_REPLY = (
-    "Let me connect you with a person from our support team. You can reach them by live chat "
-    "at {{LIVE_CHAT_URL}}, by email at {{CUSTOMER_SUPPORT_EMAIL}} or by phone at "
-    "{{CUSTOMER_SUPPORT_PHONE}} ({{CUSTOMER_SUPPORT_HOURS}})."
-)
-# With HANDOFF_WEBHOOK_URL the conversation itself reaches the team (assistant/handoff.py),
-# so the customer is promised a reply, not only told where to call.
-HANDOFF_FORWARDED_REPLY = (
-    "I've passed our conversation to a person from our support team, so you won't need to "
-    "repeat yourself. They will reply from {{CUSTOMER_SUPPORT_EMAIL}} "
-    "({{CUSTOMER_SUPPORT_HOURS}}) to the email address or phone number you've given here. If "
-    "you haven't given one, or would rather talk now, reach them by live chat at "
-    "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
-)
-# After a forwarded handoff, a message carrying an email address or phone number is passed on
-# to the same team (assistant/handoff.py, event `conversation.contact`), and the customer is
-# told so, with the address read back, so that a mistyped one can be corrected at once.
-CONTACT_FORWARDED_REPLY = (
-    "Thank you: I've passed {contact} on to the person from our support team who has our "
-    "conversation. They will reply from {{CUSTOMER_SUPPORT_EMAIL}} "
-    "({{CUSTOMER_SUPPORT_HOURS}}). If you would rather talk now, reach them by live chat at "
-    "{{LIVE_CHAT_URL}} or by phone at {{CUSTOMER_SUPPORT_PHONE}}."
-)
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 SMALL_TALK_REPLIES = {
     "greeting": "Hello! I'm the {{COMPANY_NAME}} support assistant. What can I help you with?",
@@ -392,22 +362,6 @@ def build_messages(
     return messages
 
 
-def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
-    """What the KB covers, for the decline: its categories, most entries first, or, in a KB
-    without categories, its first entries' titles. "your questions" for an empty KB."""
-    categories = Counter(doc.category for doc in documents if doc.category)
-    if len(categories) >= 2:
-        names = [
-            knowledge.humanize(c).lower() if c.isupper() else c
-            for c, _ in categories.most_common(limit)
-        ]
-    else:
-        names = [doc.question.rstrip("?.! ") for doc in documents[:limit]]
-    if not names:
-        return "your questions about our service"
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
 class Assistant:
     """Answers one customer message: decides (small talk, handoff, out of scope or answer),
     then generates from the retrieved entries with the provider, falling back to the best
@@ -433,7 +387,6 @@ class Assistant:
     ):
         self.retriever = retriever
         self.handoffs_forwarded = handoffs_forwarded
-        self.handoff_reply = HANDOFF_FORWARDED_REPLY if handoffs_forwarded else HANDOFF_REPLY
         self.phone_region = phone_region
         self.handoff_threshold = retriever.settings.handoff_threshold
         self.knowledge_source = knowledge_source
@@ -447,7 +400,7 @@ class Assistant:
         # can (a served one; the bundled 135M model cannot), else handed off for its language.
         self.translates = provider.name in ("openai", "ollama")
         docs = retriever.documents
-        self.out_of_scope_reply = OUT_OF_SCOPE_REPLY.replace("{topics}", kb_topics(docs))
+        self.replies = Replies.for_profile(profile, kb_topics(docs), handoffs_forwarded)
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
         self._known_words = vocabulary([d.question for d in docs])
         encoder = retriever.encoder
@@ -531,7 +484,7 @@ class Assistant:
         contact = self._contact_after_handoff(question, history)
         if contact:
             answer.status = CONTACT
-            answer.answer = CONTACT_FORWARDED_REPLY.replace("{contact}", contact)
+            answer.answer = self.replies.contact.replace("{contact}", contact)
             return answer, []
         if chat:
             answer.status, answer.answer = "small_talk", SMALL_TALK_REPLIES[chat]
@@ -553,7 +506,7 @@ class Assistant:
             if foreign:
                 language = LANGUAGE_NAMES.get(self.language, self.language)
                 prefix = LANGUAGE_PREFIX.format(language=language)
-            answer.answer = prefix + self.handoff_reply
+            answer.answer = prefix + self.replies.handoff
             return answer, []
         result = self._search(searched, history)
         answer.intent, answer.category = result.intent, result.category
@@ -566,14 +519,14 @@ class Assistant:
             for h in result.hits
         ]  # fmt: skip
         if not result.in_scope or not result.hits:
-            answer.status, answer.answer = "out_of_scope", self.out_of_scope_reply
+            answer.status, answer.answer = "out_of_scope", self.replies.out_of_scope
             answer.sources = []
         elif result.intent == HUMAN_INTENT:
             answer.status, answer.handoff_reason = "handoff", "requested_human"
-            answer.answer = self.handoff_reply
+            answer.answer = self.replies.handoff
         elif result.confidence < self.handoff_threshold:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
-            answer.answer = UNSURE_PREFIX + self.handoff_reply
+            answer.answer = UNSURE_PREFIX + self.replies.handoff
         else:
             return answer, result.hits
         return answer, []

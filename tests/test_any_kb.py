@@ -17,6 +17,7 @@ from assistant import knowledge
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.llm import ExtractiveProvider
 from assistant.rag import Assistant, Turn, build_retriever, build_signals
+from assistant.replies import kb_topics
 from assistant.retrieval import EmbeddingCache, make_encoder
 from tests.conftest import SHARED_DATA, running_api
 
@@ -169,6 +170,31 @@ def test_decline_names_the_kbs_own_topics(demo):
     assert answer.status == "out_of_scope"
     assert "Billing" in answer.answer and "Parental controls" in answer.answer
     assert "program schedule" not in answer.answer
+
+
+def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):
+    """A FAQ without categories whose first rows are all billing: the decline quotes a few
+    short questions from its start, middle and end in one sentence, the same every time."""
+    rows = [(f"Billing question {n}, about charges and the invoice?", "Yes.") for n in range(9)]
+    rows.insert(4, ("Can I get a refund?", "Within 14 days."))
+    rows += [(f"Listening question {n}, about playlists and songs?", "Yes.") for n in range(9)]
+    rows.insert(15, ("How do I see lyrics?", "Tap the song."))
+    rows += [(f"Devices question {n}, about smart speakers and cars?", "Yes.") for n in range(9)]
+    rows.append(("Why am I hearing ads?", "On the free plan."))
+    path = tmp_path / "faq.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("question", "answer"), *rows])
+    faq = make_assistant(settings, str(path))
+    answer = faq.answer("what's the weather in Paris?")
+    assert answer.status == "out_of_scope"
+    assert (
+        'I can help with questions such as "Can I get a refund?", "How do I see lyrics?" and '
+        '"Why am I hearing ads?". For anything else'
+    ) in answer.answer
+    long = knowledge.Document("x", "word " * 40, "answer", "", "")
+    shortened = kb_topics([long]).removeprefix('questions such as "')
+    assert shortened.endswith('word…"') and len(shortened) <= 61
+    assert make_assistant(settings, str(path)).replies == faq.replies
 
 
 def test_follow_ups_do_not_inherit_an_unrelated_topic(demo):
@@ -363,11 +389,19 @@ def test_eval_files_in_another_encoding_name_the_file(tmp_path):
     assert [q.text for q in read_queries(lines)] == ["book a flight", "what's the weather"]
 
 
-def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
+@pytest.mark.parametrize(
+    "content, error",
+    [("question,answer\nréservé,oui\n".encode("latin-1"), "not UTF-8"),
+     (b"question,answer\n", "no entries")],
+)  # fmt: skip
+def test_serve_refuses_an_unreadable_or_empty_kb_in_one_line(
+    database_url, tmp_path, content, error
+):
     """In a process of its own, as deployed: `serve` patches the standard library for gevent
-    workers first, which would change this test process for every test after it."""
+    workers first, which would change this test process for every test after it. An empty KB
+    is refused too: served, it would decline every question."""
     path = tmp_path / "kb.csv"
-    path.write_bytes("question,answer\nréservé,oui\n".encode("latin-1"))
+    path.write_bytes(content)
     env = {
         **os.environ,
         "KB_PATH": str(path),
@@ -383,7 +417,7 @@ def test_serve_refuses_an_unreadable_kb_in_one_line(database_url, tmp_path):
     )
     assert result.returncode == 1
     assert "the knowledge base cannot be loaded" in result.stderr
-    assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+    assert error in result.stderr and "Traceback" not in result.stderr
 
 
 def test_eval_commands_take_an_article_folder(articles, tmp_path):

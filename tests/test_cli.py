@@ -1,6 +1,7 @@
 import json
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
@@ -59,6 +60,28 @@ def test_ingest_reports_counts_per_intent(settings):
     assert "every placeholder is filled" in result.output
 
 
+def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, tmp_path):
+    """A profile without a phone line: the assistant's declines and handoffs leave the phone
+    out, and `ingest` says so rather than claim every placeholder is filled."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "company_name: Tunewave\nplaceholders:\n  COMPANY_NAME: Tunewave\n"
+        "  CUSTOMER_SUPPORT_EMAIL: support@tunewave.example\n  CUSTOMER_SUPPORT_PHONE: ''\n"
+        "  CUSTOMER_SUPPORT_HOURS: 24/7\n",
+        encoding="utf-8",
+    )
+    kb = tmp_path / "faq.csv"
+    kb.write_text("question,answer\nHow do I pay?,By card.\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["ingest", "--kb", str(kb)], env={"BUSINESS_PROFILE": str(profile)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: the business profile leaves 2 of the assistant's own" in result.output
+    assert "{{LIVE_CHAT_URL}}: left out\n  {{CUSTOMER_SUPPORT_PHONE}}: left out" in result.output
+    assert "every placeholder of the knowledge base is filled" in result.output
+    assert "every placeholder is filled" not in result.output
+
+
 def test_ingest_rejects_a_bad_file(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
@@ -66,9 +89,49 @@ def test_ingest_rejects_a_bad_file(tmp_path):
     assert result.exit_code != 0 and "expected question,answer columns" in result.output
 
 
-def test_ingest_reads_the_shared_dataset_when_present(settings):
-    import pytest
+@pytest.mark.parametrize(
+    "content, skipped",
+    [("question,answer\n", ""), ("question,answer\nWhere?,\n,Here.\n", "(2 rows without")],
+)
+def test_ingest_refuses_a_kb_without_entries(tmp_path, content, skipped):
+    """A header alone, or rows that all lack a question or an answer: one line, exit 1, no
+    index built for a service that would decline every question."""
+    empty = tmp_path / "faq.csv"
+    empty.write_text(content, encoding="utf-8")
+    for extra in ([], ["--ids"]):
+        result = CliRunner().invoke(main, ["ingest", "--kb", str(empty), *extra])
+        assert result.exit_code == 1, result.output
+        assert f"cannot be loaded: {empty}: no entries" in result.output
+        assert skipped in result.output
+        assert "0 entries" not in result.output and len(result.output.splitlines()) == 1
 
+
+@pytest.mark.parametrize("problem", ["missing", "columns"])
+def test_every_command_that_loads_the_kb_gives_one_line_for_a_bad_one(tmp_path, problem):
+    """KB_PATH or --kb naming a missing file or one with other columns: the error in one
+    line and exit 1 from `ask` as from `serve` and `ingest`, not a traceback."""
+    kb = tmp_path / "faq.csv"
+    if problem == "columns":
+        kb.write_text("q,a\nhow?,like this\n", encoding="utf-8")
+    why = "no such file or folder" if problem == "missing" else "expected question,answer"
+    commands = [
+        (["ask", "how do I cancel?"], {"KB_PATH": str(kb), "LLM_PROVIDER": "extractive"}),
+        (["ingest", "--kb", str(kb)], {}),
+        (["eval", "outcomes", "--kb", str(kb)], {}),
+        (["bench", "retrieval", "--kb", str(kb), "--docs", "100"], {}),
+    ]
+    if problem == "columns":  # --data must exist
+        commands.append(
+            (["eval", "split", "--data", str(kb), "--kb-out", "k", "--queries-out", "q"], {})
+        )
+    for args, env in commands:
+        result = CliRunner().invoke(main, args, env={"DATA_DIR": str(tmp_path), **env})
+        assert result.exit_code == 1, (args, result.output)
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"Error: the knowledge base cannot be loaded: {kb}: {why}"), line
+
+
+def test_ingest_reads_the_shared_dataset_when_present(settings):
     if not BITEXT_DEV.is_file():
         pytest.skip("../shared/data is absent on this machine")
     result = CliRunner().invoke(main, ["ingest", "--kb", str(BITEXT_DEV)])

@@ -1,10 +1,13 @@
 """Each answer status, decided in rag.Assistant before any model is called."""
 
+import itertools
+import re
 from dataclasses import replace
 
 import pytest
 
-from assistant.rag import Assistant, small_talk_kind
+from assistant.knowledge import Profile
+from assistant.rag import Assistant, Turn, small_talk_kind
 from assistant.retrieval import Retriever
 
 
@@ -161,3 +164,58 @@ def test_follow_ups_use_the_previous_question_and_the_prompt_carries_history(ass
         "Open the subtitles menu.",
     ]
     assert "and on my TV?" in contents[-1]
+
+
+CONTACT_DETAILS = {
+    "LIVE_CHAT_URL": "https://help.example/chat",
+    "CUSTOMER_SUPPORT_EMAIL": "help@example.com",
+    "CUSTOMER_SUPPORT_PHONE": "+1-555-0123",
+    "CUSTOMER_SUPPORT_HOURS": "9 to 5 on weekdays",
+}
+HOURS = "CUSTOMER_SUPPORT_HOURS"
+
+
+@pytest.mark.parametrize("forwarded", [False, True])
+def test_replies_name_only_the_contact_details_the_profile_fills(assistant, forwarded):
+    """A business without a phone line (or chat, email or hours) is never made to offer one:
+    with every subset of the profile's contact details, empty or absent, the decline and the
+    handoffs name each channel it fills and read as sentences. Hours go with a channel."""
+    for size in range(len(CONTACT_DETAILS) + 1):
+        for given in itertools.combinations(CONTACT_DETAILS, size):
+            values = {name: v if name in given else "" for name, v in CONTACT_DETAILS.items()}
+            if size % 2:  # absent, not only empty
+                values = {name: value for name, value in values.items() if value}
+            profile = Profile("Tunewave", {"COMPANY_NAME": "Tunewave", **values})
+            replying = Assistant(
+                assistant.retriever,
+                assistant.provider,
+                profile,
+                signals=assistant.signals,
+                handoffs_forwarded=forwarded,
+            )
+            handoff = replying.answer("I want to speak with a real person")
+            texts = [handoff.answer, replying.answer("what's a good recipe for lasagna?").answer]
+            if forwarded:
+                history = [Turn("a person please", handoff.answer, "handoff")]
+                texts.append(replying.answer("my email is jo@example.org", history=history).answer)
+            assert "the Tunewave support assistant" in texts[1]
+            channels = [CONTACT_DETAILS[name] for name in given if name != HOURS]
+            hours = HOURS in given and bool(channels or forwarded)
+            assert (CONTACT_DETAILS[HOURS] in handoff.answer) == hours, (given, handoff.answer)
+            for text in texts:
+                assert all(channel in text for channel in channels), (given, text)
+                # No placeholder read as words, no channel without its detail, no gap.
+                assert not re.search(r"Customer Support|Live Chat|\bat [.,(]|\(\)|  | [.,]", text)
+                assert text.endswith("."), (given, text)
+
+
+def test_a_profile_value_left_blank_in_yaml_is_empty(tmp_path):
+    """`CUSTOMER_SUPPORT_PHONE:` with nothing after it is no phone line, not "None"."""
+    from assistant.knowledge import load_profile
+
+    path = tmp_path / "profile.yaml"
+    path.write_text("placeholders:\n  CUSTOMER_SUPPORT_PHONE:\n  LIVE_CHAT_URL: x\n")
+    profile = load_profile(path)
+    assert not profile.filled("CUSTOMER_SUPPORT_PHONE") and profile.filled("live chat url")
+    # A knowledge-base answer's placeholder still reads as words, as before.
+    assert profile.fill("Call {{CUSTOMER_SUPPORT_PHONE}}.") == "Call Customer Support Phone."

@@ -8,6 +8,9 @@ from assistant import knowledge
 from assistant.cli import main
 from assistant.evaluation import (
     Query,
+    outcome_metrics,
+    outcome_of,
+    read_expectations,
     read_queries,
     retrieval_metrics,
     split_documents,
@@ -93,6 +96,34 @@ def test_query_files_need_a_query_column(tmp_path):
         read_queries(path)
     path.write_text("question,category,id\nhow to pay,PAYMENT,c1\n")
     assert read_queries(path) == [Query("how to pay", None, "c1")]
+
+
+def test_an_expected_outcome_may_be_any_of_several(assistant, tmp_path):
+    """`refund-request|double-charge`: either entry is right, as is `handoff|decline` for a
+    question that may go either way; a decline is not counted as a handoff missed then."""
+    path = tmp_path / "questions.csv"
+    path.write_text(
+        "question,expected,kind\n"
+        "how do I cancel my subscription?,refund-request|cancel-subscription,plain\n"
+        "how do I cancel my subscription?,refund-request|payment-methods,plain\n"
+        "what's a good recipe for lasagna?,handoff | decline,off-topic\n"
+        "what's a good recipe for lasagna?,handoff,off-topic\n",
+        encoding="utf-8",
+    )
+    rows = read_expectations(path, "expected")
+    assert rows[0].outcomes == ["refund-request", "cancel-subscription"]
+    assert rows[2].outcomes == ["handoff", "decline"]
+    got = [outcome_of(assistant.answer(row.question), row, assistant.language) for row in rows]
+    assert got == [True, False, True, False]
+    metrics = outcome_metrics(assistant, rows)
+    assert metrics["right_outcome"] == 0.5 and metrics["handoff_expected_but_declined"] == 1
+    result = CliRunner().invoke(
+        main,
+        ["eval", "outcomes", "--kb", "demo", "--questions", str(path), "--expect", "expected"]
+        + ["--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["right_outcome"] == 0.5
 
 
 def test_eval_retrieval_warns_of_query_ids_the_kb_lacks_and_ingest_lists_them(tmp_path):

@@ -100,6 +100,27 @@ def test_json_list_keeps_given_ids(tmp_path: Path):
     assert docs[1].id == knowledge.document_id("q2", "r2", "fees")
 
 
+def test_a_spreadsheet_export_with_capitalised_headers_loads(tmp_path: Path):
+    """Excel and Google Sheets write `Question,Answer`, Excel with a byte-order mark; a
+    header cell may carry a stray space. JSON keys match the same way."""
+    path = tmp_path / "faq.csv"
+    path.write_bytes(
+        "\ufeffQuestion, Answer ,CATEGORY\nHow do I pay?,By card.,Billing\n".encode("utf-8")
+    )
+    docs = knowledge.read_file(path)
+    assert [(d.question, d.response, d.category) for d in docs] == [
+        ("How do I pay?", "By card.", "Billing")
+    ]
+    bitext = tmp_path / "bitext.csv"
+    bitext.write_text("Instruction,Intent,Response\nhow to pay,pay,By card.\n", encoding="utf-8")
+    assert [(d.question, d.intent) for d in knowledge.read_file(bitext)] == [("how to pay", "pay")]
+    listed = tmp_path / "faq.json"
+    listed.write_bytes(
+        ("\ufeff" + json.dumps([{" Question": "How do I pay?", "Answer": "By card."}])).encode()
+    )
+    assert [d.response for d in knowledge.read_file(listed)] == ["By card."]
+
+
 @pytest.mark.parametrize(
     "content, suffix",
     [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -74,13 +76,27 @@ def print_metrics(metrics: dict[str, object], as_json: bool) -> None:
         click.echo(f"{key:<34} {value:.4f}" if isinstance(value, float) else f"{key:<34} {value}")
 
 
-def kb_documents(settings: Settings, source: str):
-    from assistant import knowledge
+KB_UNLOADABLE = "the knowledge base cannot be loaded"
+
+
+@contextmanager
+def loading_kb() -> Iterator[None]:
+    """A knowledge base that cannot be loaded (a missing file, other columns, no entries) is
+    a user's mistake: one line and exit 1, as `serve` gives, never a traceback."""
+    from assistant.knowledge import KnowledgeBaseError
 
     try:
+        yield
+    except KnowledgeBaseError as exc:
+        raise click.ClickException(f"{KB_UNLOADABLE}: {exc}") from exc
+
+
+def kb_documents(settings: Settings, source: str):
+    """The documents of the KB `source` (see `loading_kb` for a bad one)."""
+    from assistant import knowledge
+
+    with loading_kb():
         return knowledge.load_configured(settings, source).documents
-    except knowledge.KnowledgeBaseError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def extractive_assistant(settings: Settings, kb: str):

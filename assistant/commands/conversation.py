@@ -12,6 +12,7 @@ import click
 from assistant.commands.common import (
     QUESTIONS_OPTION,
     load_settings,
+    loading_kb,
 )
 
 
@@ -39,7 +40,8 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
     else:
         from assistant.app import create_app
 
-        app = create_app(settings)
+        with loading_kb():
+            app = create_app(settings)
         response = app.test_client().post("/question", json={"question": question})
         body, ok = response.get_json(), response.status_code == 200
         # Its judge job, now: the process exits right after.

@@ -14,6 +14,7 @@ import click
 
 from assistant.commands.common import (
     load_settings,
+    loading_kb,
     parse_since,
 )
 
@@ -227,14 +228,12 @@ def ingest(source: str, list_ids: bool) -> None:
     """Load a knowledge base, build and cache its index (embeddings included), and report its
     entries, duplicates, empty entries, categories and the placeholders the business profile
     does not fill."""
-    from assistant import knowledge
+    from assistant import knowledge, replies
     from assistant.rag import build_retriever
 
     settings = load_settings()
-    try:
+    with loading_kb():
         kb = knowledge.load_configured(settings, source)
-    except knowledge.KnowledgeBaseError as exc:
-        raise click.ClickException(str(exc)) from exc
     if list_ids:
         # The csv module quotes a question holding a comma, quote or line break.
         out = io.StringIO()
@@ -260,10 +259,21 @@ def ingest(source: str, list_ids: bool) -> None:
         f"business profile {settings.profile_path} (BUSINESS_PROFILE): replies speak for "
         f"{profile.company_name} and give its contact details"
     )
+    own = replies.unfilled(profile)
+    if own:
+        # Not an error: a business without a phone line leaves CUSTOMER_SUPPORT_PHONE empty.
+        click.echo(
+            f"warning: the business profile leaves {len(own)} of the assistant's own "
+            "placeholders empty (declines and handoffs name only the contact details it fills):"
+        )
+        for name in own:
+            contact = name in replies.CHANNELS or name == replies.HOURS
+            shown = "left out" if contact else f"read as {profile.value(name)!r}"
+            click.echo(f"  {{{{{name}}}}}: {shown}")
     unfilled = {
         name: count
         for name, count in knowledge.placeholders(kb.documents).items()
-        if name not in profile.placeholders
+        if not profile.filled(name)
     }
     if unfilled:
         click.echo(
@@ -273,4 +283,7 @@ def ingest(source: str, list_ids: bool) -> None:
         for name, count in sorted(unfilled.items()):
             click.echo(f"  {{{{{name}}}}} ({count}) -> {profile.value(name)!r}")
     else:
-        click.echo("every placeholder is filled by the business profile")
+        click.echo(
+            f"every placeholder {'of the knowledge base ' if own else ''}is filled by the "
+            "business profile"
+        )

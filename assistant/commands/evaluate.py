@@ -17,6 +17,7 @@ from assistant.commands.common import (
     extractive_assistant,
     kb_documents,
     load_settings,
+    loading_kb,
     print_metrics,
     read_query_file,
 )
@@ -111,7 +112,8 @@ def eval_oos(kb: str, in_scope: str, out_of_scope: str, chart: str | None, as_js
     "--expect",
     default="demo",
     show_default=True,
-    help="The column of expected outcomes: an entry id or intent, handoff or decline.",
+    help="The column of expected outcomes: an entry id or intent, handoff or decline, or "
+    "several separated by | (any of them is right). See README: Evaluation.",
 )
 @click.option("--misses", is_flag=True, help="List every question with the wrong outcome.")
 @JSON_OPTION
@@ -229,7 +231,6 @@ def eval_ground_truth(kb: str, per_doc: int, out: str, limit: int | None) -> Non
 @JSON_OPTION
 def eval_rag(kb: str, queries: str, sample: int, out: str, seed: int, as_json: bool) -> None:
     """Answer a sample of queries, judge each answer, write CSV, summary and chart."""
-    from assistant import knowledge
     from assistant.evaluation import evaluate_rag
     from assistant.judge import build_judge
     from assistant.rag import build_assistant
@@ -237,10 +238,8 @@ def eval_rag(kb: str, queries: str, sample: int, out: str, seed: int, as_json: b
     settings = load_settings()
     rows = read_query_file(queries)
     chosen = random.Random(seed).sample(rows, min(sample, len(rows)))
-    try:
+    with loading_kb():
         assistant = build_assistant(settings, kb)
-    except knowledge.KnowledgeBaseError as exc:
-        raise click.ClickException(str(exc)) from exc
     summary = evaluate_rag(
         assistant, build_judge(settings), chosen, Path(out), progress=not as_json
     )
@@ -258,7 +257,9 @@ def eval_split(data: str, test_size: float, seed: int, kb_out: str, queries_out:
     from assistant import knowledge
     from assistant.evaluation import split_documents
 
-    kb, held_out = split_documents(knowledge.read_file(Path(data)), test_size, seed)
+    with loading_kb():
+        docs = knowledge.read_file(Path(data))
+    kb, held_out = split_documents(docs, test_size, seed)
     for path, docs in ((kb_out, kb), (queries_out, held_out)):
         knowledge.write_csv(Path(path), docs)
     click.echo(f"{len(kb)} KB documents -> {kb_out}; {len(held_out)} queries -> {queries_out}")

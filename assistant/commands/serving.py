@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import click
 
-from assistant.commands.common import load_settings
+from assistant.commands.common import KB_UNLOADABLE, load_settings
 from assistant.config import Settings
 
 # gevent: many requests waiting on a model at once; gthread: WEB_CONCURRENCY x GUNICORN_THREADS.
@@ -113,7 +113,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         app = create_app(settings)
     except KnowledgeBaseError as exc:
         stop_embedded()
-        raise click.ClickException(f"the knowledge base cannot be loaded: {exc}") from exc
+        raise click.ClickException(f"{KB_UNLOADABLE}: {exc}") from exc
     except MissingSecret as exc:
         raise click.ClickException(str(exc)) from exc
     # The index and the intent model are hundreds of thousands of long-lived objects: frozen
