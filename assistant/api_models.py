@@ -98,7 +98,7 @@ class AnswerResponse(BaseModel):
         description="The top entry's intent (its id in a KB without intents). For a declined "
         "question it is the nearest one, which the question was not close enough to: the team "
         "sees what a KB gap sits beside. None where no retrieval ran (small talk, a request for a "
-        "person or frustration, another language)."
+        "person or frustration, another language, a contact given after a handoff)."
     )
     category: str | None
     confidence: float = Field(

@@ -66,7 +66,16 @@ def example_questions(documents: Sequence[Document], count: int = EXAMPLES_NAMED
         for i in range(taken)
     ]
     shortest = [min(run, key=lambda doc: len(doc.question)).question for run in runs]
-    return [textwrap.shorten(title, EXAMPLE_WIDTH, placeholder="…") for title in shortest]
+    return [_shortened(title) for title in shortest]
+
+
+def _shortened(title: str) -> str:
+    """`title` cut to EXAMPLE_WIDTH at a word boundary, or mid-word in a script written
+    without spaces (Chinese, Japanese), where textwrap would leave nothing but "…"."""
+    short = textwrap.shorten(title, EXAMPLE_WIDTH, placeholder="…")
+    if short.strip("… ") or len(title) <= EXAMPLE_WIDTH:
+        return short
+    return title[: EXAMPLE_WIDTH - 1].rstrip() + "…"
 
 
 def unfilled(profile: Profile) -> list[str]:

@@ -22,6 +22,21 @@ _INTENT_NEGATION = re.compile(
     r"|\b(?:rather than|instead of)\b",
     re.IGNORECASE,
 )
+# English function words (articles, pronouns, prepositions, conjunctions, auxiliaries, wh-words)
+# and politeness: a follow-up sharing only these with an entry shares no topic with it.
+# scikit-learn's stop-word list would also drop "fire", "bill", "show", "call" and "system",
+# which a customer's "fire stick?" or "bill?" is about.
+FUNCTION_WORDS = frozenset(
+    # A word list reads best as words; ruff's SIM905 would put one word a line.
+    """a an the this that these those some any all each every no not nor only own same such
+    i me my mine myself we us our ours you your yours he him his she her hers it its they them
+    their theirs one what which who whom whose when where why how whether
+    am is are was were be been being do does did doing done have has had having
+    can could will would shall should may might must ought
+    and or but so if then than because as while though although also too very just yet still
+    of at by for with about into onto to from in on off out up down over under through
+    between after before again there here please thanks thank hi hello ok okay yes""".split()  # noqa: SIM905
+)
 _CLAUSES = re.compile(r"[,;.!?]+\s*|\s+but\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")
 # A message with at least this many letters, 70% of them capitals, is shouted, not an acronym.

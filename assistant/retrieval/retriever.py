@@ -27,12 +27,12 @@ from pathlib import Path
 import minsearch
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from assistant.knowledge import Document
 from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError
-from assistant.retrieval.query import search_text
+from assistant.retrieval.query import FUNCTION_WORDS, search_text
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,8 @@ class Retriever:
             else {}
         )
         self.intent_model = self._fit_intent_model(background) if self.labelled else None
-        self._common_words: frozenset[str] = ENGLISH_STOP_WORDS
+        self._common_words: frozenset[str] = FUNCTION_WORDS
+        self._kb_words: frozenset[str] = frozenset()
         if self.documents:
             self._fit_common_words()
         self._fit_hybrid(background, embeddings)
@@ -387,32 +388,42 @@ class Retriever:
         )
 
     def _fit_common_words(self) -> None:
-        """The words `shares_words` never counts: English function words (scikit-learn's
-        stop-word list: on a 30-entry KB fewer than half the answers use "in" or "it") and
-        the words half or more of the KB's answers use, which covers function words in any
-        language on a larger KB. Found once here, so a follow-up costs no pass over the index."""
+        """The words `shares_words` never counts, and every word the KB uses. Never counted:
+        English function words (`query.FUNCTION_WORDS`: on a 30-entry KB fewer than half the
+        answers use "in" or "it") and the words half or more of the KB's answers use, which
+        covers function words in any language on a larger KB. Found once here, so a follow-up
+        costs no pass over the index."""
         vectorizer = self._index.vectorizers["response"]
         answers = self._index.text_matrices["response"]
         used_by = np.diff(answers.tocsc().indptr)
-        self._common_words = ENGLISH_STOP_WORDS | {
+        self._common_words = FUNCTION_WORDS | {
             word for word, column in vectorizer.vocabulary_.items()
             if used_by[column] >= answers.shape[0] / 2
         }  # fmt: skip
+        self._kb_words = frozenset(vectorizer.vocabulary_) | frozenset(
+            self._index.vectorizers["question"].vocabulary_
+        )
+
+    def _words(self, text: str) -> set[str]:
+        """`text`'s words as the minsearch index analyses them, without contractions: they are
+        function words, and split at the apostrophe they leave a content-looking half ("won't"
+        would share "won" with "who won the match?")."""
+        analyzer = self._index.vectorizers["response"].build_analyzer()
+        return set(analyzer(_CONTRACTION.sub(" ", text)))
 
     def shares_words(self, query: str, document: Document) -> bool:
         """Whether `query` and `document` (its question or answer) share a distinctive word:
-        not an English function word, and used by fewer than half of the KB's answers, so
-        "the" or "in" never counts (see `_fit_common_words`). Words as the minsearch index
-        analyses them."""
-        analyzer = self._index.vectorizers["response"].build_analyzer()
-
-        def analyze(text: str) -> set[str]:
-            # Contractions are function words, and split at the apostrophe they leave a
-            # content-looking half: "won't" would share "won" with "who won the match?".
-            return set(analyzer(_CONTRACTION.sub(" ", text)))
-
-        shared = analyze(search_text(query)) & analyze(f"{document.question} {document.response}")
+        not a function word, and used by fewer than half of the KB's answers, so "the" or "in"
+        never counts (see `_fit_common_words`)."""
+        shared = self._words(search_text(query)) & self._words(
+            f"{document.question} {document.response}"
+        )
         return bool(shared - self._common_words)
+
+    def new_words(self, query: str) -> set[str]:
+        """The words of `query`, function words aside, that no question or answer of the KB
+        uses: what a message brings that the KB does not cover ("weather", "pancakes")."""
+        return self._words(search_text(query)) - self._kb_words - FUNCTION_WORDS
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""
