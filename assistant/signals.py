@@ -20,12 +20,16 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from assistant.retrieval.query import clauses
+
 HUMAN = "human"
 FRUSTRATION = "frustration"
 _NONE = "none"
 # Enough of the KB's questions to teach "this is an ordinary question"; more only costs time.
 MAX_NEGATIVES = 3000
 _WORDS = re.compile(r"[^\W\d_]+")
+# The fewest words a clause of a longer message needs for its request for a person to count.
+MIN_CLAUSE_WORDS = 3
 
 
 def read_examples(path: Path) -> list[tuple[str, str]]:
@@ -72,13 +76,27 @@ class HandoffSignals:
         self._classes = list(self._model.classes_)
 
     def detect(self, message: str) -> str | None:
-        """`human`, `frustration`, or None."""
+        """`human`, `frustration`, or None. A request for a person in one clause of a longer
+        message counts ("my card was charged twice, can I talk to someone"): the rest of the
+        message would otherwise outweigh it. Frustration is read from the whole message only,
+        since an angry clause beside a real question ("This is ridiculous. I was charged
+        twice") is a question to answer."""
         if self._model is None:
             return None
-        margins = self._model.decision_function(self._vectorizer.transform([message]))[0]
+        every = clauses(message)
+        # A clause of a word or two ("please", "thanks") says too little to be read alone.
+        parts = [c for c in every if len(c.split()) >= MIN_CLAUSE_WORDS] if len(every) > 1 else []
+        texts = [message, *parts]
+        margins = self._model.decision_function(self._vectorizer.transform(texts))
+        labels = [self._label(row) for row in margins]
+        if labels[0] is not None:
+            return labels[0]
+        return HUMAN if HUMAN in labels[1:] else None
+
+    def _label(self, margins: np.ndarray) -> str | None:
         best = int(np.argmax(margins))
         label = self._classes[best]
-        return label if label != _NONE and margins[best] > 0 else None
+        return str(label) if label != _NONE and margins[best] > 0 else None
 
 
 def vocabulary(texts: Sequence[str]) -> set[str]:

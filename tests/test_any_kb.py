@@ -154,6 +154,32 @@ def test_handoff_on_a_kb_without_a_human_intent(demo, question, reason):
         assert "only answer in English" in answer.answer
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "my card was charged twice, can I talk to someone",
+        "subtitles won't turn on, I need a real person",
+        "I've asked three times, put me through to a manager",
+        "How do I cancel? And can I speak to an agent?",
+    ],
+)
+def test_a_request_for_a_person_inside_a_longer_message_is_handed_off(settings, tmp_path, question):
+    """A newcomer's trial on their own help centre: the topic clause outweighed the request,
+    and these were answered from the topic or declined. Same on a FAQ that is not ours."""
+    for assistant in (
+        make_assistant(settings, "demo"),
+        make_assistant(settings, str(_library_kb(tmp_path))),
+    ):
+        answer = assistant.answer(question)
+        assert (answer.status, answer.handoff_reason) == ("handoff", "requested_human")
+
+
+def test_an_angry_clause_beside_a_question_is_answered_and_please_is_no_request(demo):
+    complaint = "This is ridiculous. I was charged twice this month and I want the money back."
+    assert demo.answer(complaint).status == "answered"
+    assert demo.answer("how do I reset my password, please").status == "answered"
+
+
 def test_a_repeated_question_is_handed_off(demo):
     history = [Turn("how do I cancel my subscription?", "...")]
     answer = demo.answer("How do I cancel my subscription", history=history)

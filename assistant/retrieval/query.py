@@ -43,6 +43,11 @@ _WORDS = re.compile(r"\w+")
 SHOUTED_LETTERS = 8
 
 
+def clauses(message: str) -> list[str]:
+    """`message`'s clauses, split at punctuation and at "but", stripped, none empty."""
+    return [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
+
+
 def search_text(message: str) -> str:
     """`message` without the clauses that say what the customer does not want, when a clause
     that says what they do want remains; otherwise `message` unchanged. A message shouted in
@@ -51,10 +56,10 @@ def search_text(message: str) -> str:
     letters = [char for char in message if char.isalpha()]
     if len(letters) >= SHOUTED_LETTERS and sum(c.isupper() for c in letters) >= 0.7 * len(letters):
         message = message.lower()
-    clauses = [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
-    if len(clauses) < 2:
+    parts = clauses(message)
+    if len(parts) < 2:
         return message
-    kept = [c for c in clauses if not _INTENT_NEGATION.search(c)]
-    if len(kept) == len(clauses) or sum(len(_WORDS.findall(c)) for c in kept) < 2:
+    kept = [c for c in parts if not _INTENT_NEGATION.search(c)]
+    if len(kept) == len(parts) or sum(len(_WORDS.findall(c)) for c in kept) < 2:
         return message
     return ", ".join(kept)
