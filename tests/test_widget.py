@@ -266,6 +266,53 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
     assert browser.evaluate("window.violations") == []
 
 
+def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_markup(
+    widget_api, site, browser
+):
+    """Help-centre articles answer in Markdown: the widget shows bold, code, lists and http(s)
+    links as elements (a newcomer saw the asterisks), keeps any other link and any HTML as
+    text, and shows a customer's own message as typed. The message is put in the widget's
+    saved conversation, which it renders on load."""
+    answer = (
+        "Open **Account > Membership** and run `reset`.\n"
+        "- Choose [Refunds](https://help.example/refunds)\n"
+        "- Or [this](javascript:alert(1)) <img src=x onerror=alert(2)>\n"
+        "1. First\n2. Second"
+    )
+    saved = {
+        "sessionId": None,
+        "open": True,
+        "messages": [
+            {"role": "customer", "text": "**not bold** from me"},
+            {"role": "assistant", "text": answer, "sources": [], "conversationId": None},
+        ],
+    }
+    browser.open(site.url)
+    browser.wait_for(_in_widget("!!w.querySelector('.launcher')"), "widget launcher")
+    browser.evaluate(
+        f"sessionStorage.setItem('msa-widget:{widget_api.url}', {json.dumps(json.dumps(saved))})"
+    )
+    browser.send("Page.reload")
+    browser.wait_for(_in_widget("w.querySelectorAll('.msg.assistant li').length === 4"), "lists")
+    shown = browser.evaluate(
+        _in_widget(
+            "(() => { const t = w.querySelector('.msg.assistant .text'); return {"
+            " strong: Array.from(t.querySelectorAll('strong')).map(e => e.textContent),"
+            " code: Array.from(t.querySelectorAll('code')).map(e => e.textContent),"
+            " links: Array.from(t.querySelectorAll('a')).map(a => [a.textContent, a.href]),"
+            " lists: Array.from(t.querySelectorAll('ul, ol')).map(l => l.tagName),"
+            " images: t.querySelectorAll('img').length, text: t.textContent,"
+            " customer: w.querySelector('.msg.customer .text').innerHTML}; })()"
+        )
+    )
+    assert shown["strong"] == ["Account > Membership"] and shown["code"] == ["reset"]
+    assert shown["links"] == [["Refunds", "https://help.example/refunds"]]
+    assert shown["lists"] == ["UL", "OL"] and shown["images"] == 0
+    assert "**" not in shown["text"] and "<img src=x onerror=alert(2)>" in shown["text"]
+    assert "this" in shown["text"] and "javascript" not in shown["text"]
+    assert shown["customer"] == "**not bold** from me"
+
+
 def test_widget_js_is_served_as_javascript(make_client):
     # With keys on: a <script> tag sends no key, so the script itself needs none.
     client = make_client(publishable_keys=(KEY,), cors_origins=("http://127.0.0.1:18450",))

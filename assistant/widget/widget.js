@@ -42,6 +42,8 @@
     ".msg.customer { align-self: flex-end; background: #2f5bea; color: #fff; }",
     ".msg.assistant { align-self: flex-start; background: #fff; border: 1px solid #dde3ee; }",
     ".msg.error { align-self: center; background: #fdecea; color: #8a1c12; }",
+    ".msg .text p { margin: 0 0 6px; white-space: pre-wrap; } .msg .text > :last-child { margin-bottom: 0; }",
+    ".msg .text ul, .msg .text ol { margin: 0 0 6px; padding-left: 20px; white-space: normal; }",
     ".sources { margin: 6px 0 0; padding: 0 0 0 18px; font-size: 13px; }",
     ".sources a { color: #2146c7; }",
     ".votes { display: flex; gap: 6px; margin-top: 6px; align-items: center; font-size: 13px; color: #4a5568; }",
@@ -104,6 +106,46 @@
     } catch (ignored) { return null; }
   }
 
+  // Answers are the knowledge base's Markdown as written. A safe subset becomes elements:
+  // paragraphs, lists, bold, code and http(s) links. Everything else stays text, and no HTML
+  // is ever parsed, so an entry cannot inject markup into the business's page.
+  var INLINE = /\*\*([^*]+)\*\*|__([^_]+)__|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  function inline(parent, text) {
+    var last = 0, match;
+    INLINE.lastIndex = 0;
+    while ((match = INLINE.exec(text))) {
+      parent.append(text.slice(last, match.index));
+      if (match[1] || match[2]) parent.append(el("strong", {}, match[1] || match[2]));
+      else if (match[3]) parent.append(el("code", {}, match[3]));
+      else {
+        var href = safeUrl(match[5]);
+        parent.append(href ? el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, match[4]) : match[4]);
+      }
+      last = INLINE.lastIndex;
+    }
+    parent.append(text.slice(last));
+  }
+
+  function markdown(parent, text) {
+    var list = null;
+    text.split(/\r?\n/).forEach(function (line) {
+      var item = /^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/.exec(line);
+      if (item) {
+        var kind = item[1] ? "ol" : "ul";
+        if (!list || list.tagName.toLowerCase() !== kind) { list = el(kind); parent.append(list); }
+        var entry = el("li");
+        inline(entry, item[2]);
+        list.append(entry);
+        return;
+      }
+      list = null;
+      if (!line.trim()) return;
+      var paragraph = el("p");
+      inline(paragraph, line.replace(/^#{1,6}\s+/, ""));
+      parent.append(paragraph);
+    });
+  }
+
   function vote(message, value, buttons, note) {
     message.vote = value;
     save();
@@ -118,7 +160,9 @@
 
   function render(message) {
     var node = el("div", { class: "msg " + message.role });
-    var text = el("div", { class: "text" }, message.text);
+    var text = el("div", { class: "text" });
+    if (message.role === "assistant") markdown(text, message.text);
+    else text.textContent = message.text;
     node.append(text);
     if (message.role === "assistant" && message.sources && message.sources.length) {
       var list = el("ul", { class: "sources", "aria-label": "Sources" });
