@@ -30,6 +30,7 @@ MAX_NEGATIVES = 3000
 _WORDS = re.compile(r"[^\W\d_]+")
 # The fewest words a clause of a longer message needs for its request for a person to count.
 MIN_CLAUSE_WORDS = 3
+_NEGATION = re.compile(r"\b(?:not|no|never|without|nobody|nothing)\b|n['\u2019]t\b", re.IGNORECASE)
 
 
 def read_examples(path: Path) -> list[tuple[str, str]]:
@@ -84,8 +85,12 @@ class HandoffSignals:
         if self._model is None:
             return None
         every = clauses(message)
-        # A clause of a word or two ("please", "thanks") says too little to be read alone.
-        parts = [c for c in every if len(c.split()) >= MIN_CLAUSE_WORDS] if len(every) > 1 else []
+        # A clause of a word or two ("please", "thanks") says too little to be read alone, and
+        # a negated one ("I don't want to talk to a person, just tell me how to cancel") says
+        # what the customer does not want.
+        parts = [
+            c for c in every if len(c.split()) >= MIN_CLAUSE_WORDS and not _NEGATION.search(c)
+        ] if len(every) > 1 else []  # fmt: skip
         texts = [message, *parts]
         margins = self._model.decision_function(self._vectorizer.transform(texts))
         labels = [self._label(row) for row in margins]

@@ -174,10 +174,20 @@ def test_a_request_for_a_person_inside_a_longer_message_is_handed_off(settings, 
         assert (answer.status, answer.handoff_reason) == ("handoff", "requested_human")
 
 
-def test_an_angry_clause_beside_a_question_is_answered_and_please_is_no_request(demo):
-    complaint = "This is ridiculous. I was charged twice this month and I want the money back."
-    assert demo.answer(complaint).status == "answered"
-    assert demo.answer("how do I reset my password, please").status == "answered"
+@pytest.mark.parametrize(
+    "question",
+    [
+        "This is ridiculous. I was charged twice this month and I want the money back.",
+        "how do I reset my password, please",
+        "I don't want to talk to a person, just tell me how to cancel",
+        "no need for a human, how do I cancel?",
+        "don't put me through to anyone, just answer: how do I reset my password",
+    ],
+)
+def test_an_angry_or_negated_clause_beside_a_question_is_answered(demo, question):
+    """Frustration is read from the whole message, "please" is too short to read alone, and
+    a clause that says the customer does not want a person is no request for one."""
+    assert demo.answer(question).status == "answered"
 
 
 def test_a_repeated_question_is_handed_off(demo):
