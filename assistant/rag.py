@@ -413,9 +413,10 @@ class Assistant:
 
         - a follow-up in scope alone: the merged top entry is among its own hits, or its entry
           names a distinctive word of the follow-up;
-        - a follow-up out of scope alone: it brings no word the KB never uses ("for how
-          long?", "is there a limit?"), or the merged top entry names a distinctive word of
-          it, or is already its own best hit at FOLLOW_UP_SURE confidence. Being among its
+        - a follow-up out of scope alone: its words besides function words are all words the
+          KB uses ("for how long?", "is there a limit?"; not "yes" or "?", which have none),
+          or the merged top entry names a distinctive word of it, or is already its own best
+          hit at FOLLOW_UP_SURE confidence. Being among its
           five hits says nothing there: on a 30-entry KB they are a sixth of the topics.
 
         "what about sundays?" after an opening-hours question and "what about premium?" after
@@ -435,7 +436,7 @@ class Assistant:
         if result.in_scope:
             points_there = top.id in {hit.document.id for hit in result.hits}
         else:
-            points_there = not self.retriever.new_words(question) or (
+            points_there = self.retriever.speaks_only_of_the_kb(question) or (
                 top.id == result.hits[0].document.id and result.confidence >= FOLLOW_UP_SURE
             )
         if points_there or self.retriever.shares_words(question, top):

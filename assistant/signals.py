@@ -30,6 +30,11 @@ MAX_NEGATIVES = 3000
 _WORDS = re.compile(r"[^\W\d_]+")
 # The fewest words a clause of a longer message needs for its request for a person to count.
 MIN_CLAUSE_WORDS = 3
+# A clause alone must ask for a person this clearly (its SVM margin): a greeting to the team
+# ("Hi support team", "Dear customer service") or a mention of staff ("I spoke with your
+# support team") scored 0.0-0.4 against the demo KB and StackFAQ, requests ("can I talk to
+# someone", "put me through to a manager") 0.56-0.98.
+CLAUSE_MARGIN = 0.5
 _NEGATION = re.compile(r"\b(?:not|no|never|without|nobody|nothing)\b|n['\u2019]t\b", re.IGNORECASE)
 
 
@@ -93,10 +98,13 @@ class HandoffSignals:
         ] if len(every) > 1 else []  # fmt: skip
         texts = [message, *parts]
         margins = self._model.decision_function(self._vectorizer.transform(texts))
-        labels = [self._label(row) for row in margins]
-        if labels[0] is not None:
-            return labels[0]
-        return HUMAN if HUMAN in labels[1:] else None
+        whole = self._label(margins[0])
+        if whole is not None:
+            return whole
+        human = self._classes.index(HUMAN) if HUMAN in self._classes else None
+        if human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[1:]):
+            return HUMAN
+        return None
 
     def _label(self, margins: np.ndarray) -> str | None:
         best = int(np.argmax(margins))

@@ -182,11 +182,16 @@ def test_a_request_for_a_person_inside_a_longer_message_is_handed_off(settings, 
         "I don't want to talk to a person, just tell me how to cancel",
         "no need for a human, how do I cancel?",
         "don't put me through to anyone, just answer: how do I reset my password",
+        "Hi support team, how do I cancel my subscription?",
+        "Dear customer service, my card was charged twice",
+        "I spoke with your support team yesterday, how long does a refund take?",
     ],
 )
 def test_an_angry_or_negated_clause_beside_a_question_is_answered(demo, question):
-    """Frustration is read from the whole message, "please" is too short to read alone, and
-    a clause that says the customer does not want a person is no request for one."""
+    """Frustration is read from the whole message, "please" is too short to read alone, a
+    clause that says the customer does not want a person is no request for one, and neither
+    is a greeting to the team or a mention of it (a reviewer found all 35 of our plain
+    questions handed off behind "Hi support team, ")."""
     assert demo.answer(question).status == "answered"
 
 
@@ -252,6 +257,11 @@ def test_follow_ups_do_not_inherit_an_unrelated_topic(demo):
     assert match.status == "out_of_scope"
     pancakes = demo.answer("what about a recipe for pancakes?", history=[Turn(cancel.question, "")])
     assert pancakes.status == "out_of_scope"
+    # Nothing but function words, or no word at all, points to no topic (a reviewer saw these
+    # repeat the cancel answer).
+    for empty in ("yes", "?", "who are you?", "where can I get a pizza?"):
+        reply = demo.answer(empty, history=[Turn(cancel.question, "...")])
+        assert reply.status != "answered" or reply.intent != cancel.intent, empty
 
 
 @pytest.mark.parametrize(

@@ -277,7 +277,7 @@ def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_marku
         "Open **Account > Membership** and run `reset`.\n"
         "- Choose [Refunds](https://help.example/refunds)\n"
         "- Or [this](javascript:alert(1)) <img src=x onerror=alert(2)>\n"
-        "1. First\n2. Second"
+        "1. First\n2. Second\nA line between\n3. Third"
     )
     saved = {
         "sessionId": None,
@@ -293,21 +293,22 @@ def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_marku
         f"sessionStorage.setItem('msa-widget:{widget_api.url}', {json.dumps(json.dumps(saved))})"
     )
     browser.send("Page.reload")
-    browser.wait_for(_in_widget("w.querySelectorAll('.msg.assistant li').length === 4"), "lists")
+    browser.wait_for(_in_widget("w.querySelectorAll('.msg.assistant li').length === 5"), "lists")
     shown = browser.evaluate(
         _in_widget(
             "(() => { const t = w.querySelector('.msg.assistant .text'); return {"
             " strong: Array.from(t.querySelectorAll('strong')).map(e => e.textContent),"
             " code: Array.from(t.querySelectorAll('code')).map(e => e.textContent),"
             " links: Array.from(t.querySelectorAll('a')).map(a => [a.textContent, a.href]),"
-            " lists: Array.from(t.querySelectorAll('ul, ol')).map(l => l.tagName),"
+            " lists: Array.from(t.querySelectorAll('ul, ol')).map(l => l.tagName + l.start),"
             " images: t.querySelectorAll('img').length, text: t.textContent,"
             " customer: w.querySelector('.msg.customer .text').innerHTML}; })()"
         )
     )
     assert shown["strong"] == ["Account > Membership"] and shown["code"] == ["reset"]
     assert shown["links"] == [["Refunds", "https://help.example/refunds"]]
-    assert shown["lists"] == ["UL", "OL"] and shown["images"] == 0
+    # The third step, after a line between, is numbered 3.
+    assert shown["lists"] == ["ULundefined", "OL1", "OL3"] and shown["images"] == 0
     assert "**" not in shown["text"] and "<img src=x onerror=alert(2)>" in shown["text"]
     assert "this" in shown["text"] and "javascript" not in shown["text"]
     assert shown["customer"] == "**not bold** from me"

@@ -22,8 +22,9 @@ _INTENT_NEGATION = re.compile(
     r"|\b(?:rather than|instead of)\b",
     re.IGNORECASE,
 )
-# English function words (articles, pronouns, prepositions, conjunctions, auxiliaries, wh-words)
-# and politeness: a follow-up sharing only these with an entry shares no topic with it.
+# English function words (articles, pronouns, prepositions, conjunctions, auxiliaries, wh-words),
+# light verbs ("get", "want") and politeness: a follow-up sharing only these with an entry
+# shares no topic with it.
 # scikit-learn's stop-word list would also drop "fire", "bill", "show", "call" and "system",
 # which a customer's "fire stick?" or "bill?" is about.
 FUNCTION_WORDS = frozenset(
@@ -35,7 +36,8 @@ FUNCTION_WORDS = frozenset(
     can could will would shall should may might must ought
     and or but so if then than because as while though although also too very just yet still
     of at by for with about into onto to from in on off out up down over under through
-    between after before again there here please thanks thank hi hello ok okay yes""".split()  # noqa: SIM905
+    between after before again there here please thanks thank hi hello ok okay yes
+    get got want need know tell give let""".split()  # noqa: SIM905
 )
 _CLAUSES = re.compile(r"[,;.!?]+\s*|\s+but\s+", re.IGNORECASE)
 _WORDS = re.compile(r"\w+")

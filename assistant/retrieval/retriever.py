@@ -420,10 +420,12 @@ class Retriever:
         )
         return bool(shared - self._common_words)
 
-    def new_words(self, query: str) -> set[str]:
-        """The words of `query`, function words aside, that no question or answer of the KB
-        uses: what a message brings that the KB does not cover ("weather", "pancakes")."""
-        return self._words(search_text(query)) - self._kb_words - FUNCTION_WORDS
+    def speaks_only_of_the_kb(self, query: str) -> bool:
+        """Whether `query` has a word besides function words, and every such word is one a
+        question or answer of the KB uses: it brings no topic of its own ("for how long?"),
+        where "what about the weather?" brings "weather" and "yes" or "?" brings nothing."""
+        content = self._words(search_text(query)) - FUNCTION_WORDS
+        return bool(content) and content <= self._kb_words
 
     def query_vector(self, query: str) -> np.ndarray | None:
         """The query's dense vector, or None without an encoder or when the encoder fails."""

@@ -132,7 +132,11 @@
       var item = /^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/.exec(line);
       if (item) {
         var kind = item[1] ? "ol" : "ul";
-        if (!list || list.tagName.toLowerCase() !== kind) { list = el(kind); parent.append(list); }
+        if (!list || list.tagName.toLowerCase() !== kind) {
+          // A numbered list broken by another line goes on from its own number.
+          list = el(kind, item[1] && item[1] !== "1" ? { start: item[1] } : {});
+          parent.append(list);
+        }
         var entry = el("li");
         inline(entry, item[2]);
         list.append(entry);
