@@ -119,6 +119,7 @@ def test_every_command_that_loads_the_kb_gives_one_line_for_a_bad_one(tmp_path, 
         (["ingest", "--kb", str(kb)], {}),
         (["eval", "outcomes", "--kb", str(kb)], {}),
         (["bench", "retrieval", "--kb", str(kb), "--docs", "100"], {}),
+        (["bench", "llm"], {"KB_PATH": str(kb), "LLM_PROVIDER": "extractive"}),
     ]
     if problem == "columns":  # --data must exist
         commands.append(

@@ -13,6 +13,7 @@ from assistant.commands.common import (
     DOCS_OPTION,
     kb_documents,
     load_settings,
+    loading_kb,
     print_metrics,
 )
 from assistant.config import PROJECT_ROOT
@@ -77,7 +78,8 @@ def bench_llm_command(
         return
     settings = bench_settings(load_settings(), provider, max_tokens)
     try:
-        assistant = build_assistant(settings)
+        with loading_kb():
+            assistant = build_assistant(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if assistant.provider.name == "extractive":
