@@ -416,8 +416,8 @@ class Assistant:
         - a follow-up out of scope alone: its words besides function words are all words the
           KB uses ("for how long?", "is there a limit?"; not "yes" or "?", which have none),
           or the merged top entry names a distinctive word of it, or is already its own best
-          hit at FOLLOW_UP_SURE confidence. Being among its
-          five hits says nothing there: on a 30-entry KB they are a sixth of the topics.
+          hit at FOLLOW_UP_SURE confidence. Being among its five hits says nothing there:
+          on a 30-entry KB they are a sixth of the topics.
 
         "what about sundays?" after an opening-hours question and "what about premium?" after
         a question on the basic plan's screens are answered from the earlier topic; "can i
