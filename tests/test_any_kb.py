@@ -15,10 +15,11 @@ import requests
 
 from assistant import knowledge
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
+from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
 from assistant.rag import Assistant, Turn, build_retriever, build_signals
 from assistant.replies import kb_topics
-from assistant.retrieval import EmbeddingCache, make_encoder
+from assistant.retrieval import EmbeddingCache, RetrievalSettings, Retriever, make_encoder
 from tests.conftest import SHARED_DATA, running_api
 
 STACKFAQ = SHARED_DATA / "stackfaq"
@@ -542,6 +543,34 @@ BRANDED_FAQ = [
     ("Can I use a gift card on Orbit Play?", "Redeem it at orbit.example/redeem."),
     ("How do I contact Orbit Play support?", "Chat with us at orbit.example/help, 8am-8pm."),
 ]
+
+
+class Positioned:
+    """The configured local encoder with its own hybrid gate position."""
+
+    def __init__(self, encoder, position: float | None):
+        self._encoder = encoder
+        self.name, self.batch_size = encoder.name, encoder.batch_size
+        self.multilingual, self.scope_position = False, position
+
+    def embed(self, texts):
+        return self._encoder.embed(texts)
+
+
+def test_the_scope_gate_sits_where_the_encoder_places_it_unless_the_settings_do(settings):
+    """Encoders spread their scores differently (MiniLM places its gate at 0.55): the gate
+    moves with the encoder's own position, and a position in the retrieval settings wins."""
+    encoder = make_encoder(settings)
+    docs = [Document(str(i), q, a, "", "") for i, (q, a) in enumerate(BRANDED_FAQ)]
+    background = knowledge.read_lines(settings.out_of_domain)
+
+    def gate(position: float | None, tuned: RetrievalSettings = RetrievalSettings()) -> float:
+        return Retriever(docs, tuned, background, Positioned(encoder, position)).hybrid_threshold
+
+    default, low, high = gate(None), gate(0.1), gate(0.9)
+    assert low < default < high
+    assert gate(None, RetrievalSettings(scope_position=0.5)) == pytest.approx(default)
+    assert gate(0.9, RetrievalSettings(scope_position=0.5)) == pytest.approx(default)
 
 
 def test_a_product_name_in_every_title_does_not_raise_the_scope_gate(settings, tmp_path):

@@ -40,6 +40,7 @@ TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
 _CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 _WORD = re.compile(r"[^\W\d_]+")
+DEFAULT_SCOPE_POSITION = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ class RetrievalSettings:
     # Where the hybrid gate sits between the off-topic background's median best score (0)
     # and the median score of a KB entry's title against the *other* entries (1): how close
     # the KB's own topics are to each other. Chosen on StackFAQ and the demo FAQ, with both
-    # local encoders (README, "Scope").
-    scope_position: float = 0.5
+    # local encoders (README, "Scope"). None: the encoder's own (`Encoder.scope_position`),
+    # else 0.5.
+    scope_position: float | None = None
     # Entries whose titles are scored against the rest of the KB for that median.
     scope_sample: int = 300
     # The gate never sits below this quantile of the background's scores: a small KB of
@@ -346,6 +348,15 @@ class Retriever:
         if background:
             self._calibrate_hybrid(list(background), cache)
 
+    @property
+    def scope_position(self) -> float:
+        """Where the hybrid gate sits between its two medians: the settings' value, else the
+        encoder's own, else 0.5 (see `RetrievalSettings.scope_position`)."""
+        if self.settings.scope_position is not None:
+            return self.settings.scope_position
+        own = self.encoder.scope_position if self.encoder is not None else None
+        return DEFAULT_SCOPE_POSITION if own is None else own
+
     def _best_scores(
         self, texts: list[str], cache: EmbeddingCache | None, own: Sequence[int] = ()
     ) -> np.ndarray:
@@ -383,7 +394,7 @@ class Retriever:
         inside = self._best_scores(titles, cache, own=list(rows))
         low, high = float(np.median(outside)), float(np.median(inside))
         self.hybrid_threshold = max(
-            low + self.settings.scope_position * max(high - low, 0.0),
+            low + self.scope_position * max(high - low, 0.0),
             float(np.quantile(outside, self.settings.scope_floor_quantile)),
         )
 
