@@ -9,6 +9,7 @@ page's own origin or the API's; the policy reports no violation."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ import pytest
 from assistant import handoff
 from tests.conftest import running_api, serving
 from tests.test_browser import CHROMIUM, Browser
+from tests.test_generated_answers import StandIn, _event
 from tests.test_handoff import SECRET, Receiver
 
 pytestmark = pytest.mark.skipif(
@@ -312,6 +314,68 @@ def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_marku
     assert "**" not in shown["text"] and "<img src=x onerror=alert(2)>" in shown["text"]
     assert "this" in shown["text"] and "javascript" not in shown["text"]
     assert shown["customer"] == "**not bold** from me"
+
+
+def test_a_streamed_answer_is_formatted_while_it_arrives(embedded_server, browser, tmp_path):
+    """The widget formats a generated answer's Markdown as its words arrive, not only once
+    the stream ends. The model is the OpenAI-compatible stand-in of test_generated_answers,
+    made to hold its stream open mid-answer until the test has looked: no real model pauses
+    on demand."""
+    release = threading.Event()
+
+    def held_mid_answer(handler, body) -> None:
+        handler.start_events()
+        for words in (
+            "Open **Account settings** and choose **Cancel plan** [1]. ",
+            "Your plan stays active until the end of the period you have paid for. ",
+        ):
+            handler.chunk(_event(words))
+        release.wait(30)
+        handler.chunk(_event(finish="stop"))
+        handler.chunk(b"data: [DONE]\n\n")
+        handler.end_chunks()
+
+    model, page = StandIn(), DemoSite()
+    model.behaviour = held_mid_answer
+    with (
+        serving(model),
+        serving(page),
+        running_api(
+            embedded_server.get_uri(),
+            tmp_path,
+            PUBLISHABLE_KEYS=KEY,
+            CORS_ORIGINS=page.url,
+            LLM_PROVIDER="openai",
+            OPENAI_BASE_URL=model.url,
+            OPENAI_MODEL="stand-in",
+        ) as served,
+    ):
+        page.api = served.url
+        try:
+            browser.open(page.url)
+            browser.wait_for(_in_widget("!!w.querySelector('.launcher')"), "launcher")
+            browser.evaluate(_in_widget("w.querySelector('.launcher').click()"))
+            browser.wait_for(_in_widget("!w.querySelector('.panel').hidden"), "the panel")
+            browser.evaluate(_in_widget("w.querySelector('textarea').focus()"))
+            browser.send("Input.insertText", text="how do I cancel my subscription?")
+            browser.press_enter()
+            browser.wait_for(
+                _in_widget("!!w.querySelector('.msg.assistant:last-child .text strong')"),
+                "the first words, formatted",
+            )
+            shown = browser.evaluate(
+                _in_widget(
+                    "(() => { const t = w.querySelector('.msg.assistant:last-child .text');"
+                    " return {busy: w.querySelector('.log').getAttribute('aria-busy'),"
+                    " strong: Array.from(t.querySelectorAll('strong'))"
+                    ".map(e => e.textContent), text: t.textContent}; })()"
+                )
+            )
+        finally:
+            release.set()
+    assert shown["busy"] == "true", "the answer was still streaming"
+    assert shown["strong"] == ["Account settings", "Cancel plan"]
+    assert "**" not in shown["text"]
 
 
 def test_widget_js_is_served_as_javascript(make_client):

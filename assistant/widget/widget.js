@@ -251,7 +251,8 @@
         }
         var answered = false;
         return readEvents(response, function (name, data) {
-          if (name === "delta") { written += data.text; pending.textContent = written; }
+          // Formatted as it arrives, so a streamed answer never shows its asterisks.
+          if (name === "delta") { written += data.text; pending.replaceChildren(); markdown(pending, written); }
           else if (name === "reset") { written = ""; pending.textContent = "…"; }
           else if (name === "error") { throw new Error(data.error.message); }
           else if (name === "answer") {
