@@ -60,6 +60,31 @@ def test_ingest_reports_counts_per_intent(settings):
     assert "every placeholder is filled" in result.output
 
 
+def test_ingest_of_a_faq_without_categories_says_so(tmp_path):
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        "question,answer\nHow do I cancel?,Open Account > Plan.\nHow much is it?,$9 a month.\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["ingest", "--kb", str(faq)])
+    assert result.exit_code == 0, result.output
+    assert "no categories, 2 topics" in result.output
+    assert "\n  -  " not in result.output, "no row for a missing category"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["ask"], "give a QUESTION (in quotes) or --random"),
+        (["ask", "   "], "give a QUESTION (in quotes) or --random"),
+        (["ask", "how do I cancel?", "--random"], "give a QUESTION or --random, not both"),
+    ],
+)
+def test_ask_without_one_question_says_what_it_needs(arguments, message):
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, tmp_path):
     """A profile without a phone line: the assistant's declines and handoffs leave the phone
     out, and `ingest` says so rather than claim every placeholder is filled."""

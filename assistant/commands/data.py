@@ -245,14 +245,16 @@ def ingest(source: str, list_ids: bool) -> None:
     retriever = build_retriever(settings, kb.documents)
     topics = Counter(doc.topic for doc in kb.documents)
     categories = Counter(doc.category or "-" for doc in kb.documents)
+    named = set(categories) != {"-"}
     labelled = "intent model" if retriever.labelled else "hybrid ranking"
     click.echo(
         f"{len(kb)} entries from {kb.source}: {kb.report.duplicates} duplicates dropped, "
-        f"{kb.report.empty} empty entries skipped; {len(categories)} categories, "
+        f"{kb.report.empty} empty entries skipped; "
+        f"{f'{len(categories)} categories' if named else 'no categories'}, "
         f"{len(topics)} {'intents' if retriever.labelled else 'topics'} ({labelled}; "
         f"embeddings: {retriever.encoder.name if retriever.encoder else 'none'})"
     )
-    for category, count in sorted(categories.items()):
+    for category, count in sorted(categories.items()) if named else ():
         click.echo(f"  {category:<32} {count:>6}")
     profile = knowledge.load_profile(settings.profile_path)
     click.echo(
