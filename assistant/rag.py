@@ -409,7 +409,8 @@ class Assistant:
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone
         (out of scope, or below FOLLOW_UP_SURE) and that the previous question makes more
-        confident without leaving the topics the follow-up points to:
+        confident (a declined question counts as confidence 0) without leaving the topics the
+        follow-up points to:
 
         - a follow-up in scope alone: the merged top entry is among its own hits, or its entry
           names a distinctive word of the follow-up;
@@ -430,7 +431,8 @@ class Assistant:
         if not (history and short and unsure and result.hits):
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
-        if not (joined.in_scope and joined.hits and joined.confidence > result.confidence):
+        alone = result.confidence if result.in_scope else 0.0
+        if not (joined.in_scope and joined.hits and joined.confidence > alone):
             return result
         top = joined.hits[0].document
         if result.in_scope:

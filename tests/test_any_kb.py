@@ -300,6 +300,20 @@ def test_a_follow_up_on_another_aspect_of_the_topic_is_answered_from_it(demo):
     assert premium.status == "answered" and premium.intent == "how-many-screens"
 
 
+def test_a_follow_up_declined_alone_needs_no_confidence_to_beat(settings):
+    """A declined question's confidence is its softmax over hits it was not given: "and on
+    premium?" after a Basic-screens question was declined alone at 0.71 on a newcomer's FAQ
+    (tests/data/reelhouse-faq.csv), and the merged question (0.46, the screens entry) was
+    held to beat that, so it was declined."""
+    faq = make_assistant(settings, str(Path(__file__).parent / "data" / "reelhouse-faq.csv"))
+    first = "how many screens can I use on basic?"
+    assert faq.answer(first).intent == "screens"
+    alone = faq.retriever.search("and on premium?")
+    assert not alone.in_scope and alone.confidence > 0.5
+    followed = faq.answer("and on premium?", history=[Turn(first, "...")])
+    assert (followed.status, followed.intent) == ("answered", "screens")
+
+
 needs_shared = pytest.mark.skipif(
     not STACKFAQ.is_dir(), reason="../shared/data is absent on this machine"
 )
