@@ -731,7 +731,9 @@ def build_retriever(
     encoder = None if lexical else make_encoder(settings)
     background = knowledge.read_lines(settings.out_of_domain)
     parts = [json.dumps(asdict(tuned), sort_keys=True, default=str), *background]
-    path = _index_path(settings, documents, [encoder.name if encoder else "none", *parts])
+    # The encoder's own gate position is part of the index: a changed one rebuilds it.
+    own = [encoder.name, str(encoder.scope_position)] if encoder else ["none"]
+    path = _index_path(settings, documents, [*own, *parts])
     if path.is_file():
         try:
             return Retriever.load(path, encoder)

@@ -300,6 +300,17 @@ def test_a_follow_up_on_another_aspect_of_the_topic_is_answered_from_it(demo):
     assert premium.status == "answered" and premium.intent == "how-many-screens"
 
 
+def test_asking_how_to_contact_the_team_is_answered_from_the_kbs_contact_entry(settings):
+    """Asking how to reach a person is a handoff, but "how can I contact you?" on a FAQ with a
+    contact entry is a question for that entry: examples naming contact without a person
+    made it a handoff on this 13-entry FAQ (a reviewer's find)."""
+    faq = make_assistant(settings, str(Path(__file__).parent / "data" / "reelhouse-faq.csv"))
+    for question in ("how can I contact you?", "how do I contact support?"):
+        answer = faq.answer(question)
+        assert (answer.status, answer.intent) == ("answered", "contact"), question
+    assert faq.answer("how do I get hold of a real person").status == "handoff"
+
+
 def test_a_follow_up_declined_alone_needs_no_confidence_to_beat(settings):
     """A declined question's confidence is its softmax over hits it was not given: "and on
     premium?" after a Basic-screens question was declined alone at 0.71 on a newcomer's FAQ
@@ -309,7 +320,7 @@ def test_a_follow_up_declined_alone_needs_no_confidence_to_beat(settings):
     first = "how many screens can I use on basic?"
     assert faq.answer(first).intent == "screens"
     alone = faq.retriever.search("and on premium?")
-    assert not alone.in_scope and alone.confidence > 0.5
+    assert not alone.in_scope and alone.confidence > 0.5, "the case this test is about moved"
     followed = faq.answer("and on premium?", history=[Turn(first, "...")])
     assert (followed.status, followed.intent) == ("answered", "screens")
 

@@ -27,7 +27,7 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
     from assistant import chat
 
     pick = pick or bool(questions)
-    if pick and question is not None:
+    if pick and (question or "").strip():
         raise click.UsageError("give a QUESTION or --random, not both")
     if not pick and not (question or "").strip():
         raise click.UsageError("give a QUESTION (in quotes) or --random")

@@ -40,6 +40,7 @@ TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
 _CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 _WORD = re.compile(r"[^\W\d_]+")
+# Halfway between the two medians, for an encoder that has measured no position of its own.
 DEFAULT_SCOPE_POSITION = 0.5
 
 

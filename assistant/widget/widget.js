@@ -251,7 +251,7 @@
         }
         var answered = false;
         return readEvents(response, function (name, data) {
-          // Formatted as it arrives, so a streamed answer never shows its asterisks.
+          // Formatted as it arrives, not once complete: only a `**` whose pair is still to come shows.
           if (name === "delta") { written += data.text; pending.replaceChildren(); markdown(pending, written); }
           else if (name === "reset") { written = ""; pending.textContent = "…"; }
           else if (name === "error") { throw new Error(data.error.message); }
