@@ -205,10 +205,13 @@ def test_ask_url_json_and_random(api, tmp_path):
     asked = json.loads(result.stdout)["question"]
     assert result.stderr.strip() == f"> {asked}"
 
+    # A blank question never leaves the command; the API's own error shows through.
     result = CliRunner().invoke(main, ["ask", "--url", api.url, "--json", " "])
+    assert result.exit_code == 2 and "give a QUESTION (in quotes) or --random" in result.output
+    result = CliRunner().invoke(main, ["ask", "--url", api.url, "--json", "x" * 5000])
     assert result.exit_code == 1
-    assert json.loads(result.stdout)["error"]["code"] == "invalid_request"
+    assert json.loads(result.stdout)["error"]["code"] == "question_too_long"
     result = CliRunner().invoke(main, ["ask", "--url", f"http://127.0.0.1:{free_port()}", "hi"])
     assert result.exit_code == 1 and '"code": "unreachable"' in result.stdout
     result = CliRunner().invoke(main, ["ask"])
-    assert result.exit_code == 2 and "QUESTION or --random" in result.output
+    assert result.exit_code == 2 and "give a QUESTION (in quotes) or --random" in result.output
