@@ -96,13 +96,19 @@ class HandoffSignals:
         parts = [
             c for c in every if len(c.split()) >= MIN_CLAUSE_WORDS and not _NEGATION.search(c)
         ] if len(every) > 1 else []  # fmt: skip
-        texts = [message, *parts]
+        # Nearly every KB question ends in "?" and few examples do, so the mark alone could
+        # outweigh a request for a person ("how do I reach a real person?" was declined, the
+        # same words without it handed off): the message without it is read for that too.
+        unmarked = message.rstrip("?？ ")
+        texts = [message, unmarked, *parts]
         margins = self._model.decision_function(self._vectorizer.transform(texts))
         whole = self._label(margins[0])
         if whole is not None:
             return whole
+        if self._label(margins[1]) == HUMAN:
+            return HUMAN
         human = self._classes.index(HUMAN) if HUMAN in self._classes else None
-        if human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[1:]):
+        if human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[2:]):
             return HUMAN
         return None
 
