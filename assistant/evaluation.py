@@ -223,6 +223,18 @@ def _is_outcome(answer, expected: str, foreign: bool) -> bool:
     return answer.status == "answered" and expected in {answer.intent, top}
 
 
+def _got(answer) -> str:
+    """What a miss line says the question got: the entry, or the status with why (a handoff's
+    reason, the entry a declined question came nearest to)."""
+    if answer.status == "answered":
+        return str(answer.intent)
+    if answer.status == "handoff" and answer.handoff_reason:
+        return f"handoff ({answer.handoff_reason})"
+    if answer.status == DECLINED and answer.intent:
+        return f"{answer.status} (nearest {answer.intent})"
+    return answer.status
+
+
 def outcome_metrics(
     assistant: Assistant, expectations: Sequence[Expectation], progress: bool = False
 ) -> dict[str, object]:
@@ -239,8 +251,7 @@ def outcome_metrics(
             declined_handoffs += 1
             declined_humans += item.kind in {"human", ""}
         if not ok:
-            got = answer.intent if answer.status == "answered" else answer.status
-            misses.append(f"{item.question} -> {got} (expected {item.expected})")
+            misses.append(f"{item.question} -> {_got(answer)} (expected {item.expected})")
     flat = [ok for oks in right.values() for ok in oks]
     return {
         "questions": len(flat),

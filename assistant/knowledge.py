@@ -299,6 +299,8 @@ def placeholder_key(name: str) -> str:
 
 
 _REPEATED_KIND = re.compile(rf"\b({'|'.join(sorted(_KIND_WORDS))}) \1\b", re.IGNORECASE)
+# "I'm the {{COMPANY_NAME}} support assistant" for a company named "The Daily Ledger".
+_DOUBLED_ARTICLE = re.compile(r"\bthe\s+(the)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,7 @@ class Profile:
         filled = _PLACEHOLDER.sub(lambda m: self.value(m.group(1)), text)
         # "the {{CONTACT_US_SECTION}} section" would otherwise read "Contact Us section section".
         filled = _REPEATED_KIND.sub(r"\1", filled)
+        filled = _DOUBLED_ARTICLE.sub(r"\1", filled)
         return filled.replace("{{", "").replace("}}", "")
 
 

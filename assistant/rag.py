@@ -763,10 +763,20 @@ def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
     kb = knowledge.load_configured(settings, source)
     log.info("knowledge base: %d documents from %s", len(kb), kb.source)
     retriever = build_retriever(settings, kb.documents)
+    profile = knowledge.load_profile(settings.profile_path)
+    own_kb = (source or settings.kb_source) not in {"auto", "demo", settings.kb_url}
+    if own_kb and settings.profile_path == settings.demo_kb.parent / "business-profile.yaml":
+        # Else a team's customers are told to call the fictional demo company.
+        log.warning(
+            "KB_PATH is your own knowledge base, but BUSINESS_PROFILE is the demo's: declines "
+            "and handoffs speak for %s and give its contact details. Copy "
+            "data/business-profile.yaml, fill in your own and set BUSINESS_PROFILE to it",
+            profile.company_name,
+        )
     return Assistant(
         retriever,
         make_provider(settings),
-        knowledge.load_profile(settings.profile_path),
+        profile,
         k=settings.num_results,
         knowledge_source=kb.source,
         signals=build_signals(settings, retriever),

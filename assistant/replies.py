@@ -26,9 +26,10 @@ HOURS = "CUSTOMER_SUPPORT_HOURS"
 OWN_PLACEHOLDERS = ("COMPANY_NAME", *CHANNELS, HOURS)
 # Ways to talk now, besides waiting for the team's email: what a forwarded handoff offers.
 TALK_NOW = ("LIVE_CHAT_URL", "CUSTOMER_SUPPORT_PHONE")
-# The decline names at most this many of the KB's categories, or, in a KB without them,
-# this many of its questions, each cut to this many characters.
-TOPICS_NAMED = 8
+# The decline names at most this many of the KB's categories (the most used; "and more"
+# says there are others), or, in a KB without them, this many of its questions, each cut to
+# this many characters.
+TOPICS_NAMED = 12
 EXAMPLES_NAMED = 3
 EXAMPLE_WIDTH = 60
 
@@ -49,7 +50,7 @@ def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
         names = [
             humanize(c).lower() if c.isupper() else c for c, _ in categories.most_common(limit)
         ]
-        return listing(names, "and")
+        return listing(names + ["more"] * (len(categories) > limit), "and")
     examples = example_questions(documents)
     if not examples:
         return "your questions about our service"

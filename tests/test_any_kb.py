@@ -4,6 +4,7 @@ handoff, language, follow-ups, and the measured targets on ../shared/data."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from assistant import knowledge
+from assistant.config import PROJECT_ROOT
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
@@ -217,6 +219,11 @@ def test_decline_names_the_kbs_own_topics(demo):
     assert answer.status == "out_of_scope"
     assert "Billing" in answer.answer and "Parental controls" in answer.answer
     assert "program schedule" not in answer.answer
+    # Every one of the demo's ten categories, the smallest (Contact, Privacy) included.
+    categories = {doc.category for doc in demo.retriever.documents}
+    assert len(categories) == 10 and all(c in answer.answer for c in categories)
+    many = [knowledge.Document(str(n), "q", "a", "", f"Topic {n}") for n in range(14)]
+    assert kb_topics(many).endswith("Topic 11 and more")
 
 
 def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):
@@ -363,6 +370,21 @@ def test_restart_loads_the_cached_index(settings, tmp_path):
         ("not the app language, I want bigger subtitles", "I want bigger subtitles"),
         ("my video doesn't play, what do I do", "my video doesn't play, what do I do"),
         ("how do I cancel?", "how do I cancel?"),
+        # Run together without a comma, or set off by a dash.
+        (
+            "I don't want to delete my account I just want to change my email",
+            "I just want to change my email",
+        ),
+        (
+            "not asking about downloads \u2014 how is the sound improved?",
+            "how is the sound improved",
+        ),
+        ("is sign-in - or sign-up - free?", "is sign-in - or sign-up - free?"),
+        # Asking to stop something is the request itself.
+        (
+            "I don't want the newsletter anymore, I want to keep my plan",
+            "I don't want the newsletter anymore, I want to keep my plan",
+        ),
     ],
 )
 def test_a_clause_saying_what_is_not_wanted_is_not_searched(message, searched):
@@ -627,3 +649,23 @@ def test_a_product_name_in_every_title_does_not_raise_the_scope_gate(settings, t
         assert named.answer(question).status == "answered", question
     for question in ("what's the weather in Paris?", "how do I bake bread?"):
         assert named.answer(question).status == "out_of_scope", question
+
+
+def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, caplog):
+    """Declines and handoffs speak for the business profile: a team that sets KB_PATH but
+    not BUSINESS_PROFILE would send its customers to the demo company's phone line."""
+    from assistant.rag import build_assistant
+
+    faq = PROJECT_ROOT / "tests" / "data" / "reelhouse-faq.csv"
+    with caplog.at_level(logging.WARNING, logger="assistant.rag"):
+        build_assistant(settings, str(faq))
+    assert "BUSINESS_PROFILE is the demo's" in caplog.text and "Lumen Stream" in caplog.text
+    caplog.clear()
+    own = tmp_path / "profile.yaml"
+    own.write_text("placeholders:\n  COMPANY_NAME: Reelhouse\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="assistant.rag"):
+        answer = build_assistant(replace(settings, profile_path=own), str(faq)).answer(
+            "what's the weather in Paris?"
+        )
+        build_assistant(settings, "demo")
+    assert "BUSINESS_PROFILE" not in caplog.text and "Reelhouse" in answer.answer

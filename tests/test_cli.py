@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import main
+from assistant.config import PROJECT_ROOT
 from tests.conftest import BITEXT_DEV
 
 
@@ -38,6 +39,20 @@ def test_ask_plain_prints_answer_and_status(database_url, settings):
     )
     assert result.exit_code == 0, result.output
     assert "intent reset-password" in result.output
+
+
+def test_ask_kb_answers_from_that_knowledge_base(database_url, settings):
+    """`--kb` names the KB for one question, over KB_PATH (demo here)."""
+    faq = PROJECT_ROOT / "tests" / "data" / "reelhouse-faq.csv"
+    result = CliRunner().invoke(
+        main,
+        ["ask", "--kb", str(faq), "--json", "can I pause my membership for a while?"],
+        env=_env(database_url, settings),
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sources"][0]["id"] == "pause"
+    result = CliRunner().invoke(main, ["ask", "--kb", str(faq), "--url", "http://x", "hi"])
+    assert result.exit_code == 2 and "running API answers from its own KB" in result.output
 
 
 def test_db_init_and_listing(database_url, settings):

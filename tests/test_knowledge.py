@@ -188,6 +188,12 @@ def test_fill_uses_profile_values_then_words():
     )
 
 
+def test_a_company_named_the_something_is_not_given_a_second_article():
+    profile = Profile("The Daily Ledger", {"COMPANY_NAME": "The Daily Ledger"})
+    assert profile.fill("I'm the {{COMPANY_NAME}} assistant.") == "I'm The Daily Ledger assistant."
+    assert profile.fill("The {{COMPANY_NAME}} app") == "The Daily Ledger app"
+
+
 def test_every_demo_response_is_filled(demo, profile):
     for doc in demo:
         filled = profile.fill(doc.response)

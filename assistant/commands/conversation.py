@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -21,8 +22,21 @@ from assistant.commands.common import (
 @click.option("--json", "as_json", is_flag=True, help="Print the same body as POST /question.")
 @click.option("--url", default=None, help="Ask this running API instead of answering in-process.")
 @click.option("--random", "pick", is_flag=True, help="Ask a random question (see --questions).")
+@click.option(
+    "--kb",
+    default=None,
+    help="Answer from this knowledge base (CSV, JSON, a folder of articles, URL or 'demo') "
+    "instead of KB_PATH.",
+)
 @QUESTIONS_OPTION
-def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questions: str | None):
+def ask(
+    question: str | None,
+    as_json: bool,
+    url: str | None,
+    pick: bool,
+    kb: str | None,
+    questions: str | None,
+):
     """Ask one question, in-process or of a running API; it is logged like any other."""
     from assistant import chat
 
@@ -31,7 +45,11 @@ def ask(question: str | None, as_json: bool, url: str | None, pick: bool, questi
         raise click.UsageError("give a QUESTION or --random, not both")
     if not pick and not (question or "").strip():
         raise click.UsageError("give a QUESTION (in quotes) or --random")
+    if kb and url:
+        raise click.UsageError("--kb answers in-process; a running API answers from its own KB")
     settings = load_settings()
+    if kb:
+        settings = replace(settings, kb_source=kb)
     if pick:
         question = random.choice(
             chat.question_pool(chat.question_file(settings.demo_kb.parent, questions))

@@ -6,7 +6,8 @@ Customers often say what they do *not* want before what they do: "I don't want t
 want to upgrade". Every word of the first clause matches the wrong entry, so a clause that
 negates an intent ("don't want", "not trying to", "not asking about", a clause opening with
 "not") is left out of the search when another clause remains. A negation that describes the
-problem ("the video doesn't play") is kept: it is the question.
+problem ("the video doesn't play") is kept: it is the question, and so is one that asks to
+stop something ("I don't want the emails anymore").
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ FUNCTION_WORDS = frozenset(
     between after before again there here please thanks thank hi hello ok okay yes
     get got want need know tell give let""".split()  # noqa: SIM905
 )
-_CLAUSES = re.compile(r"[,;.!?]+\s*|\s+but\s+", re.IGNORECASE)
+# A negated clause that asks to stop something ("I don't want the emails anymore") is the request.
+_STOPPING = re.compile(r"\b(?:any\s?more|any\s+longer|no\s+longer)\b", re.IGNORECASE)
+# A dash between spaces, not the hyphen of "sign-in".
+_CLAUSES = re.compile(r"[,;.!?]+\s*|\s+[-\u2013\u2014]+\s+|\s+but\s+", re.IGNORECASE)
+# Customers often run "I don't want to X I just want to Y" together without a comma.
+_WANT = re.compile(
+    r"(?<=\w)\s+(?=(?:i|we)\s+(?:(?:just|only|simply|actually|really)\s+)?"
+    r"(?:want|need|would\s+like|wanna)\b)",
+    re.IGNORECASE,
+)
 _WORDS = re.compile(r"\w+")
 # A message with at least this many letters, 70% of them capitals, is shouted, not an acronym.
 SHOUTED_LETTERS = 8
@@ -58,10 +68,10 @@ def search_text(message: str) -> str:
     letters = [char for char in message if char.isalpha()]
     if len(letters) >= SHOUTED_LETTERS and sum(c.isupper() for c in letters) >= 0.7 * len(letters):
         message = message.lower()
-    parts = clauses(message)
+    parts = [part for clause in clauses(message) for part in _WANT.split(clause) if part]
     if len(parts) < 2:
         return message
-    kept = [c for c in parts if not _INTENT_NEGATION.search(c)]
+    kept = [c for c in parts if not _INTENT_NEGATION.search(c) or _STOPPING.search(c)]
     if len(kept) == len(parts) or sum(len(_WORDS.findall(c)) for c in kept) < 2:
         return message
     return ", ".join(kept)
