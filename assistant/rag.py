@@ -39,6 +39,7 @@ from assistant.retrieval import (
     SearchResult,
     make_encoder,
 )
+from assistant.retrieval.query import questions
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
@@ -194,6 +195,10 @@ def handed_off(history: Sequence[Turn]) -> bool:
 FOLLOW_UP_WORDS = 6
 # A follow-up this confident alone is its own question.
 FOLLOW_UP_SURE = 0.5
+# A message's second question this confident alone is answered too (Assistant._second_topic):
+# at 0.5, 2 of StackFAQ's 630 queries were given a second entry (0.52 and 0.58), and the
+# second questions of two-question messages (our own set, two newcomers' FAQs) scored 0.66-1.
+SECOND_QUESTION_SURE = 0.6
 HISTORY_TURNS = 3
 # A generated answer that repeats this many consecutive letters of its instructions (the
 # system prompt), once case, spacing, punctuation and numbering are taken out, is echoing
@@ -467,9 +472,10 @@ class Assistant:
 
     def decide(
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
-    ) -> tuple[Answer, list[Hit]]:
-        """Everything before generation: the answer's status, and the hits to generate from
-        (none when the reply is already decided)."""
+    ) -> tuple[Answer, list[Hit], int]:
+        """Everything before generation: the answer's status, the hits to generate from (none
+        when the reply is already decided) and how many of the first hits answer a question
+        of the message: 2 when it asks two about different entries (see `_second_topic`)."""
         chat = small_talk_kind(question)
         answer = Answer(
             conversation_id=uuid.uuid4().hex,
@@ -489,10 +495,10 @@ class Assistant:
         if contact:
             answer.status = CONTACT
             answer.answer = self.replies.contact.replace("{contact}", contact)
-            return answer, []
+            return answer, [], 0
         if chat:
             answer.status, answer.answer = "small_talk", SMALL_TALK_REPLIES[chat]
-            return answer, []
+            return answer, [], 0
         # Language first: character n-grams of another script look like the few handoff
         # examples in that script more than like the KB's questions.
         foreign = None
@@ -511,8 +517,13 @@ class Assistant:
                 language = LANGUAGE_NAMES.get(self.language, self.language)
                 prefix = LANGUAGE_PREFIX.format(language=language)
             answer.answer = prefix + self.replies.handoff
-            return answer, []
+            return answer, [], 0
         result = self._search(searched, history)
+        hits, topics = result.hits, 1
+        second = self._second_topic(searched, hits) if result.in_scope and hits else None
+        if second is not None:
+            rest = [hit for hit in hits[1:] if hit.document.id != second.document.id]
+            hits, topics = [hits[0], second, *rest][: len(hits)], 2
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = [
@@ -520,7 +531,7 @@ class Assistant:
                 h.document.id, h.document.question, h.document.topic, round(h.score, 4),
                 h.document.url,
             )
-            for h in result.hits
+            for h in hits
         ]  # fmt: skip
         if not result.in_scope or not result.hits:
             answer.status, answer.answer = "out_of_scope", self.replies.out_of_scope
@@ -532,8 +543,29 @@ class Assistant:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
             answer.answer = UNSURE_PREFIX + self.replies.handoff
         else:
-            return answer, result.hits
-        return answer, []
+            return answer, hits, topics
+        return answer, [], 0
+
+    def _second_topic(self, question: str, hits: Sequence[Hit]) -> Hit | None:
+        """The best entry for another question the message asks ("How do I cancel? And will I
+        lose my list?"), when that question alone is in scope at SECOND_QUESTION_SURE
+        confidence and its entry is on another topic than the first hit; else None. A
+        statement beside a question ("I was charged twice. Can I get a refund?") is not a
+        question of its own (`query.questions`)."""
+        asked = questions(question)
+        if len(asked) < 2:
+            return None
+        first = hits[0].document.topic
+        for part in asked:
+            alone = self.retriever.search(part, self.k)
+            if (
+                alone.in_scope
+                and alone.hits
+                and alone.confidence >= SECOND_QUESTION_SURE
+                and alone.hits[0].document.topic != first
+            ):
+                return alone.hits[0]
+        return None
 
     def _translate(self, question: str, answer: Answer) -> str | None:
         """`question` in the KB's language by the answer model, to retrieve with (the model
@@ -561,9 +593,9 @@ class Assistant:
         self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
     ) -> Answer:
         started = time.perf_counter()
-        answer, hits = self.decide(question, session_id, history)
+        answer, hits, topics = self.decide(question, session_id, history)
         if hits:
-            messages, references, shown = self._prompt(question, hits, history)
+            messages, references, shown = self._prompt(question, hits, history, topics)
             try:
                 completion = self.provider.complete(messages, references=references)
                 if completion.truncated:
@@ -576,7 +608,7 @@ class Assistant:
             except ProviderError as exc:
                 self._note_fallback(answer, exc)
                 completion = self._extractive.complete(messages, references=references)
-            self._take(answer, completion, shown)
+            self._take(answer, completion, shown, topics)
         return self._finish(answer, started)
 
     def stream(
@@ -595,7 +627,7 @@ class Assistant:
         once and, when the model was already asked, hands `abandoned` an Answer with status
         `abandoned`, no text and error `ClientDisconnected`."""
         started = time.perf_counter()
-        answer, hits = self.decide(question, session_id, history)
+        answer, hits, topics = self.decide(question, session_id, history)
         if not hits:
             # A decided reply (a handoff, a decline, small talk) is text too: a client that
             # shows deltas shows it.
@@ -603,7 +635,7 @@ class Assistant:
             yield answer.answer
             yield answer
             return
-        messages, references, shown = self._prompt(question, hits, history)
+        messages, references, shown = self._prompt(question, hits, history, topics)
         guard = instructions_of(messages).guard()
         answer.provider = self.provider.name
         parts = self.provider.stream(messages, references=references)
@@ -645,7 +677,7 @@ class Assistant:
             raise
         finally:
             parts.close()
-        self._take(answer, completion, shown)
+        self._take(answer, completion, shown, topics)
         yield self._finish(answer, started)
 
     def _called(self, ok: bool) -> None:
@@ -660,15 +692,18 @@ class Assistant:
         return self.provider_calls.status
 
     def _prompt(
-        self, question: str, hits: list[Hit], history: Sequence[Turn]
+        self, question: str, hits: list[Hit], history: Sequence[Turn], topics: int = 1
     ) -> tuple[list[dict[str, str]], list[str], list[str]]:
-        """The messages, every hit's answer (for the extractive fallback) and the ids of the
-        entries the prompt numbers [1], [2], ..."""
-        # Small local models answer faster and no worse from the best entry alone.
-        entries = self.provider.context_entries or len(hits)
+        """The messages, the answers for the extractive fallback (the first `topics` hits'
+        answers together, then each other hit's) and the ids of the entries the prompt numbers
+        [1], [2], ..."""
+        # Small local models answer faster and no worse from the best entry alone (one per
+        # question asked).
+        entries = max(self.provider.context_entries or len(hits), topics)
         messages = build_messages(question, hits[:entries], self.profile.company_name, history)
         shown = [hit.document.id for hit in hits[:entries]]
-        return messages, [hit.document.response for hit in hits], shown
+        answers = [hit.document.response for hit in hits]
+        return messages, ["\n\n".join(answers[:topics]), *answers[topics:]], shown
 
     def _note_fallback(self, answer: Answer, exc: ProviderError) -> None:
         log.warning("provider %s failed (%s); answering extractively", self.provider.name, exc)
@@ -678,10 +713,12 @@ class Assistant:
         answer.error = type(exc.__cause__ or exc).__name__
         answer.provider = self._extractive.name
 
-    def _take(self, answer: Answer, completion: Completion, shown: Sequence[str]) -> None:
+    def _take(
+        self, answer: Answer, completion: Completion, shown: Sequence[str], topics: int = 1
+    ) -> None:
         if answer.provider == self._extractive.name:
-            # The best entry itself, verbatim: it is its own source.
-            answer.cited_sources, answer.uncited = list(shown[:1]), False
+            # The best entry itself (one per question asked), verbatim: its own source.
+            answer.cited_sources, answer.uncited = list(shown[:topics]), False
         else:
             answer.cited_sources = cited_ids(completion.text, shown)
             answer.uncited = bool(shown) and not answer.cited_sources

@@ -669,3 +669,51 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         )
         build_assistant(settings, "demo")
     assert "BUSINESS_PROFILE" not in caplog.text and "Reelhouse" in answer.answer
+
+
+@pytest.mark.parametrize(
+    "message, asked",
+    [
+        (
+            "How do I cancel? And will I lose my list if I do?",
+            ["How do I cancel?", "And will I lose my list if I do?"],
+        ),
+        (
+            "how do I cancel and will I get a refund for this month?",
+            ["how do I cancel", "and will I get a refund for this month?"],
+        ),
+        (
+            "Can I watch on my Xbox, and does it do 4K?",
+            ["Can I watch on my Xbox", "and does it do 4K?"],
+        ),
+        ("I was charged twice. Can I get a refund?", ["Can I get a refund?"]),
+        ("rock and roll is what I like", []),
+    ],
+)
+def test_the_questions_a_message_asks(message, asked):
+    from assistant.retrieval.query import questions
+
+    assert questions(message) == asked
+
+
+def test_two_questions_about_two_entries_are_answered_from_both(demo):
+    """Extractively, the two entries' answers one after the other, both cited; streamed the
+    same. A statement beside a question, or an off-topic second question, adds nothing."""
+    cancel, watchlist = (
+        next(doc for doc in demo.retriever.documents if doc.id == name)
+        for name in ("cancel-subscription", "watchlist")
+    )
+    message = "How do I cancel? And will I lose my list if I do?"
+    answer = demo.answer(message)
+    assert answer.status == "answered" and answer.intent == "cancel-subscription"
+    assert answer.cited_sources == ["cancel-subscription", "watchlist"]
+    assert [source.id for source in answer.sources[:2]] == answer.cited_sources
+    filled = [demo.profile.fill(doc.response) for doc in (cancel, watchlist)]
+    assert answer.answer == "\n\n".join(filled)
+    *deltas, streamed = demo.stream(message)
+    assert "".join(deltas) == streamed.answer == answer.answer
+    for single in (
+        "I was charged twice. Can I get a refund?",
+        "How do I cancel? And what's the weather in Paris?",
+    ):
+        assert len(demo.answer(single).cited_sources) == 1, single

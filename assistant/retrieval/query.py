@@ -55,6 +55,36 @@ _WORDS = re.compile(r"\w+")
 SHOUTED_LETTERS = 8
 
 
+# What opens a question ("how", "can I", "does it"), and the word that joins a second one.
+_OPENER = (
+    r"(?:how|what|what's|when|where|why|which|who|can|could|do|does|did|is|are|will|would"
+    r"|should|may|am|any)\b"
+)
+_JOINER = r"(?:and|also|plus)\s+"
+_QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
+# Questions end at a question mark, a full stop or semicolon, or before a comma or "and" that
+# opens the next one ("how do I cancel and will I get a refund?").
+_QUESTIONS = re.compile(
+    rf"(?<=\?)\s*|[.;!]+\s+|,\s*(?=(?:{_JOINER})?{_OPENER})|\s+(?={_JOINER}{_OPENER})",
+    re.IGNORECASE,
+)
+# A question needs this many words to be searched alone.
+QUESTION_WORDS = 3
+
+
+def questions(message: str) -> list[str]:
+    """The questions `message` asks, in order: its parts that end in "?" or open like a
+    question, of QUESTION_WORDS words or more. A statement beside them ("I was charged twice.")
+    is not one; a message of one question gives a list of one (or none, for a statement)."""
+    found = []
+    for part in _QUESTIONS.split(message):
+        part = (part or "").strip()
+        asks = part.endswith("?") or _QUESTION_START.match(part)
+        if asks and len(_WORDS.findall(part)) >= QUESTION_WORDS:
+            found.append(part)
+    return found
+
+
 def clauses(message: str) -> list[str]:
     """`message`'s clauses, split at punctuation and at "but", stripped, none empty."""
     return [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
