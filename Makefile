@@ -54,9 +54,14 @@ $(UI_STAMP): $(STAMP)
 # compiles llama-cpp-python (8-9 minutes on 2 cores). pip, not uv, installs them: pip keeps
 # the wheel it built for the next install, while uv rebuilt it every time from this
 # machine's package index (it saw a new revision of the same sdist each time).
+# llama.cpp is built for AVX2, not -march=native: on a Xeon with AMX, in a virtual machine,
+# the native build crashed in ggml's AMX matrix kernel at the first token. Set CMAKE_ARGS to
+# build otherwise.
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	@echo "installing the test extras (dev, local, server); the first time compiles llama.cpp: 8-9 minutes on 2 cores"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[dev,local,server]'
+	CMAKE_ARGS="$(CMAKE_ARGS)" $(BIN)/python -m pip install --disable-pip-version-check \
+	  --progress-bar on -e '.[dev,local,server]'
 	touch $(TEST_STAMP) $(UI_STAMP)
 
 install: $(STAMP) ## Create .venv and install the service (idempotent; `make test` adds the test extras)

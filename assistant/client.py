@@ -250,9 +250,14 @@ def feedback_thanks(reply: dict[str, Any]) -> str:
 def answer_facts(body: dict[str, Any]) -> list[str]:
     """What the UIs show under an answer, leaving out what it does not have: `["answered",
     "intent double-charge", "confidence 0.93", "openai:gpt-4o-mini"]`; small talk is only
-    `["small_talk"]` (it has no intent), and a reply no model wrote names no model."""
-    facts = [body["status"]]
-    if body.get("intent"):
+    `["small_talk"]` (it has no intent), and a reply no model wrote names no model. A
+    handoff says why (`handoff (requested_human)`), and a decline names the entry it came
+    nearest to, without a confidence: it was not answered from it."""
+    status = body["status"]
+    facts = [f"{status} ({body['handoff_reason']})" if body.get("handoff_reason") else status]
+    if body.get("intent") and status == "out_of_scope":
+        facts.append(f"nearest {body['intent']}")
+    elif body.get("intent"):
         facts += [f"intent {body['intent']}", f"confidence {body['confidence']:.2f}"]
     if body.get("provider") not in (None, "none"):
         facts.append(f"{body['provider']}:{body.get('model_used') or '-'}")

@@ -195,9 +195,9 @@ def handed_off(history: Sequence[Turn]) -> bool:
 FOLLOW_UP_WORDS = 6
 # A follow-up this confident alone is its own question.
 FOLLOW_UP_SURE = 0.5
-# A message's second question this confident alone is answered too (Assistant._second_topic):
-# at 0.5, 2 of StackFAQ's 630 queries were given a second entry (0.52 and 0.58), and the
-# second questions of two-question messages (our own set, two newcomers' FAQs) scored 0.66-1.
+# A message's second question this confident alone is answered too (Assistant._two_topics):
+# at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
+# the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
 SECOND_QUESTION_SURE = 0.6
 HISTORY_TURNS = 3
 # A generated answer that repeats this many consecutive letters of its instructions (the
@@ -519,20 +519,9 @@ class Assistant:
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)
-        hits, topics = result.hits, 1
-        second = self._second_topic(searched, hits) if result.in_scope and hits else None
-        if second is not None:
-            rest = [hit for hit in hits[1:] if hit.document.id != second.document.id]
-            hits, topics = [hits[0], second, *rest][: len(hits)], 2
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
-        answer.sources = [
-            Source(
-                h.document.id, h.document.question, h.document.topic, round(h.score, 4),
-                h.document.url,
-            )
-            for h in hits
-        ]  # fmt: skip
+        answer.sources = _sources(result.hits)
         if not result.in_scope or not result.hits:
             answer.status, answer.answer = "out_of_scope", self.replies.out_of_scope
             answer.sources = []
@@ -543,28 +532,41 @@ class Assistant:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
             answer.answer = UNSURE_PREFIX + self.replies.handoff
         else:
-            return answer, hits, topics
+            pair = self._two_topics(searched, result.hits)
+            if pair is None:
+                return answer, result.hits, 1
+            ids = {hit.document.id for hit in pair}
+            rest = [hit for hit in result.hits if hit.document.id not in ids]
+            hits = [*pair, *rest][: max(len(result.hits), 2)]
+            answer.intent, answer.category = pair[0].document.topic, pair[0].document.category
+            answer.sources = _sources(hits)
+            return answer, hits, 2
         return answer, [], 0
 
-    def _second_topic(self, question: str, hits: Sequence[Hit]) -> Hit | None:
-        """The best entry for another question the message asks ("How do I cancel? And will I
-        lose my list?"), when that question alone is in scope at SECOND_QUESTION_SURE
-        confidence and its entry is on another topic than the first hit; else None. A
-        statement beside a question ("I was charged twice. Can I get a refund?") is not a
-        question of its own (`query.questions`)."""
+    def _two_topics(self, question: str, hits: Sequence[Hit]) -> tuple[Hit, Hit] | None:
+        """The entries for two questions of the message ("How do I cancel? And will I lose my
+        list?"), in the order they are asked, or None. The message's first hit is one; the
+        other is the best entry of the first other question that is in scope alone at
+        SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB).
+        A third question is not answered apart. A statement beside a question ("I was
+        charged twice. Can I get a refund?") is not a question of its own (`query.questions`)."""
         asked = questions(question)
         if len(asked) < 2:
             return None
         first = hits[0].document.topic
-        for part in asked:
-            alone = self.retriever.search(part, self.k)
+        tops = [self.retriever.search(part, self.k) for part in asked]
+        own = [result.hits[0].document.topic if result.hits else None for result in tops]
+        for position, alone in enumerate(tops):
             if (
                 alone.in_scope
                 and alone.hits
                 and alone.confidence >= SECOND_QUESTION_SURE
-                and alone.hits[0].document.topic != first
+                and own[position] != first
             ):
-                return alone.hits[0]
+                # Asked before the question the first hit answers: it comes first.
+                if first in own and position < own.index(first):
+                    return alone.hits[0], hits[0]
+                return hits[0], alone.hits[0]
         return None
 
     def _translate(self, question: str, answer: Answer) -> str | None:
@@ -795,14 +797,38 @@ def build_signals(settings: Settings, retriever: Retriever) -> HandoffSignals:
     )
 
 
+def _sources(hits: Sequence[Hit]) -> list[Source]:
+    """The API's `sources` for `hits`, in their order."""
+    return [
+        Source(
+            h.document.id, h.document.question, h.document.topic, round(h.score, 4),
+            h.document.url,
+        )
+        for h in hits
+    ]  # fmt: skip
+
+
+def _own_kb(settings: Settings, source: str | None) -> bool:
+    """Whether `source` (default: KB_PATH) is a team's own KB: not the demo KB, in any
+    spelling, nor the Bitext dataset the demo profile was written for."""
+    source = source or settings.kb_source
+    if source in {"auto", "demo", settings.kb_url}:
+        return False
+    return Path(source).resolve() != settings.demo_kb.resolve()
+
+
+def _demo_company(settings: Settings) -> str:
+    """The company the bundled business profile speaks for."""
+    return knowledge.load_profile(settings.demo_kb.parent / "business-profile.yaml").company_name
+
+
 def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
     """The assistant the settings describe, over the KB `source` (default: the configured one)."""
     kb = knowledge.load_configured(settings, source)
     log.info("knowledge base: %d documents from %s", len(kb), kb.source)
     retriever = build_retriever(settings, kb.documents)
     profile = knowledge.load_profile(settings.profile_path)
-    own_kb = (source or settings.kb_source) not in {"auto", "demo", settings.kb_url}
-    if own_kb and settings.profile_path == settings.demo_kb.parent / "business-profile.yaml":
+    if _own_kb(settings, source) and profile.company_name == _demo_company(settings):
         # Else a team's customers are told to call the fictional demo company.
         log.warning(
             "KB_PATH is your own knowledge base, but BUSINESS_PROFILE is the demo's: declines "

@@ -379,11 +379,16 @@ def test_restart_loads_the_cached_index(settings, tmp_path):
             "not asking about downloads \u2014 how is the sound improved?",
             "how is the sound improved",
         ),
-        ("is sign-in - or sign-up - free?", "is sign-in - or sign-up - free?"),
-        # Asking to stop something is the request itself.
+        # Asking to stop something is the request itself, but not to stop a stop.
         (
             "I don't want the newsletter anymore, I want to keep my plan",
             "I don't want the newsletter anymore, I want to keep my plan",
+        ),
+        ("I don't want to cancel anymore, I want to keep my plan", "I want to keep my plan"),
+        # A want after "when" or "if" is a condition of its clause, not a new clause.
+        (
+            "I don't want to lose my list when I want to cancel",
+            "I don't want to lose my list when I want to cancel",
         ),
     ],
 )
@@ -391,6 +396,12 @@ def test_a_clause_saying_what_is_not_wanted_is_not_searched(message, searched):
     from assistant.retrieval.query import search_text
 
     assert search_text(message) == searched
+
+
+def test_a_dash_between_spaces_ends_a_clause_and_a_hyphen_does_not():
+    from assistant.retrieval.query import clauses
+
+    assert clauses("is sign-in - or sign-up \u2014 free?") == ["is sign-in", "or sign-up", "free"]
 
 
 def test_a_shouted_question_is_answered_as_the_same_question(demo):
@@ -660,14 +671,22 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="assistant.rag"):
         build_assistant(settings, str(faq))
     assert "BUSINESS_PROFILE is the demo's" in caplog.text and "Lumen Stream" in caplog.text
+    # A copy not yet edited speaks for the demo company all the same.
+    copied = tmp_path / "copied.yaml"
+    copied.write_text(settings.profile_path.read_text(encoding="utf-8"), encoding="utf-8")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="assistant.rag"):
+        build_assistant(replace(settings, profile_path=copied), str(faq))
+    assert "BUSINESS_PROFILE is the demo's" in caplog.text
     caplog.clear()
     own = tmp_path / "profile.yaml"
-    own.write_text("placeholders:\n  COMPANY_NAME: Reelhouse\n", encoding="utf-8")
+    own.write_text("company_name: Reelhouse\nplaceholders:\n  COMPANY_NAME: Reelhouse\n")
     with caplog.at_level(logging.WARNING, logger="assistant.rag"):
         answer = build_assistant(replace(settings, profile_path=own), str(faq)).answer(
             "what's the weather in Paris?"
         )
         build_assistant(settings, "demo")
+        build_assistant(settings, str(settings.demo_kb))
     assert "BUSINESS_PROFILE" not in caplog.text and "Reelhouse" in answer.answer
 
 
@@ -687,6 +706,8 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
             ["Can I watch on my Xbox", "and does it do 4K?"],
         ),
         ("I was charged twice. Can I get a refund?", ["Can I get a refund?"]),
+        # Orders and statements open with an auxiliary too, but not before a subject.
+        ("Do not charge me again. Can't log in. How do I cancel?", ["How do I cancel?"]),
         ("rock and roll is what I like", []),
     ],
 )
@@ -712,6 +733,12 @@ def test_two_questions_about_two_entries_are_answered_from_both(demo):
     assert answer.answer == "\n\n".join(filled)
     *deltas, streamed = demo.stream(message)
     assert "".join(deltas) == streamed.answer == answer.answer
+    # In the order asked, though the whole message ranks the cancel entry first.
+    asked = "How much is the monthly plan? And how do I cancel my subscription?"
+    assert demo.retriever.search(asked).intent == "cancel-subscription"
+    ordered = demo.answer(asked)
+    assert ordered.cited_sources == ["monthly-price", "cancel-subscription"]
+    assert ordered.intent == "monthly-price"
     for single in (
         "I was charged twice. Can I get a refund?",
         "How do I cancel? And what's the weather in Paris?",

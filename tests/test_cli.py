@@ -1,3 +1,4 @@
+import csv
 import json
 
 import psycopg
@@ -39,6 +40,13 @@ def test_ask_plain_prints_answer_and_status(database_url, settings):
     )
     assert result.exit_code == 0, result.output
     assert "intent reset-password" in result.output
+    # A decline names the nearest entry without a confidence; a handoff says why.
+    env = _env(database_url, settings)
+    declined = CliRunner().invoke(main, ["ask", "what's the weather in Paris?"], env=env)
+    assert declined.exit_code == 0, declined.output
+    assert "[out_of_scope | nearest " in declined.output and "confidence" not in declined.output
+    handed = CliRunner().invoke(main, ["ask", "can I talk to a real person?"], env=env)
+    assert "[handoff (requested_human) | " in handed.output
 
 
 def test_ask_kb_answers_from_that_knowledge_base(database_url, settings):
@@ -51,6 +59,13 @@ def test_ask_kb_answers_from_that_knowledge_base(database_url, settings):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sources"][0]["id"] == "pause"
+    # --random asks one of that KB's own questions.
+    result = CliRunner().invoke(
+        main, ["ask", "--kb", str(faq), "--random", "--json"], env=_env(database_url, settings)
+    )
+    assert result.exit_code == 0, result.output
+    asked = json.loads(result.stdout)["question"]
+    assert asked in {row["question"] for row in csv.DictReader(faq.open(encoding="utf-8"))}
     result = CliRunner().invoke(main, ["ask", "--kb", str(faq), "--url", "http://x", "hi"])
     assert result.exit_code == 2 and "running API answers from its own KB" in result.output
 

@@ -12,6 +12,7 @@ import click
 
 from assistant.commands.common import (
     QUESTIONS_OPTION,
+    kb_documents,
     load_settings,
     loading_kb,
 )
@@ -51,9 +52,13 @@ def ask(
     if kb:
         settings = replace(settings, kb_source=kb)
     if pick:
-        question = random.choice(
-            chat.question_pool(chat.question_file(settings.demo_kb.parent, questions))
+        # From the named KB's own questions, unless a question file is given.
+        pool = (
+            [doc.question for doc in kb_documents(settings, kb)]
+            if kb and not questions
+            else chat.question_pool(chat.question_file(settings.demo_kb.parent, questions))
         )
+        question = random.choice(pool)
         click.echo(f"> {question}", err=True)
     if url:
         body, ok = chat.ask_api(url, question)

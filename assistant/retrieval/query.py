@@ -40,13 +40,23 @@ FUNCTION_WORDS = frozenset(
     between after before again there here please thanks thank hi hello ok okay yes
     get got want need know tell give let""".split()  # noqa: SIM905
 )
-# A negated clause that asks to stop something ("I don't want the emails anymore") is the request.
+# A negated clause that asks to stop something ("I don't want the emails anymore") is the
+# request, unless what is no longer wanted is itself a stop: "I don't want to cancel anymore,
+# I want to keep my plan" is a change of mind.
 _STOPPING = re.compile(r"\b(?:any\s?more|any\s+longer|no\s+longer)\b", re.IGNORECASE)
+_STOP_VERB = re.compile(
+    r"\b(?:cancel|stop|end|quit|leave|close|delete|remove|unsubscribe|pause)\w*", re.IGNORECASE
+)
 # A dash between spaces, not the hyphen of "sign-in".
 _CLAUSES = re.compile(r"[,;.!?]+\s*|\s+[-\u2013\u2014]+\s+|\s+but\s+", re.IGNORECASE)
-# Customers often run "I don't want to X I just want to Y" together without a comma.
+# Customers often run "I don't want to X I just want to Y" together without a comma. After
+# "if" or "when" the want is a condition of the clause, not a new one ("I don't want to lose
+# my list when I want to cancel").
+_SUBORDINATORS = ("if", "when", "because", "so", "that", "unless", "once", "before", "after", "as")
 _WANT = re.compile(
-    r"(?<=\w)\s+(?=(?:i|we)\s+(?:(?:just|only|simply|actually|really)\s+)?"
+    r"(?<=\w)"
+    + "".join(rf"(?<!\b{word})" for word in _SUBORDINATORS)
+    + r"\s+(?=(?:i|we)\s+(?:(?:just|only|simply|actually|really)\s+)?"
     r"(?:want|need|would\s+like|wanna)\b)",
     re.IGNORECASE,
 )
@@ -55,10 +65,13 @@ _WORDS = re.compile(r"\w+")
 SHOUTED_LETTERS = 8
 
 
-# What opens a question ("how", "can I", "does it"), and the word that joins a second one.
+# What opens a question: a question word, or an auxiliary before its subject ("can I", "does
+# it"; not "can't log in" or "do not charge me", which are statements or orders); and the word
+# that joins a second question to the first.
 _OPENER = (
-    r"(?:how|what|what's|when|where|why|which|who|can|could|do|does|did|is|are|will|would"
-    r"|should|may|am|any)\b"
+    r"(?:(?:how|what|what's|when|where|why|which|who)\b"
+    r"|(?:can|could|do|does|did|is|are|will|would|should|may|am)\s+"
+    r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b)"
 )
 _JOINER = r"(?:and|also|plus)\s+"
 _QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
@@ -77,7 +90,7 @@ def questions(message: str) -> list[str]:
     question, of QUESTION_WORDS words or more. A statement beside them ("I was charged twice.")
     is not one; a message of one question gives a list of one (or none, for a statement)."""
     found = []
-    for part in _QUESTIONS.split(message):
+    for part in _QUESTIONS.split(_spaced(message)):
         part = (part or "").strip()
         asks = part.endswith("?") or _QUESTION_START.match(part)
         if asks and len(_WORDS.findall(part)) >= QUESTION_WORDS:
@@ -85,9 +98,21 @@ def questions(message: str) -> list[str]:
     return found
 
 
+def _spaced(message: str) -> str:
+    """`message` with each run of whitespace as one space: the splitting patterns start at
+    whitespace, and a long run would make them try every position in it."""
+    return " ".join(message.split())
+
+
 def clauses(message: str) -> list[str]:
-    """`message`'s clauses, split at punctuation and at "but", stripped, none empty."""
-    return [c.strip() for c in _CLAUSES.split(message) if c and c.strip()]
+    """`message`'s clauses, split at punctuation, a dash between spaces and "but", stripped,
+    none empty."""
+    return [c.strip() for c in _CLAUSES.split(_spaced(message)) if c and c.strip()]
+
+
+def _asks_to_stop(clause: str) -> bool:
+    """Whether a negated clause asks to stop something (see `_STOPPING`)."""
+    return bool(_STOPPING.search(clause)) and not _STOP_VERB.search(clause)
 
 
 def search_text(message: str) -> str:
@@ -101,7 +126,7 @@ def search_text(message: str) -> str:
     parts = [part for clause in clauses(message) for part in _WANT.split(clause) if part]
     if len(parts) < 2:
         return message
-    kept = [c for c in parts if not _INTENT_NEGATION.search(c) or _STOPPING.search(c)]
+    kept = [c for c in parts if not _INTENT_NEGATION.search(c) or _asks_to_stop(c)]
     if len(kept) == len(parts) or sum(len(_WORDS.findall(c)) for c in kept) < 2:
         return message
     return ", ".join(kept)
