@@ -8,6 +8,9 @@ negates an intent ("don't want", "not trying to", "not asking about", a clause o
 "not") is left out of the search when another clause remains. A negation that describes the
 problem ("the video doesn't play") is kept: it is the question, and so is one that asks to
 stop something ("I don't want the emails anymore").
+
+`questions` finds the questions a message asks, so that two at once can be answered from two
+entries (`rag.Assistant._two_topics`).
 """
 
 from __future__ import annotations
