@@ -35,13 +35,17 @@ REASONS = ("declined", "low_confidence", "voted_down")
 class Gap:
     """One missing topic: `count` failed questions, `reasons` counted by REASONS, `question`
     its most asked wording, `examples` its most asked distinct wordings (at most the number
-    asked for, `question` first), and when it was last asked."""
+    asked for, `question` first), when it was last asked, and `nearest`: the entry (or
+    intent) retrieval most often ranked first for them, '' when none. Where that entry is the
+    right one, the group's wordings belong among its alternate questions; else the KB lacks
+    the topic."""
 
     question: str
     count: int
     reasons: dict[str, int]
     examples: list[str] = field(default_factory=list)
     last_seen: datetime | None = None
+    nearest: str = ""
 
 
 def _normalized(text: str) -> str:
@@ -89,6 +93,8 @@ def find_gaps(
         # The most asked wording stands for the group: what customers actually type.
         common = [text for text, _ in wordings.most_common(examples)]
         reasons = Counter(row["reason"] for row in members)
+        nearest = Counter(row.get("nearest") or "" for row in members)
+        nearest.pop("", None)
         gaps.append(
             Gap(
                 question=common[0],
@@ -96,6 +102,7 @@ def find_gaps(
                 reasons={reason: reasons.get(reason, 0) for reason in REASONS},
                 examples=common,
                 last_seen=max(row["timestamp"] for row in members),
+                nearest=nearest.most_common(1)[0][0] if nearest else "",
             )
         )
     gaps.sort(key=lambda gap: (-gap.count, -(gap.last_seen.timestamp() if gap.last_seen else 0)))
@@ -104,10 +111,10 @@ def find_gaps(
 
 def write_csv(gaps: Sequence[Gap], path: Path) -> None:
     """One row per group: rank, count, the count per reason, question, examples (joined with
-    ` | `) and last_seen (ISO 8601)."""
+    ` | `, as an `alternates` cell takes them), last_seen (ISO 8601) and nearest."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "count", *REASONS, "question", "examples", "last_seen"])
+        writer.writerow(["rank", "count", *REASONS, "question", "examples", "last_seen", "nearest"])
         for rank, gap in enumerate(gaps, start=1):
             writer.writerow(
                 [
@@ -117,5 +124,6 @@ def write_csv(gaps: Sequence[Gap], path: Path) -> None:
                     gap.question,
                     " | ".join(gap.examples),
                     gap.last_seen.isoformat() if gap.last_seen else "",
+                    gap.nearest,
                 ]
             )

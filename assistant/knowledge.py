@@ -41,7 +41,9 @@ class Document:
 
     `question` is the entry's question or the section's title; `response` its answer or text.
     `intent` is empty when the KB carries no intent labels; `url` is where a customer can read
-    the entry (empty when unknown).
+    the entry (empty when unknown). `alternates` are other phrasings of `question` that a team
+    keeps so customers' own wording finds the entry ("my card got declined" beside "Why was
+    my payment declined?"), as Azure's question answering keeps alternate questions.
     """
 
     id: str
@@ -51,6 +53,12 @@ class Document:
     category: str
     tags: str = ""
     url: str = ""
+    alternates: tuple[str, ...] = ()
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        """The entry's question, then its alternates."""
+        return (self.question, *self.alternates)
 
     @property
     def topic(self) -> str:
@@ -86,6 +94,24 @@ def _first(row: Mapping[str, object], names: Sequence[str]) -> str:
     return next((_clean(row.get(n)) for n in names if _clean(row.get(n))), "")
 
 
+ALTERNATE_COLUMNS = ("alternates", "alternate_questions")
+_ALTERNATE_SEPARATOR = re.compile(r"\s*(?:\||\n)\s*")
+
+
+def alternates(value: object, question: str = "") -> tuple[str, ...]:
+    """Alternate questions from a cell or JSON value: a list of strings, or one string
+    separated by `|` or line breaks. Empty ones, repeats and copies of `question` are left
+    out: `"a | b\n| a"` -> `("a", "b")`."""
+    parts = value if isinstance(value, list) else _ALTERNATE_SEPARATOR.split(_clean(value))
+    seen = {question.casefold()}
+    kept = []
+    for part in map(_clean, parts):
+        if part and part.casefold() not in seen:
+            seen.add(part.casefold())
+            kept.append(part)
+    return tuple(kept)
+
+
 def make_document(row: Mapping[str, object]) -> Document | None:
     """A Document from one row of a Q&A file; None when its question or answer is empty."""
     question = _first(row, QUESTION_COLUMNS)
@@ -93,6 +119,7 @@ def make_document(row: Mapping[str, object]) -> Document | None:
     if not question or not response:
         return None
     intent = _clean(row.get("intent"))
+    alternate = next((row[n] for n in ALTERNATE_COLUMNS if row.get(n)), "")
     return Document(
         id=_clean(row.get("id")) or document_id(question, response, intent),
         question=question,
@@ -101,6 +128,7 @@ def make_document(row: Mapping[str, object]) -> Document | None:
         category=_clean(row.get("category")),
         tags=_clean(row.get("tags")),
         url=_clean(row.get("url")),
+        alternates=alternates(alternate, question),
     )
 
 
@@ -155,9 +183,10 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
     """Rows of a CSV with a question column (`question`, `instruction` or `title`) and an
-    answer column (`answer`, `response` or `text`); `id`, `url`, `category`, `intent` and
-    `tags` are optional. Column names match in any case (`Question,Answer`, as spreadsheets
-    export them). Raises KnowledgeBaseError for other columns or another encoding."""
+    answer column (`answer`, `response` or `text`); `id`, `url`, `category`, `intent`,
+    `tags` and `alternates` (other phrasings, separated by `|`) are optional. Column names
+    match in any case (`Question,Answer`, as spreadsheets export them). Raises
+    KnowledgeBaseError for other columns or another encoding."""
     report = report if report is not None else LoadReport()
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
     reader = csv.DictReader(io.StringIO(read_text(path, "utf-8-sig"), newline=""))
@@ -330,7 +359,7 @@ def placeholders(docs: Iterable[Document]) -> Counter[str]:
     """Every `{{PLACEHOLDER}}` name in the documents' answers and questions, with its count."""
     found: Counter[str] = Counter()
     for doc in docs:
-        for text in (doc.question, doc.response):
+        for text in (*doc.phrasings, doc.response):
             found.update(placeholder_key(m) for m in _PLACEHOLDER.findall(text))
     return found
 

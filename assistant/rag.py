@@ -39,7 +39,7 @@ from assistant.retrieval import (
     SearchResult,
     make_encoder,
 )
-from assistant.retrieval.query import questions
+from assistant.retrieval.query import questions, refers_back
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
@@ -407,7 +407,7 @@ class Assistant:
         docs = retriever.documents
         self.replies = Replies.for_profile(profile, kb_topics(docs), handoffs_forwarded)
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
-        self._known_words = vocabulary([d.question for d in docs])
+        self._known_words = vocabulary([text for d in docs for text in d.phrasings])
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
 
@@ -432,7 +432,8 @@ class Assistant:
         question of words the KB knows ("what time is it?") is still read as a follow-up."""
         result = self.retriever.search(question, self.k)
         short = len(question.split()) <= FOLLOW_UP_WORDS
-        unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE
+        refers = refers_back(question)
+        unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE or refers
         if not (history and short and unsure and result.hits):
             return result
         joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
@@ -441,7 +442,7 @@ class Assistant:
             return result
         top = joined.hits[0].document
         if result.in_scope:
-            points_there = top.id in {hit.document.id for hit in result.hits}
+            points_there = refers or top.id in {hit.document.id for hit in result.hits}
         else:
             points_there = self.retriever.speaks_only_of_the_kb(question) or (
                 top.id == result.hits[0].document.id and result.confidence >= FOLLOW_UP_SURE
@@ -501,10 +502,9 @@ class Assistant:
             return answer, [], 0
         # Language first: character n-grams of another script look like the few handoff
         # examples in that script more than like the KB's questions.
-        foreign = None
-        if not self.multilingual:
-            foreign = foreign_language(question, self.language, self._known_words)
-        searched = question
+        language = foreign_language(question, self.language, self._known_words)
+        foreign = None if self.multilingual else language
+        searched = question if language else self.retriever.speller.correct(question)
         if foreign and self.translates:
             translation = self._translate(question, answer)
             if translation:
@@ -745,7 +745,7 @@ class Assistant:
 
 
 # Bump when the Retriever's pickled state changes shape: older index files are then rebuilt.
-INDEX_FORMAT = 6
+INDEX_FORMAT = 7
 
 
 def _index_path(settings: Settings, documents: Sequence[Document], parts: Sequence[str]) -> Path:
@@ -792,6 +792,8 @@ def build_signals(settings: Settings, retriever: Retriever) -> HandoffSignals:
     """Handoff signals learnt from `data/handoff-examples.txt` against this KB's questions."""
     return HandoffSignals(
         read_handoff_examples(settings.handoff_examples),
+        # Not the alternates: a team's contact entry may keep "I want to speak to an agent"
+        # as one, and a request for a person must never look like a KB question.
         [doc.question for doc in retriever.documents],
         knowledge.read_lines(settings.out_of_domain),
     )

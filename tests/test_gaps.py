@@ -33,7 +33,13 @@ def _seed(database: Database) -> None:
     now = datetime.now(UTC)
     rows = []
 
-    def add(question: str, status: str, minutes_ago: float, reason: str | None = None) -> str:
+    def add(
+        question: str,
+        status: str,
+        minutes_ago: float,
+        reason: str | None = None,
+        intent: str | None = None,
+    ) -> str:
         number = len(rows)
         rows.append(
             {
@@ -44,6 +50,7 @@ def _seed(database: Database) -> None:
                 "model_used": "extractive",
                 "status": status,
                 "handoff_reason": reason,
+                "intent": intent,
                 "response_time": 0.1,
                 "fallback": False,
                 "prompt_tokens": 0,
@@ -55,8 +62,9 @@ def _seed(database: Database) -> None:
         )
         return rows[-1]["id"]
 
+    # The nearest entry of most of the group's declines stands for it.
     for i, question in enumerate(OFFLINE):
-        add(question, "out_of_scope", 60 + i)
+        add(question, "out_of_scope", 60 + i, intent="watch-on-plane" if i else "data-usage")
     add(OFFLINE[0], "out_of_scope", 30)  # asked twice in the same words
     add(STUDENTS[0], "handoff", 50, "low_confidence")
     add(STUDENTS[1], "handoff", 40, "low_confidence")
@@ -86,6 +94,7 @@ def test_paraphrases_of_a_missing_topic_are_one_group(own_database):
     assert set(offline.examples) <= set(OFFLINE) and len(offline.examples) == 3
     assert students.reasons == {"declined": 0, "low_confidence": 2, "voted_down": 1}
     assert weather.examples == ["what's the weather in Paris?"]
+    assert (offline.nearest, students.nearest, weather.nearest) == ("watch-on-plane", "", "")
 
 
 def test_without_an_encoder_only_identical_wordings_are_grouped(own_database):
@@ -120,6 +129,8 @@ def test_the_command_prints_the_groups_and_writes_the_csv(own_database, tmp_path
         ("3", "1", "1"),
     ]
     assert table[1]["low_confidence"] == "2" and table[1]["voted_down"] == "1"
+    assert "nearest watch-on-plane]" in lines[1]
+    assert [r["nearest"] for r in table] == ["watch-on-plane", "", ""]
     # Since an ISO date three days back, the old decline joins the offline group.
     since = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()
     wider = subprocess.run(

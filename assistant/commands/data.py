@@ -202,7 +202,8 @@ def gaps(since, csv_path: str | None, examples: int, similarity: float, limit: i
     )
     for gap in found:
         why = ", ".join(f"{reason} {n}" for reason, n in gap.reasons.items() if n)
-        click.echo(f"{gap.count:>5}  {gap.question}  [{why}]")
+        nearest = f"; nearest {gap.nearest}" if gap.nearest else ""
+        click.echo(f"{gap.count:>5}  {gap.question}  [{why}{nearest}]")
         for example in gap.examples[1:]:
             click.echo(f"{'':>7}also: {example}")
     if csv_path:
@@ -247,9 +248,11 @@ def ingest(source: str, list_ids: bool) -> None:
     categories = Counter(doc.category or "-" for doc in kb.documents)
     named = set(categories) != {"-"}
     labelled = "intent model" if retriever.labelled else "hybrid ranking"
+    alternates = sum(len(doc.alternates) for doc in kb.documents)
     click.echo(
         f"{len(kb)} entries from {kb.source}: {kb.report.duplicates} duplicates dropped, "
         f"{kb.report.empty} empty entries skipped; "
+        f"{f'{alternates} alternate questions; ' if alternates else ''}"
         f"{f'{len(categories)} categories' if named else 'no categories'}, "
         f"{len(topics)} {'intents' if retriever.labelled else 'topics'} ({labelled}; "
         f"embeddings: {retriever.encoder.name if retriever.encoder else 'none'})"

@@ -12,7 +12,7 @@ from assistant.db.connection import Connections
 # What the KB failed since %(since)s, for `assistant gaps` and the dashboard's panel: declined
 # (out of scope), handed off because retrieval was unsure, or voted down.
 _FAILED_QUESTIONS = sql.SQL("""
-    SELECT c.question, c.timestamp,
+    SELECT c.question, c.timestamp, coalesce(c.intent, '') AS nearest,
            CASE WHEN c.status = 'out_of_scope' THEN 'declined'
                 WHEN c.status = 'handoff' AND c.handoff_reason = 'low_confidence'
                     THEN 'low_confidence'
@@ -43,8 +43,9 @@ class Stats(Connections):
 
     def gap_questions(self, since: datetime, limit: int = 2000) -> list[dict[str, Any]]:
         """The questions since `since` that the knowledge base failed, the latest `limit`:
-        each with `question`, `timestamp` and `reason`: `declined` (out of scope),
-        `low_confidence` (handed off because retrieval was unsure) or `voted_down`."""
+        each with `question`, `timestamp`, `nearest` (the entry or intent retrieval ranked
+        first, '' when none) and `reason`: `declined` (out of scope), `low_confidence`
+        (handed off because retrieval was unsure) or `voted_down`."""
         with self._connection() as conn:
             return conn.execute(
                 _GAP_QUESTIONS,

@@ -101,6 +101,20 @@ def questions(message: str) -> list[str]:
     return found
 
 
+# What makes a short message lean on the one before: a pronoun standing for its topic ("when
+# does it start?"), or an opening that continues it ("what about premium?", "and on my phone?").
+_BACK_REFERENCE = re.compile(
+    r"^\W*(?:and|also|what about|how about|same for)\b|\b(?:it|its|that|this|they|them)\b",
+    re.IGNORECASE,
+)
+
+
+def refers_back(message: str) -> bool:
+    """Whether `message` points to an earlier topic rather than naming its own (see
+    `_BACK_REFERENCE`): "how long does it take?" yes, "can i watch on my ps5?" no."""
+    return bool(_BACK_REFERENCE.search(message))
+
+
 def _spaced(message: str) -> str:
     """`message` with each run of whitespace as one space: the splitting patterns start at
     whitespace, and a long run would make them try every position in it."""

@@ -4,7 +4,8 @@ Two ways to rank, chosen per KB when the index is built:
 
 - **Hybrid** (any KB): dense sentence embeddings of each entry's question and answer, fused
   by a weighted sum with character n-gram TF-IDF of its question and minsearch's word TF-IDF.
-  The weights were chosen on StackFAQ's dev half (`assistant eval retrieval`, README).
+  The weights were chosen on StackFAQ's dev half (`assistant eval retrieval`, README). An
+  entry with alternate questions scores as its best phrasing.
 - **Intent model** (a KB with intent labels and enough phrasings per intent, like Bitext): a
   linear SVM over character n-grams picks the intent, minsearch ranks inside it.
 
@@ -33,6 +34,7 @@ from sklearn.svm import LinearSVC
 from assistant.knowledge import Document
 from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError
 from assistant.retrieval.query import FUNCTION_WORDS, search_text
+from assistant.retrieval.spelling import Speller
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +303,9 @@ class Retriever:
             else {}
         )
         self.intent_model = self._fit_intent_model(background) if self.labelled else None
+        self.speller = Speller(
+            text for doc in self.documents for text in (*doc.phrasings, doc.response)
+        )
         self._common_words: frozenset[str] = FUNCTION_WORDS
         self._kb_words: frozenset[str] = frozenset()
         if self.documents:
@@ -324,14 +329,20 @@ class Retriever:
     # ----- hybrid ranking -------------------------------------------------------------------
 
     def _fit_hybrid(self, background: Sequence[str], embeddings: EmbeddingCache | None) -> None:
-        self._dense_questions = self._dense_answers = None
+        self._dense_questions = self._dense_answers = self._phrasing_starts = None
         self.hybrid_threshold = self.rescue_threshold = 0.0
         if not self.documents:
             return
         self._char = TfidfVectorizer(
             analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float32
         )
-        questions = [doc.question for doc in self.documents]
+        # Every phrasing of an entry (its question, then its alternates) is a column; an
+        # entry's question score is its best phrasing's, so one close alternate finds it.
+        questions = [text for doc in self.documents for text in doc.phrasings]
+        counts = [len(doc.phrasings) for doc in self.documents]
+        self._phrasing_starts = (
+            np.cumsum([0, *counts[:-1]]) if len(questions) > len(self.documents) else None
+        )
         self._char.fit([*questions, *background])
         self._char_questions = self._char.transform(questions).T.tocsr()
         self._char_query = QueryVectorizer(self._char)
@@ -428,7 +439,7 @@ class Retriever:
         not a function word, and used by fewer than half of the KB's answers, so "the" or "in"
         never counts (see `_fit_common_words`)."""
         shared = self._words(search_text(query)) & self._words(
-            f"{document.question} {document.response}"
+            " ".join((*document.phrasings, document.response))
         )
         return bool(shared - self._common_words)
 
@@ -455,11 +466,15 @@ class Retriever:
         s = self.settings
         columns, values = self._char_query.weights(query)
         scores = s.char_weight * (self._char_questions[columns].T @ values)
+        vector = self.query_vector(query) if vector is None else vector
+        dense = vector is not None and len(vector)
+        if dense:
+            scores += vector @ self._dense_questions
+        if self._phrasing_starts is not None:
+            scores = np.maximum.reduceat(scores, self._phrasing_starts)
         if s.word_weight:
             scores += s.word_weight * self.lexical_scores(query) / sum(s.boosts.values())
-        vector = self.query_vector(query) if vector is None else vector
-        if vector is not None and len(vector):
-            scores += vector @ self._dense_questions
+        if dense:
             scores += s.answer_weight * (vector @ self._dense_answers)
         return scores
 
@@ -488,10 +503,11 @@ class Retriever:
         rows = np.concatenate(list(sample.values()))
         # Each intent's name is one more phrasing: it matters when a KB has only a few.
         names = sorted(self._rows)
-        questions = [self.documents[i].question for i in rows] + [
-            n.replace("_", " ") for n in names
+        phrasings = [
+            (text, self.documents[i].intent) for i in rows for text in self.documents[i].phrasings
         ]
-        labels = np.array([self.documents[i].intent for i in rows] + names)
+        questions = [text for text, _ in phrasings] + [n.replace("_", " ") for n in names]
+        labels = np.array([intent for _, intent in phrasings] + names)
         vectorizer = TfidfVectorizer(
             analyzer="char", ngram_range=(1, 5), sublinear_tf=True, dtype=np.float32
         )
@@ -635,7 +651,7 @@ class Retriever:
 
 def _record(doc: Document) -> dict[str, str]:
     return {
-        "question": doc.question,
+        "question": " ".join(doc.phrasings),
         "response": doc.response,
         "intent_text": doc.intent.replace("_", " "),
         "intent": doc.intent,
