@@ -65,7 +65,7 @@ class Document:
         """The entry's intent label where the KB has one, else its own id (one entry, one topic)."""
         return self.intent or self.id
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -100,9 +100,14 @@ _ALTERNATE_SEPARATOR = re.compile(r"\s*(?:\||\n)\s*")
 
 def alternates(value: object, question: str = "") -> tuple[str, ...]:
     """Alternate questions from a cell or JSON value: a list of strings, or one string
-    separated by `|` or line breaks. Empty ones, repeats and copies of `question` are left
-    out: `"a | b\n| a"` -> `("a", "b")`."""
-    parts = value if isinstance(value, list) else _ALTERNATE_SEPARATOR.split(_clean(value))
+    separated by `|` or line breaks. Empty ones, repeats, copies of `question` and anything
+    but strings (a JSON number or object) are left out: `"a | b\n| a"` -> `("a", "b")`."""
+    if isinstance(value, str):
+        parts = _ALTERNATE_SEPARATOR.split(value)
+    elif isinstance(value, list):
+        parts = [part for part in value if isinstance(part, str)]
+    else:
+        parts = []
     seen = {question.casefold()}
     kept = []
     for part in map(_clean, parts):
@@ -141,8 +146,8 @@ class LoadReport:
 
 
 def deduplicate(docs: Iterable[Document], report: LoadReport | None = None) -> list[Document]:
-    """Drop exact repeats (same question, response and intent), keeping the first; a repeated
-    id gets a numbered suffix, so every kept document has its own id."""
+    """Drop exact repeats (same question, response and intent), keeping the first with its
+    alternates; a repeated id gets a numbered suffix, so every kept document has its own id."""
     report = report if report is not None else LoadReport()
     seen: set[tuple[str, str, str]] = set()
     ids: Counter[str] = Counter()
@@ -202,7 +207,8 @@ def read_csv(path: Path, report: LoadReport | None = None) -> list[Document]:
 
 
 def write_csv(path: Path, docs: Iterable[Document]) -> None:
-    """Write documents in the Bitext format, readable by `read_csv`."""
+    """Write documents in the Bitext format, readable by `read_csv` (which has no place for
+    alternate questions: `eval split` writes Bitext rows)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["instruction", "intent", "category", "tags", "response"])

@@ -195,6 +195,9 @@ def handed_off(history: Sequence[Turn]) -> bool:
 FOLLOW_UP_WORDS = 6
 # A follow-up this confident alone is its own question.
 FOLLOW_UP_SURE = 0.5
+# py3langid's probability of another language above which a message is not spell-corrected:
+# "passwort vergessen" is German at 0.47; none of our 28 English typo questions reaches 0.4.
+SPELLING_OTHER_LANGUAGE = 0.4
 # A message's second question this confident alone is answered too (Assistant._two_topics):
 # at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
 # the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
@@ -413,12 +416,14 @@ class Assistant:
 
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone
-        (out of scope, or below FOLLOW_UP_SURE) and that the previous question makes more
-        confident (a declined question counts as confidence 0) without leaving the topics the
-        follow-up points to:
+        (out of scope, below FOLLOW_UP_SURE, or leaning on the earlier topic with a pronoun or
+        "what about" while it scores below a typical question of the KB) and that the previous
+        question makes more confident (a declined question counts as confidence 0) without
+        leaving the topics the follow-up points to:
 
         - a follow-up in scope alone: the merged top entry is among its own hits, or its entry
-          names a distinctive word of the follow-up;
+          names a distinctive word of the follow-up, or the follow-up leans on the earlier
+          topic ("how long does it take?" after a refund question);
         - a follow-up out of scope alone: its words besides function words are all words the
           KB uses ("for how long?", "is there a limit?"; not "yes" or "?", which have none),
           or the merged top entry names a distinctive word of it, or is already its own best
@@ -432,7 +437,12 @@ class Assistant:
         question of words the KB knows ("what time is it?") is still read as a follow-up."""
         result = self.retriever.search(question, self.k)
         short = len(question.split()) <= FOLLOW_UP_WORDS
-        refers = refers_back(question)
+        # Leaning on the earlier topic counts only for a match weaker than a typical question
+        # of the KB makes: "is it available on xbox?" names its own topic, and finds it well.
+        typical = self.retriever.typical_score
+        refers = bool(
+            typical is not None and result.scope_score < typical and refers_back(question)
+        )
         unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE or refers
         if not (history and short and unsure and result.hits):
             return result
@@ -451,9 +461,23 @@ class Assistant:
             return joined
         return result
 
-    def _handoff_reason(self, question: str, history: Sequence[Turn]) -> str | None:
-        """Why this message goes to a person before any retrieval, or None."""
-        signal = self.signals.detect(question) if self.signals else None
+    def _spelled(self, question: str) -> str:
+        """`question` with its misspellings corrected (`retrieval.spelling`), unless it may be
+        in another language: `foreign_language` lets short messages and ones made mostly of
+        KB words through ("quiero cancelar" would become "quiero cancel"), so any leaning of
+        the identifier toward another language, at SPELLING_OTHER_LANGUAGE, leaves it as is."""
+        code, probability = language_of(question)
+        if code != self.language and probability >= SPELLING_OTHER_LANGUAGE:
+            return question
+        return self.retriever.speller.correct(question)
+
+    def _handoff_reason(
+        self, question: str, history: Sequence[Turn], searched: str | None = None
+    ) -> str | None:
+        """Why this message goes to a person before any retrieval, or None. The signals read
+        `searched` (the message as searched: spelling corrected, or translated) when given;
+        a repeat is the message as asked, since history keeps messages as asked."""
+        signal = self.signals.detect(searched or question) if self.signals else None
         if signal:
             return "requested_human" if signal != FRUSTRATION else "frustration"
         asked = _normalized(question)
@@ -504,12 +528,12 @@ class Assistant:
         # examples in that script more than like the KB's questions.
         language = foreign_language(question, self.language, self._known_words)
         foreign = None if self.multilingual else language
-        searched = question if language else self.retriever.speller.correct(question)
+        searched = question if language else self._spelled(question)
         if foreign and self.translates:
             translation = self._translate(question, answer)
             if translation:
                 searched, foreign = translation, None
-        reason = None if foreign else self._handoff_reason(searched, history)
+        reason = None if foreign else self._handoff_reason(question, history, searched)
         if reason or foreign:
             answer.status, answer.handoff_reason = "handoff", reason or "language"
             prefix = ""
@@ -519,6 +543,8 @@ class Assistant:
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)
+        if not result.in_scope:
+            result = self._a_question_in_scope(searched) or result
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = _sources(result.hits)
@@ -543,11 +569,26 @@ class Assistant:
             return answer, hits, 2
         return answer, [], 0
 
+    def _a_question_in_scope(self, message: str) -> SearchResult | None:
+        """The retrieval of the first question of a message of several that is in scope
+        alone, or None: an off-topic question beside it ("How do I cancel? And what's the
+        weather in Paris?") lowers the whole message's score, and must not decline the
+        question the KB answers."""
+        asked = questions(message)
+        if len(asked) < 2:
+            return None
+        for part in asked:
+            alone = self.retriever.search(part, self.k)
+            if alone.in_scope and alone.hits:
+                return alone
+        return None
+
     def _two_topics(self, question: str, hits: Sequence[Hit]) -> tuple[Hit, Hit] | None:
         """The entries for two questions of the message ("How do I cancel? And will I lose my
         list?"), in the order they are asked, or None. The message's first hit is one; the
         other is the best entry of the first other question that is in scope alone at
-        SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB).
+        SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
+        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`).
         A third question is not answered apart. A statement beside a question ("I was
         charged twice. Can I get a refund?") is not a question of its own (`query.questions`)."""
         asked = questions(question)
@@ -558,7 +599,7 @@ class Assistant:
         own = [result.hits[0].document.topic if result.hits else None for result in tops]
         for position, alone in enumerate(tops):
             if (
-                alone.in_scope
+                self.retriever.in_scope_beside(alone)
                 and alone.hits
                 and alone.confidence >= SECOND_QUESTION_SURE
                 and own[position] != first
@@ -745,7 +786,7 @@ class Assistant:
 
 
 # Bump when the Retriever's pickled state changes shape: older index files are then rebuilt.
-INDEX_FORMAT = 7
+INDEX_FORMAT = 8
 
 
 def _index_path(settings: Settings, documents: Sequence[Document], parts: Sequence[str]) -> Path:

@@ -357,6 +357,30 @@ def test_a_vague_follow_up_is_answered_from_the_earlier_topic(demo, earlier, fol
     assert followed.status == "answered" and followed.intent == first.intent
 
 
+@pytest.mark.parametrize(
+    "earlier, follow_up, entry",
+    [
+        ("how do I cancel my subscription?", "is it available on xbox?", "watch-on-ps5"),
+        ("how do I cancel my subscription?", "also, can I change my password?", "reset-password"),
+        ("Which devices can I watch on?", "how do I cancel it?", "cancel-subscription"),
+    ],
+)
+def test_a_follow_up_with_a_pronoun_that_names_its_own_topic_keeps_it(
+    demo, earlier, follow_up, entry
+):
+    """A reviewer found these answered from the earlier topic once any pronoun let the merged
+    retrieval win: each finds its own entry as well as a typical question of the KB does."""
+    followed = demo.answer(follow_up, history=[Turn(earlier, "...")])
+    assert (followed.status, followed.intent) == ("answered", entry)
+
+
+def test_a_repeated_misspelt_question_is_still_a_repeat(demo):
+    """The repeat is the message as asked: history keeps it uncorrected."""
+    question = "how do i cancle my subscripton"
+    again = demo.answer(question, history=[Turn(question, "...")])
+    assert (again.status, again.handoff_reason) == ("handoff", "frustration")
+
+
 def test_a_follow_up_on_another_aspect_of_the_topic_is_answered_from_it(demo):
     """ "what about premium?" alone finds another entry or none, and the screens entry is not
     among its own hits; it continues the conversation ("what about"), whose entry names

@@ -103,8 +103,9 @@ def questions(message: str) -> list[str]:
 
 # What makes a short message lean on the one before: a pronoun standing for its topic ("when
 # does it start?"), or an opening that continues it ("what about premium?", "and on my phone?").
+# Not "also", which opens a question of its own ("also, can I change my password?").
 _BACK_REFERENCE = re.compile(
-    r"^\W*(?:and|also|what about|how about|same for)\b|\b(?:it|its|that|this|they|them)\b",
+    r"^\W*(?:and|what about|how about|same for)\b|\b(?:it|its|that|this|they|them)\b",
     re.IGNORECASE,
 )
 

@@ -44,6 +44,8 @@ _CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 _WORD = re.compile(r"[^\W\d_]+")
 # Halfway between the two medians, for an encoder that has measured no position of its own.
 DEFAULT_SCOPE_POSITION = 0.5
+# Alternate questions enough for their median to calibrate the hybrid gate.
+MIN_HELD_OUT = 10
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,10 @@ class Retriever:
     def _fit_hybrid(self, background: Sequence[str], embeddings: EmbeddingCache | None) -> None:
         self._dense_questions = self._dense_answers = self._phrasing_starts = None
         self.hybrid_threshold = self.rescue_threshold = 0.0
+        # The median best score of the calibration's in-scope texts: how well a question of
+        # the KB's own typically scores (hybrid ranking only; None for the intent model's).
+        self.typical_score: float | None = None
+        self.scope_floor: float | None = None
         if not self.documents:
             return
         self._char = TfidfVectorizer(
@@ -370,9 +376,14 @@ class Retriever:
         return DEFAULT_SCOPE_POSITION if own is None else own
 
     def _best_scores(
-        self, texts: list[str], cache: EmbeddingCache | None, own: Sequence[int] = ()
+        self,
+        texts: list[str],
+        cache: EmbeddingCache | None,
+        own: Sequence[int] = (),
+        without: Sequence[int] = (),
     ) -> np.ndarray:
-        """Each text's best hybrid score over the KB, leaving out entry `own[i]` for text i."""
+        """Each text's best hybrid score over the KB, leaving out entry `own[i]` for text i,
+        or only its phrasing `without[i]` (a column of the phrasings, see `_fit_hybrid`)."""
         vectors = None
         if cache is not None:
             try:
@@ -382,7 +393,8 @@ class Retriever:
         zero = np.zeros(0, dtype=np.float32)
         best = []
         for i, text in enumerate(texts):
-            scores = self.hybrid_scores(text, vectors[i] if vectors is not None else zero)
+            vector = vectors[i] if vectors is not None else zero
+            scores = self._scores(text, vector, without[i] if without else None)
             if own:
                 scores[own[i]] = -np.inf
             best.append(scores.max() if len(scores) else 0.0)
@@ -391,7 +403,11 @@ class Retriever:
     def _calibrate_hybrid(self, background: list[str], cache: EmbeddingCache | None) -> None:
         """The hybrid gate, from the KB alone: between the background's median best score and
         the median best score of an entry's title against the other entries, and never below
-        the background's `scope_floor_quantile`."""
+        the background's `scope_floor_quantile`. A KB with MIN_HELD_OUT alternate questions
+        or more takes the median best score of an alternate against the KB without it
+        instead: new wordings of known entries, what the gate must let through. Every
+        phrasing gives an off-topic question one more text to come close to; titles against
+        other entries do not show that, and the gate then let more of it through."""
         outside = self._best_scores(background, cache)
         self.rescue_threshold = float(np.quantile(outside, self.settings.rescue_declined))
         if self.labelled:
@@ -402,13 +418,44 @@ class Retriever:
         if len(rows) < 2:
             self.hybrid_threshold = float(np.quantile(outside, 0.9))
             return
-        titles = _without_house_words([self.documents[i].question for i in rows], background)
-        inside = self._best_scores(titles, cache, own=list(rows))
+        held_out = self._alternate_columns()
+        if len(held_out) >= MIN_HELD_OUT:
+            if len(held_out) > self.settings.scope_sample:
+                picked = np.random.default_rng(0).choice(
+                    len(held_out), self.settings.scope_sample, False
+                )
+                held_out = [held_out[i] for i in sorted(picked)]
+            texts = _without_house_words([text for _, text in held_out], background)
+            columns = [column for column, _ in held_out]
+            inside = self._best_scores(texts, cache, without=columns)
+        else:
+            titles = _without_house_words([self.documents[i].question for i in rows], background)
+            inside = self._best_scores(titles, cache, own=list(rows))
         low, high = float(np.median(outside)), float(np.median(inside))
+        self.typical_score = high
+        self.scope_floor = float(np.quantile(outside, self.settings.scope_floor_quantile))
         self.hybrid_threshold = max(
-            low + self.scope_position * max(high - low, 0.0),
-            float(np.quantile(outside, self.settings.scope_floor_quantile)),
+            low + self.scope_position * max(high - low, 0.0), self.scope_floor
         )
+
+    def in_scope_beside(self, result: SearchResult) -> bool:
+        """Whether `result`, a question asked beside an in-scope one (a message's second
+        question), is in scope. The message is already about the KB, so on the hybrid ranking
+        the gate's floor is enough there (the background's `scope_floor_quantile`): "And will
+        I lose my list if I do?" scores 0.58 beside "How do I cancel?" on the demo KB, under
+        its 0.60 gate but over its 0.55 floor, where "And what's the weather in Paris?" scores
+        0.29. The intent model's gate stays as it is."""
+        if self.intent_model is not None or self.scope_floor is None:
+            return result.in_scope
+        return result.scope_score >= self.scope_floor
+
+    def _alternate_columns(self) -> list[tuple[int, str]]:
+        """Every alternate question's column among the phrasings, with its text."""
+        columns, column = [], 0
+        for doc in self.documents:
+            columns += [(column + 1 + i, text) for i, text in enumerate(doc.alternates)]
+            column += len(doc.phrasings)
+        return columns
 
     def _fit_common_words(self) -> None:
         """The words `shares_words` never counts, and every word the KB uses. Never counted:
@@ -435,9 +482,9 @@ class Retriever:
         return set(analyzer(_CONTRACTION.sub(" ", text)))
 
     def shares_words(self, query: str, document: Document) -> bool:
-        """Whether `query` and `document` (its question or answer) share a distinctive word:
-        not a function word, and used by fewer than half of the KB's answers, so "the" or "in"
-        never counts (see `_fit_common_words`)."""
+        """Whether `query` and `document` (its question, alternates or answer) share a
+        distinctive word: not a function word, and used by fewer than half of the KB's
+        answers, so "the" or "in" never counts (see `_fit_common_words`)."""
         shared = self._words(search_text(query)) & self._words(
             " ".join((*document.phrasings, document.response))
         )
@@ -463,6 +510,12 @@ class Retriever:
     def hybrid_scores(self, query: str, vector: np.ndarray | None = None) -> np.ndarray:
         """The hybrid score of every document, in KB order (see the module docstring).
         `vector` is the query's embedding when already known (an empty one: none)."""
+        return self._scores(query, vector)
+
+    def _scores(
+        self, query: str, vector: np.ndarray | None = None, without: int | None = None
+    ) -> np.ndarray:
+        """`hybrid_scores`, leaving out the phrasing in column `without` when given."""
         s = self.settings
         columns, values = self._char_query.weights(query)
         scores = s.char_weight * (self._char_questions[columns].T @ values)
@@ -470,6 +523,8 @@ class Retriever:
         dense = vector is not None and len(vector)
         if dense:
             scores += vector @ self._dense_questions
+        if without is not None:
+            scores[without] = -np.inf
         if self._phrasing_starts is not None:
             scores = np.maximum.reduceat(scores, self._phrasing_starts)
         if s.word_weight:
@@ -503,9 +558,15 @@ class Retriever:
         rows = np.concatenate(list(sample.values()))
         # Each intent's name is one more phrasing: it matters when a KB has only a few.
         names = sorted(self._rows)
-        phrasings = [
-            (text, self.documents[i].intent) for i in rows for text in self.documents[i].phrasings
-        ]
+        # Alternates are more phrasings of their intent, within the same cap per intent.
+        taken: Counter[str] = Counter()
+        phrasings = []
+        for i in rows:
+            intent = self.documents[i].intent
+            for text in self.documents[i].phrasings:
+                if taken[intent] < self.settings.max_train_per_intent:
+                    taken[intent] += 1
+                    phrasings.append((text, intent))
         questions = [text for text, _ in phrasings] + [n.replace("_", " ") for n in names]
         labels = np.array([intent for _, intent in phrasings] + names)
         vectorizer = TfidfVectorizer(

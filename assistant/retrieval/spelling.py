@@ -22,7 +22,9 @@ from importlib.resources import files
 
 from symspellpy import SymSpell, Verbosity
 
-_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*|\S*\d\S*")
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
+# Where a sentence starts: a capital there is not a name's.
+_SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
 _ENGLISH = "frequency_dictionary_en_82_765.txt"
 MIN_LENGTH = 5
 LONG_WORD = 8
@@ -54,6 +56,11 @@ class Speller:
         for word, count in counts.items():
             self._symspell.create_dictionary_entry(word, count)
 
+    def __setstate__(self, state: dict) -> None:
+        # Loaded with a cached index: read the word list now, not at the first question.
+        self.__dict__.update(state)
+        english_words()
+
     def _known_word(self, word: str) -> bool:
         return word in self._known or word in english_words()
 
@@ -65,13 +72,23 @@ class Speller:
         return found[0].term if found else None
 
     def correct(self, message: str) -> str:
-        """`message` with each misspelt word replaced by its KB word, lower-cased where
-        changed.
-        "how do i cancle my subscripton" -> "how do i cancel my subscription"."""
-        words = [w.lower() for w in _WORD.findall(message)]
-        if not words:
-            return message
-        fixes = {w: fix for w in set(words) if (fix := self._correction(w))}
-        if not fixes:
-            return message
-        return _WORD.sub(lambda m: fixes.get(m.group().lower(), m.group()), message)
+        """`message` with each misspelt word replaced by its KB word, in the word's case
+        ("CANCLE" -> "CANCEL"): "how do i cancle my subscripton" -> "how do i cancel my
+        subscription". A capitalised word inside a sentence is a name and stays ("my Gmail
+        account" keeps "Gmail", which the word list lacks)."""
+
+        def fixed(match: re.Match[str]) -> str:
+            word = match.group()
+            name = word[0].isupper() and not word.isupper()
+            if name and not _SENTENCE_START.search(message[: match.start()]):
+                return word
+            fix = self._correction(word.lower())
+            if fix is None:
+                return word
+            return (
+                fix.upper()
+                if word.isupper() and len(word) > 1
+                else (fix.capitalize() if word[0].isupper() else fix)
+            )
+
+        return _WORD.sub(fixed, message)
