@@ -543,8 +543,12 @@ class Assistant:
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)
+        # Each question of a message of several, searched alone once: for the one in scope
+        # when the whole is declined, and for a second topic when it is answered.
+        asked = questions(searched)
+        alone = [self.retriever.search(part, self.k) for part in asked] if len(asked) > 1 else []
         if not result.in_scope:
-            result = self._a_question_in_scope(searched) or result
+            result = next((r for r in alone if r.in_scope and r.hits), result)
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = _sources(result.hits)
@@ -558,7 +562,7 @@ class Assistant:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
             answer.answer = UNSURE_PREFIX + self.replies.handoff
         else:
-            pair = self._two_topics(searched, result.hits)
+            pair = self._two_topics(alone, result.hits)
             if pair is None:
                 return answer, result.hits, 1
             ids = {hit.document.id for hit in pair}
@@ -569,33 +573,24 @@ class Assistant:
             return answer, hits, 2
         return answer, [], 0
 
-    def _a_question_in_scope(self, message: str) -> SearchResult | None:
-        """The retrieval of the first question of a message of several that is in scope
-        alone, or None: an off-topic question beside it ("How do I cancel? And what's the
-        weather in Paris?") lowers the whole message's score, and must not decline the
-        question the KB answers."""
-        asked = questions(message)
-        if len(asked) < 2:
-            return None
-        for part in asked:
-            alone = self.retriever.search(part, self.k)
-            if alone.in_scope and alone.hits:
-                return alone
-        return None
-
-    def _two_topics(self, question: str, hits: Sequence[Hit]) -> tuple[Hit, Hit] | None:
+    def _two_topics(
+        self, tops: Sequence[SearchResult], hits: Sequence[Hit]
+    ) -> tuple[Hit, Hit] | None:
         """The entries for two questions of the message ("How do I cancel? And will I lose my
-        list?"), in the order they are asked, or None. The message's first hit is one; the
-        other is the best entry of the first other question that is in scope alone at
+        list?"), in the order they are asked, or None. `tops` are the retrievals of the
+        message's questions alone, in order (none for a message of one question: a statement
+        beside a question, "I was charged twice. Can I get a refund?", is not a question of
+        its own, `query.questions`). The message's first hit is one entry; the other is the
+        best entry of the first other question that is in scope alone at
         SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
-        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`).
-        A third question is not answered apart. A statement beside a question ("I was
-        charged twice. Can I get a refund?") is not a question of its own (`query.questions`)."""
-        asked = questions(question)
-        if len(asked) < 2:
+        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A third
+        question is not answered apart. A message of several questions that is declined as a
+        whole is answered from the first of them in scope alone (`decide`): an off-topic
+        question beside it ("How do I cancel? And what's the weather in Paris?") lowers the
+        whole message's score."""
+        if len(tops) < 2:
             return None
         first = hits[0].document.topic
-        tops = [self.retriever.search(part, self.k) for part in asked]
         own = [result.hits[0].document.topic if result.hits else None for result in tops]
         for position, alone in enumerate(tops):
             if (
