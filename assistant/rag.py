@@ -38,8 +38,9 @@ from assistant.retrieval import (
     Retriever,
     SearchResult,
     make_encoder,
+    wordllama_encoder,
 )
-from assistant.retrieval.query import questions, refers_back
+from assistant.retrieval.query import questions, refers_back, sentences
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
@@ -202,6 +203,8 @@ SPELLING_OTHER_LANGUAGE = 0.4
 # at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
 # the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
 SECOND_QUESTION_SURE = 0.6
+# The most sentences of a declined message searched alone: a 2,000-character rant has ~200.
+MAX_PARTS = 8
 HISTORY_TURNS = 3
 # A generated answer that repeats this many consecutive letters of its instructions (the
 # system prompt), once case, spacing, punctuation and numbering are taken out, is echoing
@@ -548,7 +551,7 @@ class Assistant:
         asked = questions(searched)
         alone = [self.retriever.search(part, self.k) for part in asked] if len(asked) > 1 else []
         if not result.in_scope:
-            result = next((r for r in alone if r.in_scope and r.hits), result)
+            result = self._part_in_scope(searched, asked, alone, result) or result
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = _sources(result.hits)
@@ -573,6 +576,32 @@ class Assistant:
             return answer, hits, 2
         return answer, [], 0
 
+    def _part_in_scope(
+        self, message: str, asked: list[str], alone: list[SearchResult], whole: SearchResult
+    ) -> SearchResult | None:
+        """For a `message` declined as a whole (`whole`), the best-scoring retrieval of a part
+        that is in scope alone and whose top entry is on the topic the whole message ranked
+        first (entry, or intent on a labelled KB), or None. The rest of a long complaint
+        dilutes its topic under the gate; the agreement keeps a filler part from answering on
+        its own ("Sort it out!" found a spreadsheet-sorting entry on StackFAQ). The parts: its
+        questions, when it asks several (`alone`, the retrievals of `asked`), or one beside
+        statements ("My 8 year old just watched a horror film... How do I restrict what her
+        profile can play?"); else its first MAX_PARTS sentences ("The subtitles are two
+        seconds behind. This has been going on for weeks, fix it!"). A statement is never
+        preferred to a question."""
+        if len(asked) > 1:
+            found = alone
+        else:
+            parts = (asked or sentences(message))[:MAX_PARTS]
+            if not parts or parts == [" ".join(message.split())]:
+                return None
+            found = [self.retriever.search(part, self.k) for part in parts]
+        if not whole.hits:
+            return None
+        topic = whole.hits[0].document.topic
+        found = [r for r in found if r.in_scope and r.hits and r.hits[0].document.topic == topic]
+        return max(found, key=lambda r: r.scope_score) if found else None
+
     def _two_topics(
         self, tops: Sequence[SearchResult], hits: Sequence[Hit]
     ) -> tuple[Hit, Hit] | None:
@@ -585,9 +614,9 @@ class Assistant:
         SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
         in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A third
         question is not answered apart. A message of several questions that is declined as a
-        whole is answered from the first of them in scope alone (`decide`): an off-topic
-        question beside it ("How do I cancel? And what's the weather in Paris?") lowers the
-        whole message's score."""
+        whole may be answered from one of them (`_part_in_scope`): an off-topic question
+        beside it ("How do I cancel? And what's the weather in Paris?") lowers the whole
+        message's score."""
         if len(tops) < 2:
             return None
         first = hits[0].document.topic
@@ -832,6 +861,7 @@ def build_signals(settings: Settings, retriever: Retriever) -> HandoffSignals:
         # as one, and a request for a person must never look like a KB question.
         [doc.question for doc in retriever.documents],
         knowledge.read_lines(settings.out_of_domain),
+        encoder=wordllama_encoder(),
     )
 
 

@@ -126,8 +126,10 @@ class Replies:
                 )
             )
         elif every:
+            # No helpdesk receives the conversation: the reply says where a person is, and
+            # promises no contact ("let me connect you" read as one to a newcomer).
             handoff = (
-                "Let me connect you with a person from our support team. You can reach them "
+                "A person from our support team can help with this. You can reach them "
                 f"{every}{hours}."
             )
         else:

@@ -3,7 +3,10 @@ customer asks for a person, is frustrated with the answers, or writes in another
 
 The person and frustration signals are a linear SVM over character n-grams (which work across
 languages and survive typos), trained on `data/handoff-examples.txt` against the KB's own
-questions and the off-topic background, so a KB question is never mistaken for either.
+questions and the off-topic background, so a KB question is never mistaken for either. Given
+sentence embeddings, a second SVM over the n-grams and the embedding side by side also reads
+frustration: an angry message often shares its meaning with the examples but not its letters
+("ugh, forget it, this is going nowhere" beside "I'm getting nowhere with you").
 Language identification is py3langid (Lui and Baldwin 2012, "langid.py: An Off-the-shelf
 Language Identification Tool").
 """
@@ -15,12 +18,18 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from assistant.retrieval.encoders import EncoderError
 from assistant.retrieval.query import clauses
+
+if TYPE_CHECKING:
+    from assistant.retrieval.encoders import Encoder
 
 HUMAN = "human"
 FRUSTRATION = "frustration"
@@ -35,6 +44,10 @@ MIN_CLAUSE_WORDS = 3
 # support team") scored 0.0-0.4 against the demo KB and StackFAQ, requests ("can I talk to
 # someone", "put me through to a manager") 0.56-0.98.
 CLAUSE_MARGIN = 0.5
+# The embedding's weight beside the n-grams (unit-length rows both) in the second frustration
+# SVM. With WordLlama at 0.5, our 13 frustrated test messages were all handed off (11 by the
+# n-grams alone); at 1.0 and 2.0 more ordinary questions of ours looked frustrated too.
+DENSE_WEIGHT = 0.5
 _NEGATION = re.compile(r"\b(?:not|no|never|without|nobody|nothing)\b|n['\u2019]t\b", re.IGNORECASE)
 
 
@@ -54,7 +67,12 @@ class HandoffSignals:
     """Tells a request for a person (`human`) or `frustration` from any other message.
 
     `detect` returns one of those labels or None. A message needs a positive SVM margin for
-    the label, so it must look more like the examples than like the KB's questions.
+    the label, so it must look more like the examples than like the KB's questions. With an
+    `encoder`, a local one giving unit-length rows (rag.build_signals passes WordLlama's,
+    whatever the retrieval encoder, so the signal is the same on every install), a message
+    the n-grams find nothing in is frustrated when a second SVM, over the n-grams and the
+    embedding, gives frustration a positive margin. An encoder that fails (EncoderError)
+    leaves the n-grams alone.
     """
 
     def __init__(
@@ -63,8 +81,11 @@ class HandoffSignals:
         questions: Sequence[str],
         background: Sequence[str],
         seed: int = 0,
+        encoder: Encoder | None = None,
     ):
         self._model: LinearSVC | None = None
+        self._dense_model: LinearSVC | None = None
+        self._encoder = encoder
         if not examples:
             return
         rng = np.random.default_rng(seed)
@@ -80,13 +101,28 @@ class HandoffSignals:
         # Balanced: a few dozen examples against thousands of questions.
         self._model = LinearSVC(C=1.0, class_weight="balanced").fit(matrix, labels)
         self._classes = list(self._model.classes_)
+        if encoder is not None and FRUSTRATION in self._classes:
+            try:
+                beside = self._with_embeddings(matrix, texts)
+            except EncoderError:
+                return
+            self._dense_model = LinearSVC(C=1.0, class_weight="balanced").fit(beside, labels)
+
+    def _with_embeddings(
+        self, matrix: sparse.csr_matrix, texts: Sequence[str]
+    ) -> sparse.csr_matrix:
+        """The n-gram rows of `texts` with their DENSE_WEIGHT-scaled embeddings beside them.
+        Raises EncoderError when the encoder fails."""
+        assert self._encoder is not None
+        dense = DENSE_WEIGHT * self._encoder.embed(list(texts))
+        return sparse.hstack([matrix, sparse.csr_matrix(dense)], format="csr")
 
     def detect(self, message: str) -> str | None:
         """`human`, `frustration`, or None. A request for a person in one clause of a longer
         message counts ("my card was charged twice, can I talk to someone"): the rest of the
         message would otherwise outweigh it. Frustration is read from the whole message only,
         since an angry clause beside a real question ("This is ridiculous. I was charged
-        twice") is a question to answer."""
+        twice") is a question to answer; with an encoder, by the embedding SVM too."""
         if self._model is None:
             return None
         every = clauses(message)
@@ -101,7 +137,8 @@ class HandoffSignals:
         # same words without it handed off): the message without it is read for that too.
         unmarked = message.rstrip("?？ ")
         texts = [message, unmarked, *parts]
-        margins = self._model.decision_function(self._vectorizer.transform(texts))
+        matrix = self._vectorizer.transform(texts)
+        margins = self._model.decision_function(matrix)
         whole = self._label(margins[0])
         if whole is not None:
             return whole
@@ -110,7 +147,19 @@ class HandoffSignals:
         human = self._classes.index(HUMAN) if HUMAN in self._classes else None
         if human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[2:]):
             return HUMAN
-        return None
+        return FRUSTRATION if self._frustrated(matrix[:1], message) else None
+
+    def _frustrated(self, row: sparse.csr_matrix, message: str) -> bool:
+        """Whether the embedding SVM gives `message` (its n-gram `row`) a positive frustration
+        margin; False without one, or when the encoder fails."""
+        if self._dense_model is None:
+            return False
+        try:
+            beside = self._with_embeddings(row, [message])
+        except EncoderError:
+            return False
+        margins = self._dense_model.decision_function(beside)[0]
+        return bool(margins[self._classes.index(FRUSTRATION)] > 0)
 
     def _label(self, margins: np.ndarray) -> str | None:
         best = int(np.argmax(margins))

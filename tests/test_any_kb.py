@@ -22,9 +22,11 @@ from assistant.llm import ExtractiveProvider
 from assistant.rag import Assistant, Turn, build_retriever, build_signals
 from assistant.replies import kb_topics
 from assistant.retrieval import EmbeddingCache, RetrievalSettings, Retriever, make_encoder
+from assistant.signals import HandoffSignals, read_examples
 from tests.conftest import SHARED_DATA, running_api
 
 STACKFAQ = SHARED_DATA / "stackfaq"
+NO_SHARED = "../shared/data is absent on this machine"
 OUT_OF_SCOPE = SHARED_DATA / "out-of-scope-dev.csv"
 
 ARTICLES = {
@@ -267,6 +269,25 @@ def test_a_repeated_question_is_handed_off(demo):
     history = [Turn("how do I cancel my subscription?", "...")]
     answer = demo.answer("How do I cancel my subscription", history=history)
     assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
+
+
+def test_frustration_worded_unlike_the_examples_is_handed_off(settings, tmp_path):
+    """The n-grams alone read these as ordinary messages: they share their meaning with
+    `data/handoff-examples.txt` ("this isn't getting me anywhere", "not helpful"), not their
+    letters. WordLlama's embedding beside the n-grams carries it, on any KB."""
+    for assistant in (
+        make_assistant(settings, "demo"),
+        make_assistant(settings, str(_library_kb(tmp_path))),
+    ):
+        without = HandoffSignals(
+            read_examples(settings.handoff_examples),
+            [doc.question for doc in assistant.retriever.documents],
+            knowledge.read_lines(settings.out_of_domain),
+        )
+        message = "still broken, thanks for nothing"
+        assert without.detect(message) is None
+        answer = assistant.answer(message)
+        assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
 
 
 def test_ordinary_questions_are_not_handed_off(demo):
@@ -811,12 +832,65 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         # Orders and statements open with an auxiliary too, but not before a subject.
         ("Do not charge me again. Can't log in. How do I cancel?", ["How do I cancel?"]),
         ("rock and roll is what I like", []),
+        # An exclamation, not a question: it once answered the message from new releases.
+        ("Honestly, what a week. Can we have two profiles?", ["Can we have two profiles?"]),
+        ("what a good deal is the yearly plan?", ["what a good deal is the yearly plan?"]),
     ],
 )
 def test_the_questions_a_message_asks(message, asked):
     from assistant.retrieval.query import questions
 
     assert questions(message) == asked
+
+
+@pytest.mark.parametrize(
+    "message, entry",
+    [
+        (
+            "Honestly, what a week. My husband and I argue every night about the remote. "
+            "Can we have separate profiles on one account?",
+            "manage-profiles",
+        ),
+        (
+            "My mother is visiting from Portugal next week. She doesn't speak English and "
+            "wants Portuguese subtitles on everything.",
+            "subtitles-on-off",
+        ),
+    ],
+)
+def test_a_complaint_declined_as_a_whole_is_answered_from_its_part(demo, message, entry):
+    """The rest of a long complaint dilutes its topic under the gate: its question, else its
+    best sentence, in scope alone and agreeing with the whole message's best entry, answers."""
+    assert not demo.retriever.search(message).in_scope
+    answer = demo.answer(message)
+    assert (answer.status, answer.intent) == ("answered", entry)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "bitext-media-dev.csv").is_file(), reason=NO_SHARED)
+def test_a_part_agrees_with_the_whole_by_intent_on_a_labelled_kb(settings):
+    """On a labelled KB the part and the whole rank different entries of one intent: the
+    agreement is on the intent (compared by entry, this was declined)."""
+    bitext = make_assistant(settings, str(SHARED_DATA / "bitext-media-dev.csv"))
+    message = (
+        "How do I reset my password? Also who won the football match last night and what was "
+        "the score?"
+    )
+    assert not bitext.retriever.search(message).in_scope
+    answer = bitext.answer(message)
+    assert (answer.status, answer.intent) == ("answered", "recover_password")
+
+
+@pytest.mark.skipif(not STACKFAQ.is_dir(), reason=NO_SHARED)
+def test_a_declined_message_is_not_answered_from_a_part_on_another_topic(settings):
+    """On StackFAQ, whose entries are not about streaming, "Sort it out!" alone finds a
+    spreadsheet-sorting entry that the whole complaint does not rank first."""
+    library = make_assistant(settings, str(STACKFAQ / "kb.csv"))
+    message = (
+        "Worst evening ever. The sound is out of sync with the picture on every film I put "
+        "on. Sort it out!"
+    )
+    assert library.retriever.search("Sort it out!").in_scope
+    assert library.answer(message).status == "out_of_scope"
 
 
 def test_two_questions_about_two_entries_are_answered_from_both(demo):

@@ -1,6 +1,12 @@
 """Retrieval: ranking a knowledge base for a question (lexical, dense, intent) and its scope."""
 
-from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError, make_encoder
+from assistant.retrieval.encoders import (
+    EmbeddingCache,
+    Encoder,
+    EncoderError,
+    make_encoder,
+    wordllama_encoder,
+)
 from assistant.retrieval.retriever import (
     Hit,
     RetrievalSettings,
@@ -17,4 +23,5 @@ __all__ = [
     "Retriever",
     "SearchResult",
     "make_encoder",
+    "wordllama_encoder",
 ]

@@ -16,6 +16,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -82,6 +83,17 @@ class WordLlamaEncoder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return normalize(self._model.embed(list(texts), norm=False))
+
+
+@functools.cache
+def wordllama_encoder() -> WordLlamaEncoder | None:
+    """The one WordLlama model of the process (retrieval's default encoder, and the handoff
+    signals' whatever the retrieval encoder), or None when the package cannot be loaded."""
+    try:
+        return WordLlamaEncoder()
+    except (ImportError, OSError, ValueError) as exc:
+        log.warning("WordLlama unavailable (%s)", exc)
+        return None
 
 
 class MiniLMEncoder:
@@ -200,11 +212,10 @@ def make_encoder(settings: Settings) -> Encoder | None:
             return MiniLMEncoder()
         except (ImportError, OSError, ValueError) as exc:
             log.warning("the semantic extra did not load (%s); using WordLlama", exc)
-    try:
-        return WordLlamaEncoder()
-    except (ImportError, OSError, ValueError) as exc:
-        log.warning("local embeddings unavailable (%s): retrieval is lexical only", exc)
-        return None
+    encoder = wordllama_encoder()
+    if encoder is None:
+        log.warning("no local embeddings: retrieval is lexical only")
+    return encoder
 
 
 class EmbeddingCache:

@@ -70,9 +70,10 @@ SHOUTED_LETTERS = 8
 
 # What opens a question: a question word, or an auxiliary before its subject ("can I", "does
 # it"; not "can't log in" or "do not charge me", which are statements or orders); and the word
-# that joins a second question to the first.
+# that joins a second question to the first. Not "what a" or "what an", an exclamation ("what
+# a week", "what a joke") unless a question mark says otherwise.
 _OPENER = (
-    r"(?:(?:how|what|what's|when|where|why|which|who)\b"
+    r"(?:(?:how|what(?!\s+an?\b)|what's|when|where|why|which|who)\b"
     r"|(?:can|could|do|does|did|is|are|will|would|should|may|am)\s+"
     r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b)"
 )
@@ -99,6 +100,17 @@ def questions(message: str) -> list[str]:
         if asks and len(_WORDS.findall(part)) >= QUESTION_WORDS:
             found.append(part)
     return found
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(message: str) -> list[str]:
+    """`message`'s sentences of QUESTION_WORDS words or more, in order, each with its runs of
+    whitespace as one space. A sentence ends at ".", "!" or "?" before whitespace, so an
+    abbreviation ("e.g. the app") ends one too: harmless where each part is searched alone."""
+    parts = (part.strip() for part in _SENTENCE_END.split(_spaced(message)))
+    return [part for part in parts if len(_WORDS.findall(part)) >= QUESTION_WORDS]
 
 
 # What makes a short message lean on the one before: a pronoun standing for its topic ("when
