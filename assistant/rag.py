@@ -203,7 +203,8 @@ SPELLING_OTHER_LANGUAGE = 0.4
 # at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
 # the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
 SECOND_QUESTION_SURE = 0.6
-# The most sentences of a declined message searched alone: a 2,000-character rant has ~200.
+# The most parts of a message (questions, or a declined one's sentences) searched alone: a
+# 2,000-character rant has ~200 sentences.
 MAX_PARTS = 8
 HISTORY_TURNS = 3
 # A generated answer that repeats this many consecutive letters of its instructions (the
@@ -548,7 +549,7 @@ class Assistant:
         result = self._search(searched, history)
         # Each question of a message of several, searched alone once: for the one in scope
         # when the whole is declined, and for a second topic when it is answered.
-        asked = questions(searched)
+        asked = questions(searched)[:MAX_PARTS]
         alone = [self.retriever.search(part, self.k) for part in asked] if len(asked) > 1 else []
         if not result.in_scope:
             result = self._part_in_scope(searched, asked, alone, result) or result
@@ -589,6 +590,8 @@ class Assistant:
         profile can play?"); else its first MAX_PARTS sentences ("The subtitles are two
         seconds behind. This has been going on for weeks, fix it!"). A statement is never
         preferred to a question."""
+        if not whole.hits:
+            return None
         if len(asked) > 1:
             found = alone
         else:
@@ -596,8 +599,6 @@ class Assistant:
             if not parts or parts == [" ".join(message.split())]:
                 return None
             found = [self.retriever.search(part, self.k) for part in parts]
-        if not whole.hits:
-            return None
         topic = whole.hits[0].document.topic
         found = [r for r in found if r.in_scope and r.hits and r.hits[0].document.topic == topic]
         return max(found, key=lambda r: r.scope_score) if found else None
@@ -861,7 +862,9 @@ def build_signals(settings: Settings, retriever: Retriever) -> HandoffSignals:
         # as one, and a request for a person must never look like a KB question.
         [doc.question for doc in retriever.documents],
         knowledge.read_lines(settings.out_of_domain),
-        encoder=wordllama_encoder(),
+        # Whatever the retrieval encoder, so the signal is the same on every install; not
+        # where the operator asked for no embeddings at all.
+        encoder=None if settings.embedding_provider == "none" else wordllama_encoder(),
     )
 
 

@@ -21,7 +21,13 @@ from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
 from assistant.rag import Assistant, Turn, build_retriever, build_signals
 from assistant.replies import kb_topics
-from assistant.retrieval import EmbeddingCache, RetrievalSettings, Retriever, make_encoder
+from assistant.retrieval import (
+    EmbeddingCache,
+    RetrievalSettings,
+    Retriever,
+    make_encoder,
+    wordllama_encoder,
+)
 from assistant.signals import HandoffSignals, read_examples
 from tests.conftest import SHARED_DATA, running_api
 
@@ -271,14 +277,11 @@ def test_a_repeated_question_is_handed_off(demo):
     assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
 
 
-def test_frustration_worded_unlike_the_examples_is_handed_off(settings, tmp_path):
+def test_frustration_worded_unlike_the_examples_is_handed_off(demo, settings, tmp_path):
     """The n-grams alone read these as ordinary messages: they share their meaning with
     `data/handoff-examples.txt` ("this isn't getting me anywhere", "not helpful"), not their
     letters. WordLlama's embedding beside the n-grams carries it, on any KB."""
-    for assistant in (
-        make_assistant(settings, "demo"),
-        make_assistant(settings, str(_library_kb(tmp_path))),
-    ):
+    for assistant in (demo, make_assistant(settings, str(_library_kb(tmp_path)))):
         without = HandoffSignals(
             read_examples(settings.handoff_examples),
             [doc.question for doc in assistant.retriever.documents],
@@ -288,6 +291,53 @@ def test_frustration_worded_unlike_the_examples_is_handed_off(settings, tmp_path
         assert without.detect(message) is None
         answer = assistant.answer(message)
         assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
+
+
+def test_a_failing_encoder_leaves_the_frustration_signal_to_the_n_grams(demo, settings):
+    """A stand-in encoder that raises, on purpose (WordLlama, local, does not fail): fitting
+    and reading carry on with the n-grams, as without an encoder."""
+    from assistant.retrieval import EncoderError
+
+    class Failing:
+        name, batch_size, multilingual, scope_position = "failing", 1, False, None
+
+        def __init__(self, fail_from: int):
+            self.calls, self.fail_from = 0, fail_from
+
+        def embed(self, texts):
+            self.calls += 1
+            if self.calls >= self.fail_from:
+                raise EncoderError("down")
+            return wordllama_encoder().embed(texts)
+
+    parts = (
+        read_examples(settings.handoff_examples),
+        [doc.question for doc in demo.retriever.documents],
+        knowledge.read_lines(settings.out_of_domain),
+    )
+    plain = HandoffSignals(*parts)
+    messages = ["still broken, thanks for nothing", "that didn't help", "can I talk to a person"]
+    for fail_from in (1, 2):  # while fitting; then at the first message read
+        signals = HandoffSignals(*parts, encoder=Failing(fail_from))
+        assert [signals.detect(m) for m in messages] == [plain.detect(m) for m in messages]
+    assert plain.detect(messages[0]) is None
+
+
+def test_a_long_declined_message_searches_at_most_max_parts_sentences(demo, monkeypatch):
+    from assistant.rag import MAX_PARTS
+
+    rant = " ".join(f"Line {i} of my long story about the weather today." for i in range(20))
+    searched: list[str] = []
+    search = demo.retriever.search
+
+    def counting(query, k=5):
+        searched.append(query)
+        return search(query, k)
+
+    monkeypatch.setattr(demo.retriever, "search", counting)
+    assert demo.answer(rant).status == "out_of_scope"
+    # The whole message, then its first MAX_PARTS sentences.
+    assert len(searched) == 1 + MAX_PARTS
 
 
 def test_ordinary_questions_are_not_handed_off(demo):
@@ -439,9 +489,7 @@ def test_a_follow_up_declined_alone_needs_no_confidence_to_beat(settings):
     assert (followed.status, followed.intent) == ("answered", "screens")
 
 
-needs_shared = pytest.mark.skipif(
-    not STACKFAQ.is_dir(), reason="../shared/data is absent on this machine"
-)
+needs_shared = pytest.mark.skipif(not STACKFAQ.is_dir(), reason=NO_SHARED)
 
 
 @needs_shared
@@ -880,7 +928,7 @@ def test_a_part_agrees_with_the_whole_by_intent_on_a_labelled_kb(settings):
     assert (answer.status, answer.intent) == ("answered", "recover_password")
 
 
-@pytest.mark.skipif(not STACKFAQ.is_dir(), reason=NO_SHARED)
+@needs_shared
 def test_a_declined_message_is_not_answered_from_a_part_on_another_topic(settings):
     """On StackFAQ, whose entries are not about streaming, "Sort it out!" alone finds a
     spreadsheet-sorting entry that the whole complaint does not rank first."""

@@ -240,6 +240,7 @@ def test_without_a_webhook_nothing_is_queued_and_the_reply_names_the_channels(
     assert body["status"] == "handoff"
     # No promise of a reply nobody will send; where to reach a person instead.
     assert "will reply" not in body["answer"]
+    assert "connect you" not in body["answer"].lower()
     assert "support@lumenstream.example" in body["answer"]
     assert _jobs(own_database, "handoff") == []
     assert _row(own_database, body["conversation_id"])["handoff_delivery"] is None
