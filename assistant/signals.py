@@ -177,6 +177,9 @@ def _script(char: str) -> str:
     return name.split(" ")[0] if name else ""
 
 
+# A message is classified twice on its way (`foreign_language`, then the speller's guard in
+# rag.Assistant): the second time is a lookup.
+@functools.lru_cache(maxsize=256)
 def language_of(text: str) -> tuple[str, float]:
     """`(ISO 639-1 code, probability)` of the text's language, by py3langid."""
     code, probability = _identifier().classify(text)

@@ -340,6 +340,25 @@ def test_a_long_declined_message_searches_at_most_max_parts_sentences(demo, monk
     assert len(searched) == 1 + MAX_PARTS
 
 
+def test_a_message_is_classified_by_language_once(demo, monkeypatch):
+    """`foreign_language` and the speller's guard both ask for the message's language."""
+    from assistant import signals
+
+    calls: list[str] = []
+    identifier = signals._identifier()
+
+    class Counting:
+        def classify(self, text):
+            calls.append(text)
+            return identifier.classify(text)
+
+    monkeypatch.setattr(signals, "_identifier", Counting)
+    message = "grandmother reckons telly programmes nowadays rubbish honestly"
+    # Mostly words the KB lacks, in Latin letters: `foreign_language` asks py3langid too.
+    assert demo.answer(message).status == "out_of_scope"
+    assert calls.count(message) == 1
+
+
 def test_ordinary_questions_are_not_handed_off(demo):
     for question in ("how do I cancel my subscription?", "my card was charged twice"):
         assert demo.answer(question).status == "answered", question
