@@ -9,7 +9,7 @@ _CANARY = "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))
 
 def canary() -> str:
     """A random word of 16 letters, new in every process, written into the answer prompt: an
-    answer that carries it is repeating the prompt, and is never sent (rag.Instructions)."""
+    answer that carries it is repeating the prompt, and is never sent (llm.echo.Instructions)."""
     return _CANARY
 
 

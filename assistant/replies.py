@@ -7,12 +7,14 @@ every reply, by `Profile.fill`.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assistant.knowledge import Document, Profile, humanize
+from assistant.retrieval.query import FUNCTION_WORDS
 
 # The profile's contact channels, in the order the replies name them.
 CHANNELS = {
@@ -32,6 +34,7 @@ TALK_NOW = ("LIVE_CHAT_URL", "CUSTOMER_SUPPORT_PHONE")
 TOPICS_NAMED = 12
 EXAMPLES_NAMED = 3
 EXAMPLE_WIDTH = 60
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def listing(items: Sequence[str], conjunction: str) -> str:
@@ -58,16 +61,30 @@ def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
 
 
 def example_questions(documents: Sequence[Document], count: int = EXAMPLES_NAMED) -> list[str]:
-    """The shortest question of each of `count` equal runs of the KB, shortened to
-    EXAMPLE_WIDTH: spread over the whole KB, since a FAQ's first rows are often all one area
-    (billing), and short enough to read in one sentence. The same KB gives the same ones."""
+    """One question from each of `count` equal runs of the KB, shortened to EXAMPLE_WIDTH:
+    spread over the whole KB, since a FAQ's first rows are often all one area (billing). From
+    each run, the shortest question (short enough to read in one sentence) that shares no
+    content word with the ones already taken, so two examples do not show one topic ("How do
+    credits work?" and "Do my credits expire?"); the shortest, when every one does. The same
+    KB gives the same ones."""
     taken = min(count, len(documents))
     runs = [
         documents[i * len(documents) // taken : (i + 1) * len(documents) // taken]
         for i in range(taken)
     ]
-    shortest = [min(run, key=lambda doc: len(doc.question)).question for run in runs]
-    return [_shortened(title) for title in shortest]
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for run in runs:
+        by_length = sorted((doc.question for doc in run), key=len)
+        fresh = next((q for q in by_length if not _content_words(q) & seen), by_length[0])
+        chosen.append(fresh)
+        seen |= _content_words(fresh)
+    return [_shortened(title) for title in chosen]
+
+
+def _content_words(text: str) -> set[str]:
+    """`text`'s lower-cased words besides function words (`query.FUNCTION_WORDS`)."""
+    return set(_WORD.findall(text.lower())) - FUNCTION_WORDS
 
 
 def _shortened(title: str) -> str:
@@ -109,7 +126,7 @@ class Replies:
             "I'm sorry, I can't help with that: I'm the {{COMPANY_NAME}} support assistant. I "
             f"can help with {topics}. "
             + (
-                f"For anything else, you can reach our team {every}."
+                f"For anything else, you can reach our team {every}{hours}."
                 if every
                 else "For anything else, please contact our team directly."
             )

@@ -378,11 +378,14 @@ def test_decline_names_the_kbs_own_topics(demo):
 
 def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):
     """A FAQ without categories whose first rows are all billing: the decline quotes a few
-    short questions from its start, middle and end in one sentence, the same every time."""
+    short questions on different topics from its start, middle and end in one sentence, the
+    same every time, and gives the support hours with the contacts."""
     rows = [(f"Billing question {n}, about charges and the invoice?", "Yes.") for n in range(9)]
     rows.insert(4, ("Can I get a refund?", "Within 14 days."))
     rows += [(f"Listening question {n}, about playlists and songs?", "Yes.") for n in range(9)]
     rows.insert(15, ("How do I see lyrics?", "Tap the song."))
+    # Shorter still, but on the first example's topic: the run's next-shortest is quoted.
+    rows.insert(12, ("Refund for a song?", "No."))
     rows += [(f"Devices question {n}, about smart speakers and cars?", "Yes.") for n in range(9)]
     rows.append(("Why am I hearing ads?", "On the free plan."))
     path = tmp_path / "faq.csv"
@@ -395,6 +398,7 @@ def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(sett
         'I can help with questions such as "Can I get a refund?", "How do I see lyrics?" and '
         '"Why am I hearing ads?". For anything else'
     ) in answer.answer
+    assert answer.answer.endswith(f"({faq.profile.placeholders['CUSTOMER_SUPPORT_HOURS']}).")
     long = knowledge.Document("x", "word " * 40, "answer", "", "")
     shortened = kb_topics([long]).removeprefix('questions such as "')
     assert shortened.endswith('word…"') and len(shortened) <= 61

@@ -24,13 +24,8 @@ import requests
 from assistant import knowledge, prompts
 from assistant.config import MAX_BODY_BYTES, Settings
 from assistant.llm import Completion, make_provider
-from assistant.rag import (
-    Assistant,
-    InstructionsEchoed,
-    Retraction,
-    build_messages,
-    instructions_of,
-)
+from assistant.llm.echo import InstructionsEchoed, instructions_of
+from assistant.rag import Assistant, Retraction, build_messages
 from tests.conftest import LABELLED_KB, sse_events
 from tests.test_providers import llama_server, model_dir  # noqa: F401 (fixtures)
 from tests.test_server import served  # noqa: F401 (fixture)
@@ -442,7 +437,7 @@ def test_prompt_injection_against_the_bundled_model(
     print("prompt-injection outcomes:", outcomes)
 
 
-# --- The guard itself (rag.py), deterministic ---------------------------------------------------
+# --- The guard itself (llm/echo.py), deterministic --------------------------------------------
 
 
 class Scripted:
