@@ -381,6 +381,20 @@ class Assistant:
             return "frustration"
         return None
 
+    def _angry_question(self, message: str, history: Sequence[Turn]) -> bool:
+        """Whether a message read as frustrated is a complaint to answer: it asks a question
+        that is in scope on its own (`query.questions`, at most MAX_PARTS), and it does not
+        follow an answer or a decline, so the anger is at the company's service, not at the
+        assistant's last reply ("I've tried to cancel three times and I'm sick of it. Just
+        tell me how to cancel"). After a reply, "that didn't help, how do I cancel?" is still
+        handed off. The whole message is not enough: on an 8-entry FAQ, "forget it" found
+        the password entry."""
+        if history and history[-1].status in ("answered", "out_of_scope"):
+            return False
+        return any(
+            self.retriever.search(part, self.k).in_scope for part in questions(message)[:MAX_PARTS]
+        )
+
     def _contact_after_handoff(self, question: str, history: Sequence[Turn]) -> str | None:
         """The emails and phone numbers (E.164) of `question`, joined for the reply, when the
         session was handed off to a helpdesk that gets them; else None. The whole message is
@@ -430,6 +444,8 @@ class Assistant:
             if translation:
                 searched, foreign = translation, None
         reason = None if foreign else self._handoff_reason(question, history, searched)
+        if reason == "frustration" and self._angry_question(searched, history):
+            reason = None
         if reason or foreign:
             answer.status, answer.handoff_reason = "handoff", reason or "language"
             prefix = ""

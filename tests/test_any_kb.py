@@ -278,19 +278,72 @@ def test_a_repeated_question_is_handed_off(demo):
 
 
 def test_frustration_worded_unlike_the_examples_is_handed_off(demo, settings, tmp_path):
-    """The n-grams alone read these as ordinary messages: they share their meaning with
-    `data/handoff-examples.txt` ("this isn't getting me anywhere", "not helpful"), not their
-    letters. WordLlama's embedding beside the n-grams carries it, on any KB."""
+    """The n-grams alone read this as an ordinary message: it shares its meaning with
+    `data/handoff-examples.txt` ("what a waste of time"), not its letters. WordLlama's
+    embedding beside the n-grams carries it, on any KB. ("still broken, thanks for nothing"
+    was such a message until the examples of exasperation were added.)"""
     for assistant in (demo, make_assistant(settings, str(_library_kb(tmp_path)))):
         without = HandoffSignals(
             read_examples(settings.handoff_examples),
             [doc.question for doc in assistant.retriever.documents],
             knowledge.read_lines(settings.out_of_domain),
         )
-        message = "still broken, thanks for nothing"
+        message = "well that was a complete waste of my time"
         assert without.detect(message) is None
         answer = assistant.answer(message)
         assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "I've wasted my entire afternoon on this",
+        "honestly I'm so done with this chat",
+        "I'm fed up, I'm going round in circles here",
+    ],
+)
+def test_exasperation_without_a_question_is_handed_off(demo, message):
+    """Exasperation at the time lost, not only at the answers ("that didn't help"): a
+    newcomer's "I've been trying to sort this out for an hour and I'm fed up" was declined."""
+    answer = demo.answer(message)
+    assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["I'm not sure how to change a tyre, can you help me", "I'm wanting you to pick a number"],
+)
+def test_an_off_topic_request_in_the_first_person_is_declined_not_handed_off(demo, message):
+    """Examples of exasperation worded "I'm fed up ...", "I'm at the end of my tether ..." taught
+    the n-grams that "I'm" itself is frustrated: these were handed off, and 4 more of CLINC150's
+    off-topic questions on the StackFAQ KB. The examples leave the pronoun out."""
+    assert demo.answer(message).status == "out_of_scope"
+
+
+@pytest.mark.parametrize(
+    "message, entry",
+    [
+        (
+            "I've tried to cancel three times and I keep going round in circles, I'm sick "
+            "of it. Just tell me how to cancel",
+            "cancel-subscription",
+        ),
+        (
+            "This is ridiculous, I'm at the end of my tether. Why was I charged twice?",
+            "double-charge",
+        ),
+    ],
+)
+def test_a_frustrated_first_message_that_asks_something_in_scope_is_answered(demo, message, entry):
+    """Read as frustrated, but its anger is at the service and its question is one the KB
+    answers: it is answered. After an answer or a decline the same message is frustration
+    with the assistant's reply, and goes to a person."""
+    assert demo.signals.detect(message) == "frustration"
+    answer = demo.answer(message)
+    assert (answer.status, answer.intent) == ("answered", entry)
+    for status in ("answered", "out_of_scope"):
+        after = demo.answer(message, history=[Turn("how do I cancel?", "...", status)])
+        assert (after.status, after.handoff_reason) == ("handoff", "frustration")
 
 
 def test_a_failing_encoder_leaves_the_frustration_signal_to_the_n_grams(demo, settings):
@@ -316,7 +369,11 @@ def test_a_failing_encoder_leaves_the_frustration_signal_to_the_n_grams(demo, se
         knowledge.read_lines(settings.out_of_domain),
     )
     plain = HandoffSignals(*parts)
-    messages = ["still broken, thanks for nothing", "that didn't help", "can I talk to a person"]
+    messages = [
+        "well that was a complete waste of my time",
+        "that didn't help",
+        "can I talk to a person",
+    ]
     for fail_from in (1, 2):  # while fitting; then at the first message read
         signals = HandoffSignals(*parts, encoder=Failing(fail_from))
         assert [signals.detect(m) for m in messages] == [plain.detect(m) for m in messages]
@@ -906,6 +963,9 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         # An exclamation, not a question: it once answered the message from new releases.
         ("Honestly, what a week. Can we have two profiles?", ["Can we have two profiles?"]),
         ("what a good deal is the yearly plan?", ["what a good deal is the yearly plan?"]),
+        # A request for an answer asks a question too; "tell me about it" asks none.
+        ("I'm sick of it. Just tell me how to cancel!!", ["Just tell me how to cancel!!"]),
+        ("tell me about it, the app is so slow", []),
     ],
 )
 def test_the_questions_a_message_asks(message, asked):

@@ -68,14 +68,16 @@ _WORDS = re.compile(r"\w+")
 SHOUTED_LETTERS = 8
 
 
-# What opens a question: a question word, or an auxiliary before its subject ("can I", "does
-# it"; not "can't log in" or "do not charge me", which are statements or orders); and the word
-# that joins a second question to the first. Not "what a" or "what an", an exclamation ("what
-# a week", "what a joke") unless a question mark says otherwise.
+# What opens a question: a question word, an auxiliary before its subject ("can I", "does
+# it"; not "can't log in" or "do not charge me", which are statements or orders), or a request
+# for the answer to one ("just tell me how to cancel"); and the word that joins a second
+# question to the first. Not "what a" or "what an", an exclamation ("what a week", "what a
+# joke") unless a question mark says otherwise.
 _OPENER = (
     r"(?:(?:how|what(?!\s+an?\b)|what's|when|where|why|which|who)\b"
     r"|(?:can|could|do|does|did|is|are|will|would|should|may|am)\s+"
-    r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b)"
+    r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b"
+    r"|(?:(?:just|please|so)\s+)?(?:tell|show)\s+me\s+(?:how|what|when|where|why|which|if|whether)\b)"
 )
 _JOINER = r"(?:and|also|plus)\s+"
 _QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
