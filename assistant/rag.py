@@ -381,19 +381,23 @@ class Assistant:
             return "frustration"
         return None
 
-    def _angry_question(self, message: str, history: Sequence[Turn]) -> bool:
-        """Whether a message read as frustrated is a complaint to answer: it asks a question
-        that is in scope on its own (`query.questions`, at most MAX_PARTS), and it does not
-        follow an answer or a decline, so the anger is at the company's service, not at the
-        assistant's last reply ("I've tried to cancel three times and I'm sick of it. Just
-        tell me how to cancel"). After a reply, "that didn't help, how do I cancel?" is still
-        handed off. The whole message is not enough: on an 8-entry FAQ, "forget it" found
-        the password entry."""
-        if history and history[-1].status in ("answered", "out_of_scope"):
-            return False
-        return any(
-            self.retriever.search(part, self.k).in_scope for part in questions(message)[:MAX_PARTS]
-        )
+    def _angry_question(
+        self, asked: list[str], alone: list[SearchResult], history: Sequence[Turn]
+    ) -> SearchResult | None:
+        """For a message read as frustrated, the retrieval of its best-scoring question that
+        is in scope on its own (`asked`, the message's questions; `alone`, their retrievals
+        when there are several), when the message opens the conversation (small talk aside);
+        else None. Its anger is then at the company's service, not at the assistant's replies
+        ("I've tried to cancel three times and I'm sick of it. Just tell me how to cancel"),
+        and the message is answered: as a whole, or from this question when the whole is
+        declined. After any other turn it goes to a person, as does a repeated question.
+        The whole message in scope is not enough: on an 8-entry FAQ, "forget it" found the
+        password entry."""
+        if any(turn.status != "small_talk" for turn in history):
+            return None
+        found = alone or [self.retriever.search(part, self.k) for part in asked]
+        found = [result for result in found if result.in_scope and result.hits]
+        return max(found, key=lambda result: result.scope_score) if found else None
 
     def _contact_after_handoff(self, question: str, history: Sequence[Turn]) -> str | None:
         """The emails and phone numbers (E.164) of `question`, joined for the reply, when the
@@ -444,7 +448,17 @@ class Assistant:
             if translation:
                 searched, foreign = translation, None
         reason = None if foreign else self._handoff_reason(question, history, searched)
-        if reason == "frustration" and self._angry_question(searched, history):
+        # Each question of a message of several, searched alone once: for an angry message's
+        # question, for the one in scope when the whole is declined, and for a second topic
+        # when it is answered.
+        asked = questions(searched)[:MAX_PARTS]
+        alone = (
+            [self.retriever.search(part, self.k) for part in asked]
+            if len(asked) > 1 and not foreign
+            else []
+        )
+        angry = self._angry_question(asked, alone, history) if reason == "frustration" else None
+        if angry is not None:
             reason = None
         if reason or foreign:
             answer.status, answer.handoff_reason = "handoff", reason or "language"
@@ -455,10 +469,11 @@ class Assistant:
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)
-        # Each question of a message of several, searched alone once: for the one in scope
-        # when the whole is declined, and for a second topic when it is answered.
-        asked = questions(searched)[:MAX_PARTS]
-        alone = [self.retriever.search(part, self.k) for part in asked] if len(asked) > 1 else []
+        # The rest of a rant can take the whole message under the gate; its question is in
+        # scope alone. The whole is kept when in scope: "Just tell me how to actually cancel
+        # this thing before you charge me again!!" alone finds the refund entry.
+        if angry is not None and not result.in_scope:
+            result = angry
         if not result.in_scope:
             result = self._part_in_scope(searched, asked, alone, result) or result
         answer.intent, answer.category = result.intent, result.category

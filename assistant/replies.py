@@ -35,6 +35,9 @@ TOPICS_NAMED = 12
 EXAMPLES_NAMED = 3
 EXAMPLE_WIDTH = 60
 _WORD = re.compile(r"[^\W\d_]+")
+# "what's", "can't", "don't": function words, which split at the apostrophe would leave a
+# content-looking half.
+_CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 
 
 def listing(items: Sequence[str], conjunction: str) -> str:
@@ -83,8 +86,9 @@ def example_questions(documents: Sequence[Document], count: int = EXAMPLES_NAMED
 
 
 def _content_words(text: str) -> set[str]:
-    """`text`'s lower-cased words besides function words (`query.FUNCTION_WORDS`)."""
-    return set(_WORD.findall(text.lower())) - FUNCTION_WORDS
+    """`text`'s lower-cased words besides contractions and function words
+    (`query.FUNCTION_WORDS`)."""
+    return set(_WORD.findall(_CONTRACTION.sub(" ", text.lower()))) - FUNCTION_WORDS
 
 
 def _shortened(title: str) -> str:

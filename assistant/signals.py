@@ -140,12 +140,15 @@ class HandoffSignals:
         matrix = self._vectorizer.transform(texts)
         margins = self._model.decision_function(matrix)
         whole = self._label(margins[0])
+        human = self._classes.index(HUMAN) if HUMAN in self._classes else None
+        asks = human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[2:])
+        # A clear request for a person says what to do, where frustration beside it only says
+        # why ("I've asked three times, put me through to a manager").
+        if whole == HUMAN or (whole == FRUSTRATION and asks):
+            return HUMAN
         if whole is not None:
             return whole
-        if self._label(margins[1]) == HUMAN:
-            return HUMAN
-        human = self._classes.index(HUMAN) if HUMAN in self._classes else None
-        if human is not None and any(row[human] > CLAUSE_MARGIN for row in margins[2:]):
+        if self._label(margins[1]) == HUMAN or asks:
             return HUMAN
         return FRUSTRATION if self._frustrated(matrix[:1], message) else None
 

@@ -336,14 +336,25 @@ def test_an_off_topic_request_in_the_first_person_is_declined_not_handed_off(dem
 )
 def test_a_frustrated_first_message_that_asks_something_in_scope_is_answered(demo, message, entry):
     """Read as frustrated, but its anger is at the service and its question is one the KB
-    answers: it is answered. After an answer or a decline the same message is frustration
-    with the assistant's reply, and goes to a person."""
+    answers: it is answered, after small talk too. After an answer, a decline or a handoff
+    the same message is frustration with the assistant, and goes to a person."""
     assert demo.signals.detect(message) == "frustration"
-    answer = demo.answer(message)
-    assert (answer.status, answer.intent) == ("answered", entry)
-    for status in ("answered", "out_of_scope"):
+    for history in ([], [Turn("hi", "Hello!", "small_talk")]):
+        answer = demo.answer(message, history=history)
+        assert (answer.status, answer.intent) == ("answered", entry)
+    for status in ("answered", "out_of_scope", "handoff"):
         after = demo.answer(message, history=[Turn("how do I cancel?", "...", status)])
         assert (after.status, after.handoff_reason) == ("handoff", "frustration")
+
+
+def test_a_repeated_question_is_handed_off_after_small_talk_or_a_handoff(demo):
+    """A repeat is frustration whatever came between: the rule that answers an angry first
+    message's question must not answer it (a reviewer found it did after small talk)."""
+    question = "how do I cancel my subscription?"
+    for statuses in (["answered", "small_talk"], ["handoff"], ["abandoned"]):
+        history = [Turn(question if i == 0 else "hi", "...", s) for i, s in enumerate(statuses)]
+        answer = demo.answer(question, history=history)
+        assert (answer.status, answer.handoff_reason) == ("handoff", "frustration")
 
 
 def test_a_failing_encoder_leaves_the_frustration_signal_to_the_n_grams(demo, settings):
@@ -466,6 +477,21 @@ def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(sett
         == 'questions such as "' + ("如何取消我的订阅并获得退款" * 6)[:59] + '…"'
     )
     assert make_assistant(settings, str(path)).replies == faq.replies
+
+
+def test_decline_examples_do_not_count_a_contraction_as_a_shared_topic():
+    """Split at the apostrophe, "What's" would leave "s", and "What's a profile?" and "What's
+    the price?" would look like one topic (a reviewer's case)."""
+    from assistant.replies import example_questions
+
+    titles = ["What's a profile?", "A much longer first question", "What's the price?"]
+    titles += ["Another much longer question", "Which devices work?", "The longest one here"]
+    docs = [knowledge.Document(str(n), title, "a", "", "") for n, title in enumerate(titles)]
+    assert example_questions(docs) == [
+        "What's a profile?",
+        "What's the price?",
+        "Which devices work?",
+    ]
 
 
 def test_follow_ups_do_not_inherit_an_unrelated_topic(demo):
