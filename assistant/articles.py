@@ -4,11 +4,17 @@ split into sections at its headings.
 A section's id is `<path relative to the folder>#<GitHub-style slug of its heading>`
 (`billing.md#refunds`), its question is the heading, its text the section's body and its
 category the article's title. A Markdown file's YAML front matter may give `title`, `url` and
-`category`; an HTML file's `<title>` and `<link rel="canonical">` do the same.
+`category`; an HTML file's `<title>` and `<link rel="canonical">` do the same. Markdown front
+matter may also give sections alternate questions (customers' own wording, as a CSV's
+`alternates` column does), under the section's anchor:
+
+    alternates:
+      payment-methods: ["do you take paypal?", "can I pay with apple pay?"]
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +24,9 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
-from assistant.knowledge import Document, KnowledgeBaseError, read_text
+from assistant.knowledge import Document, KnowledgeBaseError, alternates, read_text
+
+log = logging.getLogger(__name__)
 
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
@@ -39,12 +47,14 @@ class Section:
 @dataclass
 class Article:
     """One parsed file: its title, URL, category and sections (the text before the first
-    heading is a section named after the article)."""
+    heading is a section named after the article), and alternate questions by section anchor
+    (a list of strings, or one string separated by `|`)."""
 
     title: str
     url: str = ""
     category: str = ""
     sections: list[Section] = field(default_factory=list)
+    alternates: dict[str, object] = field(default_factory=dict)
 
 
 def parse_markdown(text: str, fallback_title: str) -> Article:
@@ -66,6 +76,9 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
     article = Article(
         str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
     )
+    extra = meta.get("alternates")
+    if isinstance(extra, dict):
+        article.alternates = {str(anchor).lstrip("#"): value for anchor, value in extra.items()}
     current = Section("")
     row = 0
     while row < len(lines):
@@ -166,15 +179,25 @@ def article_documents(article: Article, relative: str) -> list[Document]:
             anchor = f"{anchor}-{seen}" if seen else anchor
         doc_id = f"{relative}#{anchor}" if anchor else relative
         url = f"{article.url}#{anchor}" if article.url and anchor else article.url
+        question = section.heading or article.title
         docs.append(
             Document(
                 id=doc_id,
-                question=section.heading or article.title,
+                question=question,
                 response=body,
                 intent="",
                 category=article.category or article.title,
                 url=url,
+                alternates=alternates(article.alternates.get(anchor), question) if anchor else (),
             )
+        )
+    unknown = set(article.alternates) - {doc.id.partition("#")[2] for doc in docs}
+    if unknown:
+        log.warning(
+            "%s: alternates for %s, which name no section (a section's anchor is its id after "
+            "'#'; `assistant ingest --kb FOLDER --ids` lists them)",
+            relative,
+            ", ".join(sorted(unknown)),
         )
     return docs
 

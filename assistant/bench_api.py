@@ -50,6 +50,8 @@ HOST = "127.0.0.1"
 WARMUP_SECONDS = 2.0
 # Building the intent model on 25,000 documents takes seconds; a first embedded cluster more.
 STARTUP_TIMEOUT = 180.0
+# Seconds a GET /health may take while waiting for the server to start.
+HEALTH_TIMEOUT = 2.0
 # Rows are written before /question answers; this covers replies in flight when the load ended.
 SETTLE_SECONDS = 1.0
 # A few off-topic questions, so the out-of-scope path is part of the mix as it is in real traffic.
@@ -432,7 +434,9 @@ def _wait_until_ready(process: subprocess.Popen, port: int, workers: int, log: P
         if process.poll() is not None:
             raise BenchError(f"the server exited:\n{_tail(log)}")
         try:
-            health = AssistantClient(f"http://{HOST}:{port}").health()
+            # A short read: while a server on a taken port is failing, whatever holds the
+            # port may accept the connection and never answer (120 s at the default).
+            health = AssistantClient(f"http://{HOST}:{port}", read_timeout=HEALTH_TIMEOUT).health()
         except ApiError:
             health = None
         if health and len(psutil.Process(process.pid).children()) == workers:

@@ -98,6 +98,25 @@ def test_article_folder_sections_get_path_and_slug_ids(articles):
     assert docs["devices.html#smart-tvs"].url == "https://help.example/devices#smart-tvs"
 
 
+def test_markdown_front_matter_gives_sections_alternate_questions(tmp_path, caplog):
+    """A help centre's missed wordings go in the article's front matter, under the section's
+    anchor (a newcomer found no way to add them to a folder KB); one naming no section is
+    reported, not dropped silently."""
+    (tmp_path / "billing.md").write_text(
+        "---\ntitle: Billing\nalternates:\n"
+        '  payment-methods: ["do you take paypal?", "Payment methods"]\n'
+        '  "#refunds": "money back? | can I get a refund"\n'
+        "  pricing: how much is it\n---\n"
+        "## Payment methods\nWe accept cards.\n\n## Refunds\nWithin 14 days.\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING", logger="assistant.articles"):
+        docs = {doc.id: doc for doc in knowledge.read_file(tmp_path)}
+    assert docs["billing.md#payment-methods"].alternates == ("do you take paypal?",)
+    assert docs["billing.md#refunds"].alternates == ("money back?", "can I get a refund")
+    assert "pricing" in caplog.text and "payment-methods" not in caplog.text
+
+
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):
     path = tmp_path / "kb.csv"
     path.write_bytes("question,answer\nCómo pago?,Con tarjeta.\n".encode("latin-1"))
