@@ -454,7 +454,8 @@ class Assistant:
         asked = questions(searched)[:MAX_PARTS]
         alone = (
             [self.retriever.search(part, self.k) for part in asked]
-            if len(asked) > 1 and not foreign
+            # Not for a message already going to a person for its language or a request.
+            if len(asked) > 1 and not foreign and reason in (None, "frustration")
             else []
         )
         angry = self._angry_question(asked, alone, history) if reason == "frustration" else None

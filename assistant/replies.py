@@ -7,14 +7,13 @@ every reply, by `Profile.fill`.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assistant.knowledge import Document, Profile, humanize
-from assistant.retrieval.query import FUNCTION_WORDS
+from assistant.retrieval.query import content_words
 
 # The profile's contact channels, in the order the replies name them.
 CHANNELS = {
@@ -34,10 +33,6 @@ TALK_NOW = ("LIVE_CHAT_URL", "CUSTOMER_SUPPORT_PHONE")
 TOPICS_NAMED = 12
 EXAMPLES_NAMED = 3
 EXAMPLE_WIDTH = 60
-_WORD = re.compile(r"[^\W\d_]+")
-# "what's", "can't", "don't": function words, which split at the apostrophe would leave a
-# content-looking half.
-_CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 
 
 def listing(items: Sequence[str], conjunction: str) -> str:
@@ -79,16 +74,10 @@ def example_questions(documents: Sequence[Document], count: int = EXAMPLES_NAMED
     seen: set[str] = set()
     for run in runs:
         by_length = sorted((doc.question for doc in run), key=len)
-        fresh = next((q for q in by_length if not _content_words(q) & seen), by_length[0])
+        fresh = next((q for q in by_length if not content_words(q) & seen), by_length[0])
         chosen.append(fresh)
-        seen |= _content_words(fresh)
+        seen |= content_words(fresh)
     return [_shortened(title) for title in chosen]
-
-
-def _content_words(text: str) -> set[str]:
-    """`text`'s lower-cased words besides contractions and function words
-    (`query.FUNCTION_WORDS`)."""
-    return set(_WORD.findall(_CONTRACTION.sub(" ", text.lower()))) - FUNCTION_WORDS
 
 
 def _shortened(title: str) -> str:

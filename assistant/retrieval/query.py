@@ -64,6 +64,10 @@ _WANT = re.compile(
     re.IGNORECASE,
 )
 _WORDS = re.compile(r"\w+")
+# A word of letters only; and a contraction ("what's", "won't"), a function word that split at
+# the apostrophe would leave a content-looking half ("won" shares nothing with "who won?").
+LETTERS = re.compile(r"[^\W\d_]+")
+CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 # A message with at least this many letters, 70% of them capitals, is shouted, not an acronym.
 SHOUTED_LETTERS = 8
 
@@ -89,6 +93,11 @@ _QUESTIONS = re.compile(
 )
 # A question needs this many words to be searched alone.
 QUESTION_WORDS = 3
+
+
+def content_words(text: str) -> set[str]:
+    """`text`'s lower-cased words of letters, besides contractions and FUNCTION_WORDS."""
+    return set(LETTERS.findall(CONTRACTION.sub(" ", text.lower()))) - FUNCTION_WORDS
 
 
 def questions(message: str) -> list[str]:

@@ -33,15 +33,13 @@ from sklearn.svm import LinearSVC
 
 from assistant.knowledge import Document
 from assistant.retrieval.encoders import EmbeddingCache, Encoder, EncoderError
-from assistant.retrieval.query import FUNCTION_WORDS, search_text
+from assistant.retrieval.query import CONTRACTION, FUNCTION_WORDS, LETTERS, search_text
 from assistant.retrieval.spelling import Speller
 
 log = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("question", "intent_text", "response")
 OUT_OF_DOMAIN = "__out_of_domain__"
-_CONTRACTION = re.compile(r"\w+['\u2019]\w+")
-_WORD = re.compile(r"[^\W\d_]+")
 # Halfway between the two medians, for an encoder that has measured no position of its own.
 DEFAULT_SCOPE_POSITION = 0.5
 # Alternate questions enough for their median to calibrate the hybrid gate.
@@ -479,7 +477,7 @@ class Retriever:
         function words, and split at the apostrophe they leave a content-looking half ("won't"
         would share "won" with "who won the match?")."""
         analyzer = self._index.vectorizers["response"].build_analyzer()
-        return set(analyzer(_CONTRACTION.sub(" ", text)))
+        return set(analyzer(CONTRACTION.sub(" ", text)))
 
     def shares_words(self, query: str, document: Document) -> bool:
         """Whether `query` and `document` (its question, alternates or answer) share a
@@ -726,7 +724,7 @@ def _without_house_words(titles: list[str], background: Sequence[str]) -> list[s
     topics look alike to each other, though customers seldom write it."""
 
     def words(text: str) -> set[str]:
-        return {w.lower() for w in _WORD.findall(text)}
+        return {w.lower() for w in LETTERS.findall(text)}
 
     background_words = set().union(*map(words, background))
     counts = Counter(word for title in titles for word in words(title))
