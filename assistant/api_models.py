@@ -13,7 +13,7 @@ from assistant.config import MAX_QUESTION_CHARS
 Status = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact"]
 # A stored conversation may also be a stream the customer left before it was complete.
 StoredStatus = Literal["answered", "out_of_scope", "handoff", "small_talk", "contact", "abandoned"]
-# The keys of handoff.REASONS: why rag.Assistant handed a conversation to a person.
+# The keys of handoff.REASONS: why decisions.Decisions handed a conversation to a person.
 HandoffReason = Literal["requested_human", "frustration", "low_confidence", "language"]
 Relevance = Literal["RELEVANT", "PARTLY_RELEVANT", "NON_RELEVANT", "PENDING", "UNJUDGED"]
 

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+# A Markdown line that starts a block of its own (a list item, quote, table row, heading,
+# fence or HTML tag) rather than continuing the paragraph above it.
+_BLOCK_START = re.compile(r"\s*([-*+]\s|\d+[.)]\s|>|\||#|```|~~~|<)")
+_FENCE = re.compile(r"\s*(```|~~~)")
 
 
 def slug(heading: str) -> str:
@@ -90,9 +94,37 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
         current.lines.append(lines[row])
         row += 1
     article.sections.append(current)
+    for section in article.sections:
+        section.lines = _reflowed(section.lines)
     first = next((s.heading for s in article.sections if s.heading), "")
     article.title = article.title or first or fallback_title
     return article
+
+
+def _reflowed(lines: list[str]) -> list[str]:
+    """Markdown `lines` with each paragraph's soft line breaks joined, as a renderer joins
+    them: a writer who wraps at 80 columns writes one sentence over two lines, and the answer
+    must not break it ("Cancel⏎Plus"). A line ending in two spaces or a backslash (a hard
+    break), a line starting a block (`_BLOCK_START`) and fenced code keep their breaks."""
+    out: list[str] = []
+    fenced = False
+    for line in lines:
+        continues = (
+            not fenced
+            and out
+            and out[-1].strip()
+            and line.strip()
+            and not _BLOCK_START.match(line)
+            and not out[-1].endswith(("  ", "\\"))
+            and not _FENCE.match(out[-1])
+        )
+        if _FENCE.match(line):
+            fenced = not fenced
+        if continues:
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return out
 
 
 class _HtmlSections(HTMLParser):
@@ -119,6 +151,8 @@ class _HtmlSections(HTMLParser):
             self._skipping += 1
         elif tag in self.HEADINGS:
             self._heading = []
+        elif tag == "br":
+            self.current.lines.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title" and self._title is not None:
@@ -130,7 +164,7 @@ class _HtmlSections(HTMLParser):
             self.article.sections.append(self.current)
             self.current = Section(" ".join("".join(self._heading).split()))
             self._heading = None
-        elif tag in {"p", "li", "br", "div", "tr"}:
+        elif tag in {"p", "li", "div", "tr"}:
             self.current.lines.append("\n")
 
     def handle_data(self, data: str) -> None:
@@ -139,7 +173,8 @@ class _HtmlSections(HTMLParser):
         elif self._heading is not None:
             self._heading.append(data)
         elif not self._skipping:
-            self.current.lines.append(data)
+            # A newline in HTML source is a space; only block ends (handle_endtag) break lines.
+            self.current.lines.append(re.sub(r"\s+", " ", data))
 
 
 def parse_html(text: str, fallback_title: str) -> Article:

@@ -224,7 +224,8 @@ def _is_outcome(answer, expected: str, foreign: bool) -> bool:
     if answer.status != "answered":
         return False
     if "&" in expected:
-        # Both questions of a message answered: the two first sources (see rag._two_topics).
+        # Both questions of a message answered: the two first sources (see
+        # decisions.Decisions._two_topics).
         both = {source.id for source in answer.sources[:2]}
         both |= {source.intent for source in answer.sources[:2]}
         return all(part.strip() in both for part in expected.split("&"))

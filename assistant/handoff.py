@@ -8,7 +8,7 @@ signed with HMAC-SHA256 over the exact body, and records each attempt on the con
 post the receiver does not accept with a 2xx is retried with backoff by the jobs table, up to
 HANDOFF_MAX_ATTEMPTS posts; then the conversation is marked `failed`.
 
-A contact the customer gives after the handoff (status `contact`, rag.CONTACT: a message
+A contact the customer gives after the handoff (status `contact`, answers.CONTACT: a message
 with an email address or phone number, in a session handed off) is a conversation of its own,
 queued and posted the same way, as the event `conversation.contact`, naming the handoff it
 follows.
@@ -44,7 +44,7 @@ CONTACT_EVENT = "conversation.contact"
 # With the jobs table's backoff (5 s, doubling, at most 10 min) ten posts span about half an
 # hour: long enough for a helpdesk's restart or a short outage.
 HANDOFF_MAX_ATTEMPTS = 10
-# The reasons rag.Assistant hands off for, as a person reads them in the helpdesk.
+# The reasons decisions.Decisions hands off for, as a person reads them in the helpdesk.
 REASONS = {
     "requested_human": "the customer asked for a person",
     "frustration": "the customer seemed frustrated",

@@ -89,7 +89,7 @@ def heuristic_verdict(status: str, confidence: float | None, reason: str) -> Ver
 
 
 def sources_text(sources: Iterable[Any]) -> str:
-    """The retrieved entries as the judge sees them, from `rag.Source`s or stored dicts."""
+    """The retrieved entries as the judge sees them, from `answers.Source`s or stored dicts."""
     lines = []
     for number, source in enumerate(sources, start=1):
         get = source.get if isinstance(source, Mapping) else lambda key, s=source: getattr(s, key)

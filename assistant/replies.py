@@ -36,9 +36,13 @@ EXAMPLE_WIDTH = 60
 
 
 def listing(items: Sequence[str], conjunction: str) -> str:
-    """`a`, `a or b`, `a, b or c` (with `conjunction` "or")."""
+    """`a`, `a or b`, `a, b or c` (with `conjunction` "or"). When an item holds a comma of its
+    own, semicolons part the items, so the reader can tell where one ends: `Billing; Cars,
+    speakers and watches; and more`."""
     if len(items) <= 1:
         return "".join(items)
+    if any("," in item for item in items):
+        return f"{'; '.join(items[:-1])}; {conjunction} {items[-1]}"
     return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 

@@ -3,7 +3,9 @@ customer asks for a person, is frustrated with the answers, or writes in another
 
 The person and frustration signals are a linear SVM over character n-grams (which work across
 languages and survive typos), trained on `data/handoff-examples.txt` against the KB's own
-questions and the off-topic background, so a KB question is never mistaken for either. Given
+questions, the off-topic background and the file's `none` examples (calm requests worded as
+statements, which a KB of questions does not show), so a KB question is never mistaken for
+either. Given
 sentence embeddings, a second SVM over the n-grams and the embedding side by side also reads
 frustration: an angry message often shares its meaning with the examples but not its letters
 ("ugh, forget it, this is going nowhere" beside "I'm getting nowhere with you").
@@ -181,7 +183,7 @@ def _script(char: str) -> str:
 
 
 # A message is classified twice on its way (`foreign_language`, then the speller's guard in
-# rag.Assistant): the second time is a lookup.
+# decisions.Decisions): the second time is a lookup.
 @functools.lru_cache(maxsize=256)
 def language_of(text: str) -> tuple[str, float]:
     """`(ISO 639-1 code, probability)` of the text's language, by py3langid."""

@@ -15,16 +15,19 @@ import pytest
 import requests
 
 from assistant import knowledge
+from assistant.answers import Turn
 from assistant.config import PROJECT_ROOT
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
-from assistant.rag import Assistant, Turn, build_retriever, build_signals
+from assistant.rag import Assistant, build_retriever, build_signals
 from assistant.replies import kb_topics
 from assistant.retrieval import (
     EmbeddingCache,
+    Hit,
     RetrievalSettings,
     Retriever,
+    SearchResult,
     make_encoder,
     wordllama_encoder,
 )
@@ -115,6 +118,41 @@ def test_markdown_front_matter_gives_sections_alternate_questions(tmp_path, capl
     assert docs["billing.md#payment-methods"].alternates == ("do you take paypal?",)
     assert docs["billing.md#refunds"].alternates == ("money back?", "can I get a refund")
     assert "pricing" in caplog.text and "payment-methods" not in caplog.text
+
+
+def test_wrapped_article_text_reads_as_whole_sentences(tmp_path):
+    """A writer's line wraps are not the answer's: a newcomer's extractive answer read
+    "Cancel⏎Plus". Lists, hard breaks, code and HTML blocks keep their lines."""
+    (tmp_path / "plans.md").write_text(
+        "## Cancelling\nCancel\nPlus from Settings.\nIt ends at the period's close.\n\n"
+        "Steps:\n- Open Settings\n- Tap Cancel\n\nLine one  \nLine two\n\n"
+        "```\nplus cancel\n--now\n```\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "devices.html").write_text(
+        "<h2>Consoles</h2><p>Xbox and\n  PlayStation apps<br>are free.</p><ul><li>Xbox</li>"
+        "<li>PS5</li></ul>",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs["plans.md#cancelling"].split("\n") == [
+        "Cancel Plus from Settings. It ends at the period's close.",
+        "Steps:",
+        "- Open Settings",
+        "- Tap Cancel",
+        "Line one",
+        "Line two",
+        "```",
+        "plus cancel",
+        "--now",
+        "```",
+    ]
+    assert docs["devices.html#consoles"].split("\n") == [
+        "Xbox and PlayStation apps",
+        "are free.",
+        "Xbox",
+        "PS5",
+    ]
 
 
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):
@@ -278,6 +316,14 @@ def test_an_angry_or_negated_clause_beside_a_question_is_answered(demo, question
     assert demo.answer(question).status == "answered"
 
 
+def test_a_calm_request_worded_as_a_demand_is_no_frustration(demo):
+    """A newcomer's "under GDPR I want everything you hold about me" was handed off as
+    frustrated: KB questions are worded as questions, so the signals took any demand for
+    anger until `data/handoff-examples.txt` gave calm statements (`none`) to learn from. The
+    message is not among them."""
+    assert demo.answer("under GDPR I want everything you hold about me").status != "handoff"
+
+
 @pytest.mark.parametrize(
     "question, entry",
     [
@@ -411,7 +457,7 @@ def test_a_failing_encoder_leaves_the_frustration_signal_to_the_n_grams(demo, se
 
 
 def test_a_long_declined_message_searches_at_most_max_parts_sentences(demo, monkeypatch):
-    from assistant.rag import MAX_PARTS
+    from assistant.decisions import MAX_PARTS
 
     rant = " ".join(f"Line {i} of my long story about the weather today." for i in range(20))
     searched: list[str] = []
@@ -461,6 +507,14 @@ def test_decline_names_the_kbs_own_topics(demo):
     assert len(categories) == 10 and all(c in answer.answer for c in categories)
     many = [knowledge.Document(str(n), "q", "a", "", f"Topic {n}") for n in range(14)]
     assert kb_topics(many).endswith("Topic 11 and more")
+
+
+def test_declined_topics_with_commas_of_their_own_stay_apart():
+    """A newcomer's help centre had "Cars, speakers and watches" beside "Transcripts,
+    chapters and clips": with commas between the categories too, no one could tell them apart."""
+    names = ["Billing", "Billing", "Cars, speakers and watches", "Transcripts, chapters"]
+    docs = [knowledge.Document(str(n), "q", "a", "", name) for n, name in enumerate(names)]
+    assert kb_topics(docs) == "Billing; Cars, speakers and watches; and Transcripts, chapters"
 
 
 def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):
@@ -1067,6 +1121,23 @@ def test_a_declined_message_is_not_answered_from_a_part_on_another_topic(setting
     )
     assert library.retriever.search("Sort it out!").in_scope
     assert library.answer(message).status == "out_of_scope"
+
+
+def test_two_answers_keep_the_order_asked_when_no_question_ranks_the_whole_first(demo):
+    """The whole message's top entry may be only a question's second hit: its answer still
+    comes where that question was asked. Retrievals built by hand, to fix which question ranks
+    which entry where."""
+    entry = {doc.id: doc for doc in demo.retriever.documents}
+
+    def found(*names: str) -> SearchResult:
+        hits = [Hit(entry[name], 1.0 - rank / 10) for rank, name in enumerate(names)]
+        return SearchResult(hits, None, None, 0.9, True, 2.0)
+
+    first_asked = found("cancel-subscription", "pause-subscription")
+    then_asked = found("download-offline", "watchlist")
+    whole = found("watchlist", "cancel-subscription").hits
+    pair = demo._two_topics([first_asked, then_asked], whole)
+    assert [hit.document.id for hit in pair] == ["cancel-subscription", "watchlist"]
 
 
 def test_two_questions_about_two_entries_are_answered_from_both(demo):

@@ -1,4 +1,4 @@
-"""Each answer status, decided in rag.Assistant before any model is called."""
+"""Each answer status, decided in decisions.Decisions before any model is called."""
 
 import itertools
 import re
@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import pytest
 
+from assistant.answers import Turn
 from assistant.knowledge import Profile
-from assistant.rag import Assistant, Turn, small_talk_kind
+from assistant.rag import Assistant
 from assistant.retrieval import Retriever
+from assistant.small_talk import small_talk_kind
 
 
 @pytest.mark.parametrize(
@@ -146,7 +148,7 @@ class RecordingProvider:
 
 
 def test_follow_ups_use_the_previous_question_and_the_prompt_carries_history(assistant):
-    from assistant.rag import Turn
+    from assistant.answers import Turn
 
     recorder = RecordingProvider()
     chatty = Assistant(assistant.retriever, recorder, assistant.profile)

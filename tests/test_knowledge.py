@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from assistant import knowledge
+from assistant.config import PROJECT_ROOT
 from assistant.knowledge import Document, KnowledgeBaseError, Profile, humanize
+from assistant.replies import unfilled
 from tests.conftest import BITEXT_DEV, free_port
 
 CATEGORIES = {
@@ -218,3 +220,14 @@ def test_the_profile_names_every_bitext_placeholder(profile):
     used = knowledge.placeholders(knowledge.read_csv(BITEXT_DEV))
     assert set(used) <= set(profile.placeholders), sorted(set(used) - set(profile.placeholders))
     assert "Section Name" not in profile.fill("the {{SECTION_NAME}} section")
+
+
+def test_the_profile_template_is_the_readmes_short_form_and_fills_every_reply():
+    """The quickstart copies the template: it must name a contact for every reply, and the
+    README must show what it holds."""
+    template = PROJECT_ROOT / "data" / "business-profile-template.yaml"
+    profile = knowledge.load_profile(template)
+    assert profile.company_name == "Spoke & Chain Cycles"
+    assert unfilled(profile) == []
+    settings_lines = [line for line in template.read_text().splitlines() if line[:1] != "#"]
+    assert "\n".join(settings_lines) in (PROJECT_ROOT / "README.md").read_text()

@@ -10,7 +10,7 @@ problem ("the video doesn't play") is kept: it is the question, and so is one th
 stop something ("I don't want the emails anymore").
 
 `questions` finds the questions a message asks, so that two at once can be answered from two
-entries (`rag.Assistant._two_topics`).
+entries (`decisions.Decisions._two_topics`).
 """
 
 from __future__ import annotations

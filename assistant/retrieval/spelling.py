@@ -9,7 +9,7 @@ an adjacent transposition as one ("cancle" -> "cancel"). Words of under 5 letter
 "pls", and names such as "uber", which became "user"), and words with digits ("ps5"), are
 left alone. Correct only a message in the KB's language: another language's words would be
 "corrected" into the KB's ("Wie kann ich mein Abo kündigen?": "mein" -> "main");
-`rag.Assistant` checks the language first.
+`decisions.Decisions` checks the language first.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ from typing import Any
 import psycopg
 from flask import Blueprint, g, jsonify
 
+from assistant.answers import ABANDONED, CONTACT, Answer, Turn
 from assistant.api_models import AnswerResponse, QuestionRequest
 from assistant.db import DatabaseUnavailable
 from assistant.keys import PUBLISHABLE, current_owner
 from assistant.llm import ProviderError
 from assistant.metrics import count_answer
 from assistant.privacy import mask_cards
-from assistant.rag import ABANDONED, CONTACT, Answer, Retraction, Turn
+from assistant.rag import Retraction
 from assistant.routes.requests import ApiError, json_body, validate
 from assistant.routes.services import Services, responses
 from assistant.spool import UNAVAILABLE, SpoolUnavailable

@@ -1,0 +1,362 @@
+"""The decision before any model is called: small talk, a contact passed on, a handoff (a
+request for a person, frustration, another language), a decline (out of scope), or an answer
+from one or two retrieved entries."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Sequence
+
+from assistant.answers import CONTACT, Answer, Turn, handed_off, sources_of
+from assistant.knowledge import Profile
+from assistant.privacy import contact_details
+from assistant.replies import Replies, kb_topics
+from assistant.retrieval import Hit, Retriever, SearchResult
+from assistant.retrieval.query import questions, refers_back, sentences
+from assistant.signals import (
+    FRUSTRATION,
+    HandoffSignals,
+    foreign_language,
+    language_of,
+    vocabulary,
+)
+from assistant.small_talk import SMALL_TALK_REPLIES, small_talk_kind
+
+LANGUAGE_PREFIX = "I'm sorry, I can only answer in {language} for now. "
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "de": "German", "en": "English", "es": "Spanish", "fr": "French",
+    "it": "Italian", "ja": "Japanese", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese",
+    "ru": "Russian", "tr": "Turkish", "zh": "Chinese",
+}  # fmt: skip
+UNSURE_PREFIX = "I want to be sure you get the right answer. "
+HUMAN_INTENT = "human_agent"
+# A follow-up this short ("and the yearly one?") may be retrieved together with the previous
+# question (see Decisions._search).
+FOLLOW_UP_WORDS = 6
+# A follow-up this confident alone is its own question.
+FOLLOW_UP_SURE = 0.5
+# py3langid's probability of another language above which a message is not spell-corrected:
+# "passwort vergessen" is German at 0.47; none of our 28 English typo questions reaches 0.4.
+SPELLING_OTHER_LANGUAGE = 0.4
+# A message's second question this confident alone is answered too (Decisions._two_topics):
+# at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
+# the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
+SECOND_QUESTION_SURE = 0.6
+# The most parts of a message (questions, or a declined one's sentences) searched alone: a
+# 2,000-character rant has ~200 sentences.
+MAX_PARTS = 8
+_WORD = re.compile(r"\w+")
+
+
+def _normalized(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+class Decisions:
+    """Decides how to reply to one customer message (`decide`), before any model is called.
+
+    `signals` detects requests for a person and frustration on any KB (None: never).
+    `handoffs_forwarded`: handed-off conversations are posted to the team's helpdesk
+    (HANDOFF_WEBHOOK_URL), and the handoff reply promises a person's reply; a contact the
+    customer gives after the handoff is passed on too (status `contact`). `phone_region`: the
+    country whose national format a phone number without `+` is read in (PII_PHONE_REGION).
+    A question in another language is searched in translation only where `translates` (the
+    answer model's work: `rag.Assistant`); here, it is handed off for its language.
+    """
+
+    translates = False
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        profile: Profile,
+        k: int = 5,
+        signals: HandoffSignals | None = None,
+        handoffs_forwarded: bool = False,
+        phone_region: str = "US",
+    ):
+        self.retriever = retriever
+        self.handoffs_forwarded = handoffs_forwarded
+        self.phone_region = phone_region
+        self.handoff_threshold = retriever.settings.handoff_threshold
+        self.profile = profile
+        self.k = k
+        self.signals = signals
+        docs = retriever.documents
+        self.replies = Replies.for_profile(profile, kb_topics(docs), handoffs_forwarded)
+        self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
+        self._known_words = vocabulary([text for d in docs for text in d.phrasings])
+        encoder = retriever.encoder
+        self.multilingual = bool(encoder is not None and encoder.multilingual)
+
+    def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
+        """The question's own retrieval, unless it is a short follow-up that is unsure alone
+        (out of scope, below FOLLOW_UP_SURE, or leaning on the earlier topic with a pronoun or
+        "what about" while it scores below a typical question of the KB) and that the previous
+        question makes more confident (a declined question counts as confidence 0) without
+        leaving the topics the follow-up points to:
+
+        - a follow-up in scope alone: the merged top entry is among its own hits, or its entry
+          names a distinctive word of the follow-up, or the follow-up leans on the earlier
+          topic ("how long does it take?" after a refund question);
+        - a follow-up out of scope alone: its words besides function words are all words the
+          KB uses ("for how long?", "is there a limit?"; not "yes" or "?", which have none),
+          or the merged top entry names a distinctive word of it, or is already its own best
+          hit at FOLLOW_UP_SURE confidence. Being among its five hits says nothing there:
+          on a 30-entry KB they are a sixth of the topics.
+
+        "what about sundays?" after an opening-hours question and "what about premium?" after
+        a question on the basic plan's screens are answered from the earlier topic; "can i
+        watch on my ps5?" after a password question, "what's the weather in Paris?" after a
+        cancel question and "who is the president?" after a student-discount one are not. A
+        question of words the KB knows ("what time is it?") is still read as a follow-up."""
+        result = self.retriever.search(question, self.k)
+        short = len(question.split()) <= FOLLOW_UP_WORDS
+        # Leaning on the earlier topic counts only for a match weaker than a typical question
+        # of the KB makes: "is it available on xbox?" names its own topic, and finds it well.
+        typical = self.retriever.typical_score
+        refers = bool(
+            typical is not None and result.scope_score < typical and refers_back(question)
+        )
+        unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE or refers
+        if not (history and short and unsure and result.hits):
+            return result
+        joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
+        alone = result.confidence if result.in_scope else 0.0
+        if not (joined.in_scope and joined.hits and joined.confidence > alone):
+            return result
+        top = joined.hits[0].document
+        if result.in_scope:
+            points_there = refers or top.id in {hit.document.id for hit in result.hits}
+        else:
+            points_there = self.retriever.speaks_only_of_the_kb(question) or (
+                top.id == result.hits[0].document.id and result.confidence >= FOLLOW_UP_SURE
+            )
+        if points_there or self.retriever.shares_words(question, top):
+            return joined
+        return result
+
+    def _spelled(self, question: str) -> str:
+        """`question` with its misspellings corrected (`retrieval.spelling`), unless it may be
+        in another language: `foreign_language` lets short messages and ones made mostly of
+        KB words through ("quiero cancelar" would become "quiero cancel"), so any leaning of
+        the identifier toward another language, at SPELLING_OTHER_LANGUAGE, leaves it as is."""
+        code, probability = language_of(question)
+        if code != self.language and probability >= SPELLING_OTHER_LANGUAGE:
+            return question
+        return self.retriever.speller.correct(question)
+
+    def _handoff_reason(
+        self, question: str, history: Sequence[Turn], searched: str | None = None
+    ) -> str | None:
+        """Why this message goes to a person before any retrieval, or None. The signals read
+        `searched` (the message as searched: spelling corrected, or translated) when given;
+        a repeat is the message as asked, since history keeps messages as asked."""
+        signal = self.signals.detect(searched or question) if self.signals else None
+        if signal:
+            return "requested_human" if signal != FRUSTRATION else "frustration"
+        asked = _normalized(question)
+        if any(_normalized(turn.question) == asked for turn in history):
+            return "frustration"
+        return None
+
+    def _angry_question(
+        self, asked: list[str], alone: list[SearchResult], history: Sequence[Turn]
+    ) -> SearchResult | None:
+        """For a message read as frustrated, the retrieval of its best-scoring question that
+        is in scope on its own (`asked`, the message's questions; `alone`, their retrievals
+        when there are several), when the message opens the conversation (small talk aside);
+        else None. Its anger is then at the company's service, not at the assistant's replies
+        ("I've tried to cancel three times and I'm sick of it. Just tell me how to cancel"),
+        and the message is answered: as a whole, or from this question when the whole is
+        declined. After any other turn it goes to a person, as does a repeated question.
+        The whole message in scope is not enough: on an 8-entry FAQ, "forget it" found the
+        password entry."""
+        if any(turn.status != "small_talk" for turn in history):
+            return None
+        found = alone or [self.retriever.search(part, self.k) for part in asked]
+        found = [result for result in found if result.in_scope and result.hits]
+        return max(found, key=lambda result: result.scope_score) if found else None
+
+    def _contact_after_handoff(self, question: str, history: Sequence[Turn]) -> str | None:
+        """The emails and phone numbers (E.164) of `question`, joined for the reply, when the
+        session was handed off to a helpdesk that gets them; else None. The whole message is
+        passed on, whatever else it says: the conversation is a person's now. With
+        PII_MASKING on the message arrives masked, holds none, and is answered as any other."""
+        if not (self.handoffs_forwarded and handed_off(history)):
+            return None
+        emails, phones = contact_details(question, self.phone_region)
+        return " and ".join(emails + phones) or None
+
+    def decide(
+        self, question: str, session_id: str | None = None, history: Sequence[Turn] = ()
+    ) -> tuple[Answer, list[Hit], int]:
+        """Everything before generation: the answer's status, the hits to generate from (none
+        when the reply is already decided) and how many of the first hits answer a question
+        of the message: 2 when it asks two about different entries (see `_second_topic`)."""
+        chat = small_talk_kind(question)
+        answer = Answer(
+            conversation_id=uuid.uuid4().hex,
+            # Issued here when the client sent none: unguessable, so the id alone is a
+            # session's only handle, even among callers sharing one key.
+            session_id=session_id or secrets.token_urlsafe(16),
+            question=question,
+            answer="",
+            model_used="none",
+            provider="none",
+            intent=None,
+            category=None,
+            confidence=0.0,
+            status="answered",
+        )
+        contact = self._contact_after_handoff(question, history)
+        if contact:
+            answer.status = CONTACT
+            answer.answer = self.replies.contact.replace("{contact}", contact)
+            return answer, [], 0
+        if chat:
+            answer.status, answer.answer = "small_talk", SMALL_TALK_REPLIES[chat]
+            return answer, [], 0
+        # Language first: character n-grams of another script look like the few handoff
+        # examples in that script more than like the KB's questions.
+        language = foreign_language(question, self.language, self._known_words)
+        foreign = None if self.multilingual else language
+        searched = question if language else self._spelled(question)
+        if foreign and self.translates:
+            translation = self._translate(question, answer)
+            if translation:
+                searched, foreign = translation, None
+        reason = None if foreign else self._handoff_reason(question, history, searched)
+        # Each question of a message of several, searched alone once: for an angry message's
+        # question, for the one in scope when the whole is declined, and for a second topic
+        # when it is answered.
+        asked = questions(searched)[:MAX_PARTS]
+        alone = (
+            [self.retriever.search(part, self.k) for part in asked]
+            # Not for a message already going to a person for its language or a request.
+            if len(asked) > 1 and not foreign and reason in (None, "frustration")
+            else []
+        )
+        angry = self._angry_question(asked, alone, history) if reason == "frustration" else None
+        if angry is not None:
+            reason = None
+        if reason or foreign:
+            answer.status, answer.handoff_reason = "handoff", reason or "language"
+            prefix = ""
+            if foreign:
+                language = LANGUAGE_NAMES.get(self.language, self.language)
+                prefix = LANGUAGE_PREFIX.format(language=language)
+            answer.answer = prefix + self.replies.handoff
+            return answer, [], 0
+        result = self._search(searched, history)
+        # The rest of a rant can take the whole message under the gate; its question is in
+        # scope alone. The whole is kept when in scope: "Just tell me how to actually cancel
+        # this thing before you charge me again!!" alone finds the refund entry.
+        if angry is not None and not result.in_scope:
+            result = angry
+        if not result.in_scope:
+            result = self._part_in_scope(searched, asked, alone, result) or result
+        answer.intent, answer.category = result.intent, result.category
+        answer.confidence = result.confidence
+        answer.sources = sources_of(result.hits)
+        if not result.in_scope or not result.hits:
+            answer.status, answer.answer = "out_of_scope", self.replies.out_of_scope
+            answer.sources = []
+        elif result.intent == HUMAN_INTENT:
+            answer.status, answer.handoff_reason = "handoff", "requested_human"
+            answer.answer = self.replies.handoff
+        elif result.confidence < self.handoff_threshold:
+            answer.status, answer.handoff_reason = "handoff", "low_confidence"
+            answer.answer = UNSURE_PREFIX + self.replies.handoff
+        else:
+            pair = self._two_topics(alone, result.hits)
+            if pair is None:
+                return answer, result.hits, 1
+            ids = {hit.document.id for hit in pair}
+            rest = [hit for hit in result.hits if hit.document.id not in ids]
+            hits = [*pair, *rest][: max(len(result.hits), 2)]
+            answer.intent, answer.category = pair[0].document.topic, pair[0].document.category
+            answer.sources = sources_of(hits)
+            return answer, hits, 2
+        return answer, [], 0
+
+    def _part_in_scope(
+        self, message: str, asked: list[str], alone: list[SearchResult], whole: SearchResult
+    ) -> SearchResult | None:
+        """For a `message` declined as a whole (`whole`), the best-scoring retrieval of a part
+        that is in scope alone and whose top entry is on the topic the whole message ranked
+        first (entry, or intent on a labelled KB), or None. The rest of a long complaint
+        dilutes its topic under the gate; the agreement keeps a filler part from answering on
+        its own ("Sort it out!" found a spreadsheet-sorting entry on StackFAQ). The parts: its
+        questions, when it asks several (`alone`, the retrievals of `asked`), or one beside
+        statements ("My 8 year old just watched a horror film... How do I restrict what her
+        profile can play?"); else its first MAX_PARTS sentences ("The subtitles are two
+        seconds behind. This has been going on for weeks, fix it!"). A statement is never
+        preferred to a question."""
+        if not whole.hits:
+            return None
+        if len(asked) > 1:
+            found = alone
+        else:
+            parts = (asked or sentences(message))[:MAX_PARTS]
+            if not parts or parts == [" ".join(message.split())]:
+                return None
+            found = [self.retriever.search(part, self.k) for part in parts]
+        topic = whole.hits[0].document.topic
+        found = [r for r in found if r.in_scope and r.hits and r.hits[0].document.topic == topic]
+        return max(found, key=lambda r: r.scope_score) if found else None
+
+    def _two_topics(
+        self, tops: Sequence[SearchResult], hits: Sequence[Hit]
+    ) -> tuple[Hit, Hit] | None:
+        """The entries for two questions of the message ("How do I cancel? And will I lose my
+        list?"), in the order they are asked, or None. `tops` are the retrievals of the
+        message's questions alone, in order (none for a message of one question: a statement
+        beside a question, "I was charged twice. Can I get a refund?", is not a question of
+        its own, `query.questions`). The message's first hit is one entry; the other is the
+        best entry of the first other question that is in scope alone at
+        SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
+        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A third
+        question is not answered apart. A message of several questions that is declined as a
+        whole may be answered from one of them (`_part_in_scope`): an off-topic question
+        beside it ("How do I cancel? And what's the weather in Paris?") lowers the whole
+        message's score."""
+        if len(tops) < 2:
+            return None
+        first = hits[0].document.topic
+        own = [result.hits[0].document.topic if result.hits else None for result in tops]
+        for position, alone in enumerate(tops):
+            if (
+                self.retriever.in_scope_beside(alone)
+                and alone.hits
+                and alone.confidence >= SECOND_QUESTION_SURE
+                and own[position] != first
+            ):
+                # Asked before the question the first hit answers: it comes first.
+                answers_first = _asked_for(first, tops)
+                if answers_first is not None and position < answers_first:
+                    return alone.hits[0], hits[0]
+                return hits[0], alone.hits[0]
+        return None
+
+    def _translate(self, question: str, answer: Answer) -> str | None:
+        """`question` in the KB's language, to retrieve with; None when it cannot be, as here,
+        without an answer model (`rag.Assistant` translates)."""
+        return None
+
+
+def _asked_for(topic: str, tops: Sequence[SearchResult]) -> int | None:
+    """The position of the question, among a message's questions searched alone (`tops`),
+    that ranks `topic` highest among its hits (the earliest on a tie), or None when no hits
+    hold it. The whole message's top entry need not be any question's own top (a second
+    question alone may rank a neighbouring entry first), and its answer must still come in the
+    order the question was asked."""
+    ranks = [
+        (rank, position)
+        for position, result in enumerate(tops)
+        for rank, hit in enumerate(result.hits)
+        if hit.document.topic == topic
+    ]
+    return min(ranks)[1] if ranks else None
