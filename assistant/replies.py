@@ -115,7 +115,7 @@ class Replies:
         `forwarded` says a handoff posts the conversation to the team's helpdesk."""
         every = _reach(profile, CHANNELS)
         talk_now = _reach(profile, TALK_NOW)
-        hours = " ({{CUSTOMER_SUPPORT_HOURS}})" if profile.filled(HOURS) else ""
+        hours, end = _hours(profile)
         replying = "They will reply"
         if profile.filled("CUSTOMER_SUPPORT_EMAIL"):
             replying += " from {{CUSTOMER_SUPPORT_EMAIL}}"
@@ -123,7 +123,7 @@ class Replies:
             "I'm sorry, I can't help with that: I'm the {{COMPANY_NAME}} support assistant. I "
             f"can help with {topics}. "
             + (
-                f"For anything else, you can reach our team {every}{hours}."
+                f"For anything else, you can reach our team {every}{end}."
                 if every
                 else "For anything else, please contact our team directly."
             )
@@ -144,7 +144,7 @@ class Replies:
             # promises no contact ("let me connect you" read as one to a newcomer).
             handoff = (
                 "A person from our support team can help with this. You can reach them "
-                f"{every}{hours}."
+                f"{every}{end}."
             )
         else:
             handoff = (
@@ -153,10 +153,22 @@ class Replies:
             )
         contact = (
             "Thank you: I've passed {contact} on to the person from our support team who has "
-            f"our conversation. {replying}{hours}."
+            f"our conversation. {replying}{end}."
             + (f" If you would rather talk now, reach them {talk_now}." if talk_now else "")
         )
         return cls(out_of_scope, handoff, contact)
+
+
+def _hours(profile: Profile) -> tuple[str, str]:
+    """The profile's support hours as an aside of a reply: `(hours, end)`, the aside within a
+    sentence and at its end; empty without hours. In parentheses, unless the hours hold their
+    own ("8 a.m. to 10 p.m. (phone: weekdays only)" read "(… (phone: weekdays only))" to a
+    newcomer's customers): then between dashes."""
+    if not profile.filled(HOURS):
+        return "", ""
+    if any(mark in profile.value(HOURS) for mark in "()"):
+        return " \u2014 {{CUSTOMER_SUPPORT_HOURS}} \u2014", " \u2014 {{CUSTOMER_SUPPORT_HOURS}}"
+    return (" ({{CUSTOMER_SUPPORT_HOURS}})",) * 2
 
 
 def _reach(profile: Profile, channels: Sequence[str]) -> str:

@@ -265,10 +265,13 @@ def started(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
 
 
 @contextmanager
-def running_api(server_url: str, directory: Path, **environment: str) -> Iterator[Served]:
-    """`python -m assistant serve` on a free port, the demo KB, no LLM and a new database of its
-    own on `server_url`'s PostgreSQL, so row counts are exact. The UIs only talk HTTP: the
-    embedded server is enough to drive them, and test_api/test_db cover both servers."""
+def running_api(
+    server_url: str, directory: Path, *arguments: str, **environment: str
+) -> Iterator[Served]:
+    """`python -m assistant serve [arguments]` on a free port, the demo KB, no LLM and a new
+    database of its own on `server_url`'s PostgreSQL, so row counts are exact. The UIs only
+    talk HTTP: the embedded server is enough to drive them, and test_api/test_db cover both
+    servers."""
     name, database_url = _scratch_database(server_url)
     port = free_port()
     env = {
@@ -283,7 +286,7 @@ def running_api(server_url: str, directory: Path, **environment: str) -> Iterato
     }
     env.pop("OPENAI_API_KEY", None)
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "assistant", "serve"]
+    command = [sys.executable, "-m", "assistant", "serve", *arguments]
     try:
         with started(command, env, f"{base}/health", directory / "api.log"):
             yield Served(base, database_url)

@@ -225,7 +225,9 @@ def test_an_alternate_question_finds_its_entry(settings, tmp_path):
 
 
 def test_api_sources_carry_section_ids(embedded_server, articles, tmp_path):
-    with running_api(embedded_server.get_uri(), tmp_path, KB_PATH=str(articles)) as served:
+    """Served with `serve --kb`, over KB_PATH (the demo, from `running_api`): a newcomer
+    looked for the flag `ask` and `chat` have."""
+    with running_api(embedded_server.get_uri(), tmp_path, "--kb", str(articles)) as served:
         response = requests.post(
             f"{served.url}/question", json={"question": "I was charged twice"}, timeout=30
         )

@@ -211,6 +211,29 @@ def test_replies_name_only_the_contact_details_the_profile_fills(assistant, forw
                 assert text.endswith("."), (given, text)
 
 
+@pytest.mark.parametrize("forwarded", [False, True])
+def test_hours_with_parentheses_of_their_own_are_not_nested_in_more(assistant, forwarded):
+    """A newcomer's "8 a.m. to 10 p.m. (phone: weekdays only)" read "(… (phone: weekdays
+    only))": such hours go between dashes."""
+    hours = "every day, 8 a.m. to 10 p.m. (phone: weekdays only)"
+    profile = Profile("Tunewave", {**CONTACT_DETAILS, HOURS: hours})
+    replying = Assistant(
+        assistant.retriever,
+        assistant.provider,
+        profile,
+        signals=assistant.signals,
+        handoffs_forwarded=forwarded,
+    )
+    handoff = replying.answer("I want to speak with a real person")
+    texts = [handoff.answer, replying.answer("what's a good recipe for lasagna?").answer]
+    if forwarded:
+        history = [Turn("a person please", handoff.answer, "handoff")]
+        texts.append(replying.answer("my email is jo@example.org", history=history).answer)
+    for text in texts:
+        assert f"\u2014 {hours}" in text and "((" not in text and "))" not in text, text
+        assert not re.search(r"  | [.,]|\u2014 \u2014|\u2014\.", text), text
+
+
 def test_a_profile_value_left_blank_in_yaml_is_empty(tmp_path):
     """`CUSTOMER_SUPPORT_PHONE:` with nothing after it is no phone line, not "None"."""
     from assistant.knowledge import load_profile

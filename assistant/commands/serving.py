@@ -67,9 +67,16 @@ def resolve_auto_provider(settings: Settings) -> Settings:
 @click.option("--host", default=None, help="Interface to bind (HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (PORT, default 5000).")
 @click.option("--workers", type=int, default=None, help="gunicorn workers (WEB_CONCURRENCY).")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
+@click.option(
+    "--kb",
+    default=None,
+    help="Answer from this knowledge base (CSV, JSON, a folder of articles, URL or 'demo') "
+    "instead of KB_PATH.",
+)
+def serve(host: str | None, port: int | None, workers: int | None, kb: str | None) -> None:
     """Serve the HTTP API with gunicorn (WORKER_CLASS: gevent or gthread workers)."""
-    settings = resolve_auto_provider(load_settings(service=True))
+    settings = load_settings(service=True)
+    settings = resolve_auto_provider(replace(settings, kb_source=kb) if kb else settings)
     worker_class = settings.gunicorn_worker_class
     if worker_class not in WORKER_CLASSES:
         raise click.ClickException(
