@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
-# A Markdown line that starts a block of its own (a list item, quote, table row, heading,
-# fence or HTML tag) rather than continuing the paragraph above it.
-_BLOCK_START = re.compile(r"\s*([-*+]\s|\d+[.)]\s|>|\||#|```|~~~|<)")
-_FENCE = re.compile(r"\s*(```|~~~)")
 
 
 def slug(heading: str) -> str:
@@ -70,13 +66,23 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
         text = text[match.end() :]
     lines = text.splitlines()
     # Heading lines come from the parser, so a "#" inside a code block is not a heading.
-    tokens = MarkdownIt("commonmark").parse(text)
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
     headings = {
         token.map[0]: tokens[i + 1].content
         for i, token in enumerate(tokens)
         if token.type == "heading_open" and token.map
     }
     ends = {t.map[0]: t.map[1] for t in tokens if t.type == "heading_open" and t.map}
+    # A paragraph's later lines continue its first, as a renderer joins them: a writer who
+    # wraps at 80 columns writes one sentence over two lines, and the answer must not break
+    # it ("Cancel⏎Plus"). Each list item, table row, line of code and HTML block keeps its
+    # own line: none of them is a paragraph's continuation.
+    continuing = {
+        row
+        for token in tokens
+        if token.type == "paragraph_open" and token.map
+        for row in range(token.map[0] + 1, token.map[1])
+    }
     article = Article(
         str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
     )
@@ -91,40 +97,17 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
             current = Section(headings[row])
             row = ends[row]
             continue
-        current.lines.append(lines[row])
+        previous = current.lines[-1] if current.lines else ""
+        # Two trailing spaces or a backslash: a hard break, kept.
+        if row in continuing and previous.strip() and not previous.endswith(("  ", "\\")):
+            current.lines[-1] = f"{previous.rstrip()} {lines[row].lstrip()}"
+        else:
+            current.lines.append(lines[row])
         row += 1
     article.sections.append(current)
-    for section in article.sections:
-        section.lines = _reflowed(section.lines)
     first = next((s.heading for s in article.sections if s.heading), "")
     article.title = article.title or first or fallback_title
     return article
-
-
-def _reflowed(lines: list[str]) -> list[str]:
-    """Markdown `lines` with each paragraph's soft line breaks joined, as a renderer joins
-    them: a writer who wraps at 80 columns writes one sentence over two lines, and the answer
-    must not break it ("Cancel⏎Plus"). A line ending in two spaces or a backslash (a hard
-    break), a line starting a block (`_BLOCK_START`) and fenced code keep their breaks."""
-    out: list[str] = []
-    fenced = False
-    for line in lines:
-        continues = (
-            not fenced
-            and out
-            and out[-1].strip()
-            and line.strip()
-            and not _BLOCK_START.match(line)
-            and not out[-1].endswith(("  ", "\\"))
-            and not _FENCE.match(out[-1])
-        )
-        if _FENCE.match(line):
-            fenced = not fenced
-        if continues:
-            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
-        else:
-            out.append(line)
-    return out
 
 
 class _HtmlSections(HTMLParser):
@@ -138,6 +121,7 @@ class _HtmlSections(HTMLParser):
         self._heading: list[str] | None = None
         self._title: list[str] | None = None
         self._skipping = 0
+        self._preformatted = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -153,6 +137,8 @@ class _HtmlSections(HTMLParser):
             self._heading = []
         elif tag == "br":
             self.current.lines.append("\n")
+        elif tag == "pre":
+            self._preformatted += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title" and self._title is not None:
@@ -164,7 +150,10 @@ class _HtmlSections(HTMLParser):
             self.article.sections.append(self.current)
             self.current = Section(" ".join("".join(self._heading).split()))
             self._heading = None
-        elif tag in {"p", "li", "div", "tr"}:
+        elif tag == "pre":
+            self._preformatted = max(0, self._preformatted - 1)
+            self.current.lines.append("\n")
+        elif tag in {"p", "li", "div", "tr", "br"}:
             self.current.lines.append("\n")
 
     def handle_data(self, data: str) -> None:
@@ -173,8 +162,10 @@ class _HtmlSections(HTMLParser):
         elif self._heading is not None:
             self._heading.append(data)
         elif not self._skipping:
-            # A newline in HTML source is a space; only block ends (handle_endtag) break lines.
-            self.current.lines.append(re.sub(r"\s+", " ", data))
+            # A newline in HTML source is a space, outside <pre>; block ends and <br> break
+            # lines (handle_endtag).
+            text = data if self._preformatted else re.sub(r"\s+", " ", data)
+            self.current.lines.append(text)
 
 
 def parse_html(text: str, fallback_title: str) -> Article:

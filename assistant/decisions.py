@@ -195,7 +195,7 @@ class Decisions:
     ) -> tuple[Answer, list[Hit], int]:
         """Everything before generation: the answer's status, the hits to generate from (none
         when the reply is already decided) and how many of the first hits answer a question
-        of the message: 2 when it asks two about different entries (see `_second_topic`)."""
+        of the message: 2 when it asks two about different entries (see `_two_topics`)."""
         chat = small_talk_kind(question)
         answer = Answer(
             conversation_id=uuid.uuid4().hex,

@@ -101,8 +101,9 @@ def build_messages(
 class Assistant(Decisions):
     """Answers one customer message: decides (small talk, handoff, out of scope or answer:
     `Decisions`), then generates from the retrieved entries with the provider, falling back to
-    the best entry verbatim when the provider fails. `knowledge_source` names the KB the
-    answers come from; the other arguments are `Decisions`'."""
+    the best entry verbatim when the provider fails. `provider` answers (and translates, when
+    it is a served model), `knowledge_source` names the KB the answers come from; the other
+    arguments are `Decisions`'."""
 
     def __init__(
         self,

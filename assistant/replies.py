@@ -35,15 +35,13 @@ EXAMPLES_NAMED = 3
 EXAMPLE_WIDTH = 60
 
 
-def listing(items: Sequence[str], conjunction: str) -> str:
-    """`a`, `a or b`, `a, b or c` (with `conjunction` "or"). When an item holds a comma of its
-    own, semicolons part the items, so the reader can tell where one ends: `Billing; Cars,
-    speakers and watches; and more`."""
+def listing(items: Sequence[str], conjunction: str, separator: str = ", ") -> str:
+    """`a`, `a or b`, `a, b or c` (with `conjunction` "or"); with `separator` "; ", the
+    semicolon goes before the conjunction too (`a; b; or c`)."""
     if len(items) <= 1:
         return "".join(items)
-    if any("," in item for item in items):
-        return f"{'; '.join(items[:-1])}; {conjunction} {items[-1]}"
-    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+    last = f"; {conjunction}" if separator == "; " else f" {conjunction}"
+    return f"{separator.join(items[:-1])}{last} {items[-1]}"
 
 
 def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
@@ -55,7 +53,10 @@ def kb_topics(documents: Sequence[Document], limit: int = TOPICS_NAMED) -> str:
         names = [
             humanize(c).lower() if c.isupper() else c for c, _ in categories.most_common(limit)
         ]
-        return listing(names + ["more"] * (len(categories) > limit), "and")
+        # Semicolons part names that hold commas of their own ("Cars, speakers and watches;
+        # Transcripts, chapters and clips"), which read as one list with commas between.
+        separator = "; " if any("," in name for name in names) else ", "
+        return listing(names + ["more"] * (len(categories) > limit), "and", separator)
     examples = example_questions(documents)
     if not examples:
         return "your questions about our service"
@@ -115,7 +116,7 @@ class Replies:
         `forwarded` says a handoff posts the conversation to the team's helpdesk."""
         every = _reach(profile, CHANNELS)
         talk_now = _reach(profile, TALK_NOW)
-        hours, end = _hours(profile)
+        hours, hours_sentence = _hours(profile)
         replying = "They will reply"
         if profile.filled("CUSTOMER_SUPPORT_EMAIL"):
             replying += " from {{CUSTOMER_SUPPORT_EMAIL}}"
@@ -123,7 +124,7 @@ class Replies:
             "I'm sorry, I can't help with that: I'm the {{COMPANY_NAME}} support assistant. I "
             f"can help with {topics}. "
             + (
-                f"For anything else, you can reach our team {every}{end}."
+                f"For anything else, you can reach our team {every}{hours}.{hours_sentence}"
                 if every
                 else "For anything else, please contact our team directly."
             )
@@ -132,7 +133,7 @@ class Replies:
             handoff = (
                 "I've passed our conversation to a person from our support team, so you won't "
                 f"need to repeat yourself. {replying}{hours} to the email address or phone "
-                "number you've given here. "
+                f"number you've given here.{hours_sentence} "
                 + (
                     f"If you haven't given one, or would rather talk now, reach them {talk_now}."
                     if talk_now
@@ -144,7 +145,7 @@ class Replies:
             # promises no contact ("let me connect you" read as one to a newcomer).
             handoff = (
                 "A person from our support team can help with this. You can reach them "
-                f"{every}{end}."
+                f"{every}{hours}.{hours_sentence}"
             )
         else:
             handoff = (
@@ -153,22 +154,26 @@ class Replies:
             )
         contact = (
             "Thank you: I've passed {contact} on to the person from our support team who has "
-            f"our conversation. {replying}{end}."
+            f"our conversation. {replying}{hours}.{hours_sentence}"
             + (f" If you would rather talk now, reach them {talk_now}." if talk_now else "")
         )
         return cls(out_of_scope, handoff, contact)
 
 
 def _hours(profile: Profile) -> tuple[str, str]:
-    """The profile's support hours as an aside of a reply: `(hours, end)`, the aside within a
-    sentence and at its end; empty without hours. In parentheses, unless the hours hold their
-    own ("8 a.m. to 10 p.m. (phone: weekdays only)" read "(… (phone: weekdays only))" to a
-    newcomer's customers): then between dashes."""
+    """The profile's support hours for the replies: `(aside, sentence)`. Normally an aside in
+    parentheses after the channels, " (9 to 5 on weekdays)", and no sentence. Hours holding
+    parentheses of their own ("8 a.m. to 10 p.m. (phone: weekdays only)" read "(… (phone:
+    weekdays only))" to a newcomer's customers) are a sentence of their own instead, after
+    the one naming the channels: " Our team's hours: …." Both empty without hours."""
     if not profile.filled(HOURS):
         return "", ""
-    if any(mark in profile.value(HOURS) for mark in "()"):
-        return " \u2014 {{CUSTOMER_SUPPORT_HOURS}} \u2014", " \u2014 {{CUSTOMER_SUPPORT_HOURS}}"
-    return (" ({{CUSTOMER_SUPPORT_HOURS}})",) * 2
+    value = profile.value(HOURS).strip()
+    if not any(mark in value for mark in "()"):
+        return " ({{CUSTOMER_SUPPORT_HOURS}})", ""
+    return "", " Our team's hours: {{CUSTOMER_SUPPORT_HOURS}}" + (
+        "" if value.endswith(".") else "."
+    )
 
 
 def _reach(profile: Profile, channels: Sequence[str]) -> str:

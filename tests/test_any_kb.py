@@ -122,16 +122,20 @@ def test_markdown_front_matter_gives_sections_alternate_questions(tmp_path, capl
 
 def test_wrapped_article_text_reads_as_whole_sentences(tmp_path):
     """A writer's line wraps are not the answer's: a newcomer's extractive answer read
-    "Cancel⏎Plus". Lists, hard breaks, code and HTML blocks keep their lines."""
+    "Cancel⏎Plus". Lists, hard breaks, tables, rules, code and HTML keep their lines."""
     (tmp_path / "plans.md").write_text(
         "## Cancelling\nCancel\nPlus from Settings.\nIt ends at the period's close.\n\n"
-        "Steps:\n- Open Settings\n- Tap Cancel\n\nLine one  \nLine two\n\n"
-        "```\nplus cancel\n--now\n```\n",
+        "Steps:\n- Open Settings\n- Tap Cancel\n  when asked.\n\n"
+        "The plan\ncosts $5  \nper month.\n\n"
+        "Plan | Price\n--- | ---\nBasic | $5\n\n---\nSecond part.\n\n"
+        "    plus cancel\n    --now\n\n"
+        "```\n~~~\nplus cancel\n--now\n```\n\n"
+        "<details>\n<summary>More</summary>\nHidden text.\n</details>\n",
         encoding="utf-8",
     )
     (tmp_path / "devices.html").write_text(
         "<h2>Consoles</h2><p>Xbox and\n  PlayStation apps<br>are free.</p><ul><li>Xbox</li>"
-        "<li>PS5</li></ul>",
+        "<li>PS5</li></ul><pre>plus cancel\n--now</pre>a</br>b",
         encoding="utf-8",
     )
     docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
@@ -139,19 +143,35 @@ def test_wrapped_article_text_reads_as_whole_sentences(tmp_path):
         "Cancel Plus from Settings. It ends at the period's close.",
         "Steps:",
         "- Open Settings",
-        "- Tap Cancel",
-        "Line one",
-        "Line two",
-        "```",
+        "- Tap Cancel when asked.",
+        "The plan costs $5",
+        "per month.",
+        "Plan | Price",
+        "--- | ---",
+        "Basic | $5",
+        "---",
+        "Second part.",
         "plus cancel",
         "--now",
         "```",
+        "~~~",
+        "plus cancel",
+        "--now",
+        "```",
+        "<details>",
+        "<summary>More</summary>",
+        "Hidden text.",
+        "</details>",
     ]
     assert docs["devices.html#consoles"].split("\n") == [
         "Xbox and PlayStation apps",
         "are free.",
         "Xbox",
         "PS5",
+        "plus cancel",
+        "--now",
+        "a",
+        "b",
     ]
 
 
@@ -226,7 +246,7 @@ def test_an_alternate_question_finds_its_entry(settings, tmp_path):
 
 def test_api_sources_carry_section_ids(embedded_server, articles, tmp_path):
     """Served with `serve --kb`, over KB_PATH (the demo, from `running_api`): a newcomer
-    looked for the flag `ask` and `chat` have."""
+    looked for the flag `ask` and `eval` have."""
     with running_api(embedded_server.get_uri(), tmp_path, "--kb", str(articles)) as served:
         response = requests.post(
             f"{served.url}/question", json={"question": "I was charged twice"}, timeout=30
@@ -517,6 +537,10 @@ def test_declined_topics_with_commas_of_their_own_stay_apart():
     names = ["Billing", "Billing", "Cars, speakers and watches", "Transcripts, chapters"]
     docs = [knowledge.Document(str(n), "q", "a", "", name) for n, name in enumerate(names)]
     assert kb_topics(docs) == "Billing; Cars, speakers and watches; and Transcripts, chapters"
+    # Quotes already part example questions: a comma inside one changes nothing.
+    questions = ["Refunds?", "If I cancel, do I lose it?", "Gift cards?"]
+    plain = [knowledge.Document(str(n), q, "a", "", "") for n, q in enumerate(questions)]
+    assert kb_topics(plain).endswith('"Refunds?", "If I cancel, do I lose it?" and "Gift cards?"')
 
 
 def test_decline_on_a_kb_without_categories_quotes_questions_from_across_it(settings, tmp_path):

@@ -177,6 +177,24 @@ CONTACT_DETAILS = {
 HOURS = "CUSTOMER_SUPPORT_HOURS"
 
 
+def _replies(assistant: Assistant, profile: Profile, forwarded: bool) -> list[str]:
+    """The handoff, the decline and, when `forwarded`, the reply to a contact given after the
+    handoff, as `assistant`'s KB answers for `profile`."""
+    replying = Assistant(
+        assistant.retriever,
+        assistant.provider,
+        profile,
+        signals=assistant.signals,
+        handoffs_forwarded=forwarded,
+    )
+    handoff = replying.answer("I want to speak with a real person").answer
+    texts = [handoff, replying.answer("what's a good recipe for lasagna?").answer]
+    if forwarded:
+        history = [Turn("a person please", handoff, "handoff")]
+        texts.append(replying.answer("my email is jo@example.org", history=history).answer)
+    return texts
+
+
 @pytest.mark.parametrize("forwarded", [False, True])
 def test_replies_name_only_the_contact_details_the_profile_fills(assistant, forwarded):
     """A business without a phone line (or chat, email or hours) is never made to offer one:
@@ -188,22 +206,12 @@ def test_replies_name_only_the_contact_details_the_profile_fills(assistant, forw
             if size % 2:  # absent, not only empty
                 values = {name: value for name, value in values.items() if value}
             profile = Profile("Tunewave", {"COMPANY_NAME": "Tunewave", **values})
-            replying = Assistant(
-                assistant.retriever,
-                assistant.provider,
-                profile,
-                signals=assistant.signals,
-                handoffs_forwarded=forwarded,
-            )
-            handoff = replying.answer("I want to speak with a real person")
-            texts = [handoff.answer, replying.answer("what's a good recipe for lasagna?").answer]
-            if forwarded:
-                history = [Turn("a person please", handoff.answer, "handoff")]
-                texts.append(replying.answer("my email is jo@example.org", history=history).answer)
+            texts = _replies(assistant, profile, forwarded)
+            handoff = texts[0]
             assert "the Tunewave support assistant" in texts[1]
             channels = [CONTACT_DETAILS[name] for name in given if name != HOURS]
             hours = HOURS in given and bool(channels or forwarded)
-            assert (CONTACT_DETAILS[HOURS] in handoff.answer) == hours, (given, handoff.answer)
+            assert (CONTACT_DETAILS[HOURS] in handoff) == hours, (given, handoff)
             for text in texts:
                 assert all(channel in text for channel in channels), (given, text)
                 # No placeholder read as words, no channel without its detail, no gap.
@@ -212,26 +220,18 @@ def test_replies_name_only_the_contact_details_the_profile_fills(assistant, forw
 
 
 @pytest.mark.parametrize("forwarded", [False, True])
-def test_hours_with_parentheses_of_their_own_are_not_nested_in_more(assistant, forwarded):
+@pytest.mark.parametrize("email", ["help@example.com", ""])
+@pytest.mark.parametrize("end", ["", "."])
+def test_hours_with_parentheses_of_their_own_are_a_sentence_of_their_own(
+    assistant, forwarded, email, end
+):
     """A newcomer's "8 a.m. to 10 p.m. (phone: weekdays only)" read "(… (phone: weekdays
-    only))": such hours go between dashes."""
-    hours = "every day, 8 a.m. to 10 p.m. (phone: weekdays only)"
-    profile = Profile("Tunewave", {**CONTACT_DETAILS, HOURS: hours})
-    replying = Assistant(
-        assistant.retriever,
-        assistant.provider,
-        profile,
-        signals=assistant.signals,
-        handoffs_forwarded=forwarded,
-    )
-    handoff = replying.answer("I want to speak with a real person")
-    texts = [handoff.answer, replying.answer("what's a good recipe for lasagna?").answer]
-    if forwarded:
-        history = [Turn("a person please", handoff.answer, "handoff")]
-        texts.append(replying.answer("my email is jo@example.org", history=history).answer)
-    for text in texts:
-        assert f"\u2014 {hours}" in text and "((" not in text and "))" not in text, text
-        assert not re.search(r"  | [.,]|\u2014 \u2014|\u2014\.", text), text
+    only))": such hours are a sentence after the channels, ending in one full stop."""
+    hours = f"every day, 8 a.m. to 10 p.m. (phone: weekdays only){end}"
+    values = {**CONTACT_DETAILS, HOURS: hours, "CUSTOMER_SUPPORT_EMAIL": email}
+    for text in _replies(assistant, Profile("Tunewave", values), forwarded):
+        assert f"Our team's hours: {hours.removesuffix('.')}." in text, text
+        assert not re.search(r"\(\(|\)\)|\.\.|  | [.,]", text), text
 
 
 def test_a_profile_value_left_blank_in_yaml_is_empty(tmp_path):
