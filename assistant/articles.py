@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
+# A code fence's opening or closing line: three or more backticks or tildes.
+_FENCE = re.compile(r"\s*(`{3,}|~{3,})")
 
 
 def slug(heading: str) -> str:
@@ -111,8 +113,13 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
 
 
 class _HtmlSections(HTMLParser):
+    """An HTML page's sections, with its text as Markdown: list items as `- ` or `1. ` lines,
+    table cells parted by ` | `, `<pre>` as fenced code, blank lines between blocks."""
+
     HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
     SKIPPED = {"script", "style", "nav", "footer", "head"}
+    BLOCKS = {"p", "div", "table", "blockquote"}
+    LINES = {"br"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -122,6 +129,13 @@ class _HtmlSections(HTMLParser):
         self._title: list[str] | None = None
         self._skipping = 0
         self._preformatted = 0
+        # One entry per open list: None for <ul>, the last item's number for <ol>.
+        self._lists: list[int | None] = []
+        self._cells = 0
+        self._rows = 0
+
+    def _write(self, text: str) -> None:
+        self.current.lines.append(text)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -136,9 +150,32 @@ class _HtmlSections(HTMLParser):
         elif tag in self.HEADINGS:
             self._heading = []
         elif tag == "br":
-            self.current.lines.append("\n")
+            self._write("\n")
         elif tag == "pre":
+            if not self._preformatted:
+                self._write("\n\n```\n")
             self._preformatted += 1
+        elif tag in ("ul", "ol"):
+            self._lists.append(0 if tag == "ol" else None)
+            self._write("\n\n")
+        elif tag == "li":
+            number = self._lists[-1] if self._lists else None
+            if number is None:
+                self._write("\n- ")
+            else:
+                self._lists[-1] = number + 1
+                self._write(f"\n{number + 1}. ")
+        elif tag == "table":
+            self._rows = 0
+            self._write("\n\n")
+        elif tag == "tr":
+            self._cells = 0
+        elif tag in self.BLOCKS:
+            self._write("\n\n")
+        elif tag in ("td", "th"):
+            if self._cells:
+                self._write(" | ")
+            self._cells += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title" and self._title is not None:
@@ -150,22 +187,37 @@ class _HtmlSections(HTMLParser):
             self.article.sections.append(self.current)
             self.current = Section(" ".join("".join(self._heading).split()))
             self._heading = None
-        elif tag == "pre":
-            self._preformatted = max(0, self._preformatted - 1)
-            self.current.lines.append("\n")
-        elif tag in {"p", "li", "div", "tr", "br"}:
-            self.current.lines.append("\n")
+        elif tag == "pre" and self._preformatted:
+            self._preformatted -= 1
+            if not self._preformatted:
+                self._write("\n```\n\n")
+        elif tag in ("ul", "ol") and self._lists:
+            self._lists.pop()
+            self._write("\n\n")
+        elif tag == "tr":
+            self._rows += 1
+            # A Markdown table's header row is followed by its delimiter row.
+            delimiter = " | ".join(["---"] * self._cells)
+            self._write(f"\n{delimiter}\n" if self._rows == 1 and self._cells else "\n")
+        elif tag in self.BLOCKS:
+            self._write("\n\n")
+        elif tag in self.LINES:
+            self._write("\n")
 
     def handle_data(self, data: str) -> None:
         if self._title is not None:
             self._title.append(data)
         elif self._heading is not None:
             self._heading.append(data)
-        elif not self._skipping:
-            # A newline in HTML source is a space, outside <pre>; block ends and <br> break
-            # lines (handle_endtag).
-            text = data if self._preformatted else re.sub(r"\s+", " ", data)
-            self.current.lines.append(text)
+        elif self._skipping:
+            return
+        elif self._preformatted:
+            # As a browser does: a newline right after <pre> is not content.
+            opened = self.current.lines and self.current.lines[-1].endswith("```\n")
+            self._write(data.removeprefix("\n") if opened else data)
+        else:
+            # A newline in HTML source is a space: blocks and <br> break lines.
+            self._write(re.sub(r"\s+", " ", data))
 
 
 def parse_html(text: str, fallback_title: str) -> Article:
@@ -182,9 +234,30 @@ def parse_html(text: str, fallback_title: str) -> Article:
 
 
 def _body(section: Section) -> str:
-    text = "\n".join(section.lines)
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n", text)]
-    return "\n".join(p for p in paragraphs if p)
+    """The section's text as its answer: each line's runs of whitespace as one space, blank
+    lines between blocks kept (one for a run of them: a renderer otherwise reads a paragraph
+    after a table as its last row, or after a list as its last item's), and fenced code as
+    written, its alignment included."""
+    out: list[str] = []
+    fence = ""
+    for line in "\n".join(section.lines).split("\n"):
+        marker = _FENCE.match(line)
+        if fence:
+            out.append(line.rstrip())
+            closes = (
+                marker and marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence)
+            )
+            if closes and not line.strip().strip(fence[0]):
+                fence = ""
+            continue
+        if marker:
+            fence = marker.group(1)
+        text = " ".join(line.split())
+        if text or (out and out[-1]):
+            out.append(text)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out)
 
 
 def article_documents(article: Article, relative: str) -> list[Document]:

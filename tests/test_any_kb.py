@@ -120,59 +120,89 @@ def test_markdown_front_matter_gives_sections_alternate_questions(tmp_path, capl
     assert "pricing" in caplog.text and "payment-methods" not in caplog.text
 
 
-def test_wrapped_article_text_reads_as_whole_sentences(tmp_path):
+def test_article_answers_keep_the_articles_markdown(tmp_path):
     """A writer's line wraps are not the answer's: a newcomer's extractive answer read
-    "Cancel⏎Plus". Lists, hard breaks, tables, rules, code and HTML keep their lines."""
+    "Cancel⏎Plus". Lists, tables, hard breaks, rules and HTML keep their lines, blank lines
+    part blocks (else a renderer reads the paragraph after a table as a row of it), and code
+    keeps its spacing. HTML comes out as the same Markdown: items, table rows, fenced <pre>."""
     (tmp_path / "plans.md").write_text(
         "## Cancelling\nCancel\nPlus from Settings.\nIt ends at the period's close.\n\n"
-        "Steps:\n- Open Settings\n- Tap Cancel\n  when asked.\n\n"
+        "Steps:\n- Open Settings\n- Tap Cancel\n  when asked.\n\n\n"
         "The plan\ncosts $5  \nper month.\n\n"
         "Plan | Price\n--- | ---\nBasic | $5\n\n---\nSecond part.\n\n"
         "    plus cancel\n    --now\n\n"
-        "```\n~~~\nplus cancel\n--now\n```\n\n"
+        "```\n~~~\nE101  Network lost   - retry\n\n--now\n```\n\n"
         "<details>\n<summary>More</summary>\nHidden text.\n</details>\n",
         encoding="utf-8",
     )
     (tmp_path / "devices.html").write_text(
         "<h2>Consoles</h2><p>Xbox and\n  PlayStation apps<br>are free.</p><ul><li>Xbox</li>"
-        "<li>PS5</li></ul><pre>plus cancel\n--now</pre>a</br>b",
+        "<li>PS5</li></ul><ol><li>Open</li><li>Sign in</li></ol><table><tr><th>Plan</th>"
+        "<th>Price</th></tr><tr><td>Basic</td><td>$5</td></tr></table>"
+        "<pre>\nE101  Network lost\n--now</pre>a</br>b<p>After.</p>",
         encoding="utf-8",
     )
     docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
-    assert docs["plans.md#cancelling"].split("\n") == [
-        "Cancel Plus from Settings. It ends at the period's close.",
-        "Steps:",
-        "- Open Settings",
-        "- Tap Cancel when asked.",
-        "The plan costs $5",
-        "per month.",
-        "Plan | Price",
-        "--- | ---",
-        "Basic | $5",
-        "---",
-        "Second part.",
-        "plus cancel",
-        "--now",
-        "```",
-        "~~~",
-        "plus cancel",
-        "--now",
-        "```",
-        "<details>",
-        "<summary>More</summary>",
-        "Hidden text.",
-        "</details>",
-    ]
-    assert docs["devices.html#consoles"].split("\n") == [
-        "Xbox and PlayStation apps",
-        "are free.",
-        "Xbox",
-        "PS5",
-        "plus cancel",
-        "--now",
-        "a",
-        "b",
-    ]
+    assert docs["plans.md#cancelling"] == "\n".join(
+        [
+            "Cancel Plus from Settings. It ends at the period's close.",
+            "",
+            "Steps:",
+            "- Open Settings",
+            "- Tap Cancel when asked.",
+            "",
+            "The plan costs $5",
+            "per month.",
+            "",
+            "Plan | Price",
+            "--- | ---",
+            "Basic | $5",
+            "",
+            "---",
+            "Second part.",
+            "",
+            "plus cancel",
+            "--now",
+            "",
+            "```",
+            "~~~",
+            "E101  Network lost   - retry",
+            "",
+            "--now",
+            "```",
+            "",
+            "<details>",
+            "<summary>More</summary>",
+            "Hidden text.",
+            "</details>",
+        ]
+    )
+    assert docs["devices.html#consoles"] == "\n".join(
+        [
+            "Xbox and PlayStation apps",
+            "are free.",
+            "",
+            "- Xbox",
+            "- PS5",
+            "",
+            "1. Open",
+            "2. Sign in",
+            "",
+            "Plan | Price",
+            "--- | ---",
+            "Basic | $5",
+            "",
+            "```",
+            "E101  Network lost",
+            "--now",
+            "```",
+            "",
+            "a",
+            "b",
+            "",
+            "After.",
+        ]
+    )
 
 
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):
