@@ -18,11 +18,12 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 import yaml
+from bs4 import BeautifulSoup
 from markdown_it import MarkdownIt
+from markdownify import MarkdownConverter
 
 from assistant.knowledge import Document, KnowledgeBaseError, alternates, read_text
 
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
-# A code fence's opening or closing line: three or more backticks or tildes.
-_FENCE = re.compile(r"\s*(`{3,}|~{3,})")
 
 
 def slug(heading: str) -> str:
@@ -60,17 +59,42 @@ class Article:
 
 
 def parse_markdown(text: str, fallback_title: str) -> Article:
+    """A Markdown file as an Article: its YAML front matter (`title`, `url`, `category`,
+    `alternates`), then its sections (see `_sections`)."""
     meta: dict = {}
     match = _FRONT_MATTER.match(text)
     if match:
         loaded = yaml.safe_load(match.group(1))
         meta = loaded if isinstance(loaded, dict) else {}
         text = text[match.end() :]
-    lines = text.splitlines()
-    # Heading lines come from the parser, so a "#" inside a code block is not a heading.
+    article = Article(
+        str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
+    )
+    extra = meta.get("alternates")
+    if isinstance(extra, dict):
+        article.alternates = {str(anchor).lstrip("#"): value for anchor, value in extra.items()}
+    return _sections(text, article, fallback_title)
+
+
+def _sections(text: str, article: Article, fallback_title: str) -> Article:
+    """Split Markdown `text` at its headings into `article.sections`, each line as it should
+    read in an answer; the article's title falls back to its first heading,
+    then to `fallback_title`."""
+    # As the parser numbers lines: it reads "\r\n" and "\r" as "\n" and no other character
+    # as a line break (str.splitlines would also break at U+2028 or a form feed, and every
+    # heading after one would start on the wrong line).
+    lines = re.sub(r"\r\n?", "\n", text).split("\n")
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    # Heading lines come from the parser, so a "#" inside a code block is not a heading, and
+    # a heading's name is its text: "## [Refunds](/refunds)" is "Refunds", as GitHub slugs it.
     headings = {
-        token.map[0]: tokens[i + 1].content
+        token.map[0]: " ".join(
+            "".join(
+                " " if child.type == "softbreak" else child.content
+                for child in tokens[i + 1].children or ()
+                if child.type in ("text", "code_inline", "softbreak")
+            ).split()
+        )
         for i, token in enumerate(tokens)
         if token.type == "heading_open" and token.map
     }
@@ -79,20 +103,11 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
     # wraps at 80 columns writes one sentence over two lines, and the answer must not break
     # it ("Cancel⏎Plus"). Each list item, table row, line of code and HTML block keeps its
     # own line: none of them is a paragraph's continuation.
-    continuing = {
-        row
-        for token in tokens
-        if token.type == "paragraph_open" and token.map
-        for row in range(token.map[0] + 1, token.map[1])
-    }
-    article = Article(
-        str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
-    )
-    extra = meta.get("alternates")
-    if isinstance(extra, dict):
-        article.alternates = {str(anchor).lstrip("#"): value for anchor, value in extra.items()}
+    continuing = _rows(tokens, "paragraph_open", first=False)
+    verbatim = _rows(tokens, "fence", "code_block")
     current = Section("")
     row = 0
+    broken = False
     while row < len(lines):
         if row in headings:
             article.sections.append(current)
@@ -100,164 +115,80 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
             row = ends[row]
             continue
         previous = current.lines[-1] if current.lines else ""
+        line = lines[row]
+        if row in verbatim:
+            current.lines.append(line.rstrip())
+        elif row in continuing and previous.strip() and not broken:
+            # A quoted paragraph's later lines repeat its ">" markers.
+            rest = re.sub(r"^\s*(>\s?)*", "", line)
+            current.lines[-1] = f"{previous.rstrip()} {' '.join(rest.split())}"
+        elif line.strip() or previous.strip():
+            # Indentation is structure (a nested item, indented code); runs of spaces inside
+            # a line are not. Runs of blank lines are one.
+            indent = line[: len(line) - len(line.lstrip())]
+            current.lines.append(indent + " ".join(line.split()) if line.strip() else "")
         # Two trailing spaces or a backslash: a hard break, kept.
-        if row in continuing and previous.strip() and not previous.endswith(("  ", "\\")):
-            current.lines[-1] = f"{previous.rstrip()} {lines[row].lstrip()}"
-        else:
-            current.lines.append(lines[row])
+        broken = line.endswith(("  ", "\\"))
         row += 1
     article.sections.append(current)
+    for section in article.sections:
+        while section.lines and not section.lines[-1].strip():
+            section.lines.pop()
     first = next((s.heading for s in article.sections if s.heading), "")
     article.title = article.title or first or fallback_title
     return article
 
 
-class _HtmlSections(HTMLParser):
-    """An HTML page's sections, with its text as Markdown: list items as `- ` or `1. ` lines,
-    table cells parted by ` | `, `<pre>` as fenced code, blank lines between blocks."""
+def _rows(tokens: list, *types: str, first: bool = True) -> set[int]:
+    """The source rows (0-based) of the block tokens of `types`; with `first=False`, each
+    block's rows after its first."""
+    return {
+        row
+        for token in tokens
+        if token.type in types and token.map
+        for row in range(token.map[0] + (0 if first else 1), token.map[1])
+    }
 
-    HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-    SKIPPED = {"script", "style", "nav", "footer", "head"}
-    BLOCKS = {"p", "div", "table", "blockquote"}
-    LINES = {"br"}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.article = Article("")
-        self.current = Section("")
-        self._heading: list[str] | None = None
-        self._title: list[str] | None = None
-        self._skipping = 0
-        self._preformatted = 0
-        # One entry per open list: None for <ul>, the last item's number for <ol>.
-        self._lists: list[int | None] = []
-        self._cells = 0
-        self._rows = 0
+class _Markdown(MarkdownConverter):
+    """markdownify's converter, with code and table cells kept intact in Markdown."""
 
-    def _write(self, text: str) -> None:
-        self.current.lines.append(text)
+    def convert_pre(self, el, text: str, parent_tags: set[str]) -> str:
+        # A fence longer than any run of backticks in the code, which would close it early.
+        block = super().convert_pre(el, text, parent_tags)
+        longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+        if not longest:
+            return block
+        fence = "`" * (longest + 1)
+        return f"\n\n{fence}{block.strip()[3:-3]}{fence}\n\n"
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "title":
-            self._title = []
-        elif tag == "link" and values.get("rel") == "canonical":
-            self.article.url = values.get("href") or ""
-        elif tag == "meta" and values.get("name") == "category":
-            self.article.category = values.get("content") or ""
-        elif tag in self.SKIPPED:
-            self._skipping += 1
-        elif tag in self.HEADINGS:
-            self._heading = []
-        elif tag == "br":
-            self._write("\n")
-        elif tag == "pre":
-            if not self._preformatted:
-                self._write("\n\n```\n")
-            self._preformatted += 1
-        elif tag in ("ul", "ol"):
-            self._lists.append(0 if tag == "ol" else None)
-            self._write("\n\n")
-        elif tag == "li":
-            number = self._lists[-1] if self._lists else None
-            if number is None:
-                self._write("\n- ")
-            else:
-                self._lists[-1] = number + 1
-                self._write(f"\n{number + 1}. ")
-        elif tag == "table":
-            self._rows = 0
-            self._write("\n\n")
-        elif tag == "tr":
-            self._cells = 0
-        elif tag in self.BLOCKS:
-            self._write("\n\n")
-        elif tag in ("td", "th"):
-            if self._cells:
-                self._write(" | ")
-            self._cells += 1
+    def convert_td(self, el, text: str, parent_tags: set[str]) -> str:
+        return super().convert_td(el, text.replace("|", "\\|"), parent_tags)
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title" and self._title is not None:
-            self.article.title = " ".join("".join(self._title).split())
-            self._title = None
-        elif tag in self.SKIPPED:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag in self.HEADINGS and self._heading is not None:
-            self.article.sections.append(self.current)
-            self.current = Section(" ".join("".join(self._heading).split()))
-            self._heading = None
-        elif tag == "pre" and self._preformatted:
-            self._preformatted -= 1
-            if not self._preformatted:
-                self._write("\n```\n\n")
-        elif tag in ("ul", "ol") and self._lists:
-            self._lists.pop()
-            self._write("\n\n")
-        elif tag == "tr":
-            self._rows += 1
-            # A Markdown table's header row is followed by its delimiter row.
-            delimiter = " | ".join(["---"] * self._cells)
-            self._write(f"\n{delimiter}\n" if self._rows == 1 and self._cells else "\n")
-        elif tag in self.BLOCKS:
-            self._write("\n\n")
-        elif tag in self.LINES:
-            self._write("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._title is not None:
-            self._title.append(data)
-        elif self._heading is not None:
-            self._heading.append(data)
-        elif self._skipping:
-            return
-        elif self._preformatted:
-            # As a browser does: a newline right after <pre> is not content.
-            opened = self.current.lines and self.current.lines[-1].endswith("```\n")
-            self._write(data.removeprefix("\n") if opened else data)
-        else:
-            # A newline in HTML source is a space: blocks and <br> break lines.
-            self._write(re.sub(r"\s+", " ", data))
+    def convert_th(self, el, text: str, parent_tags: set[str]) -> str:
+        return super().convert_th(el, text.replace("|", "\\|"), parent_tags)
 
 
 def parse_html(text: str, fallback_title: str) -> Article:
-    parser = _HtmlSections()
-    parser.feed(text)
-    parser.close()
-    article = parser.article
-    article.sections.append(parser.current)
-    for section in article.sections:
-        section.lines = ["".join(section.lines)]
-    first = next((s.heading for s in article.sections if s.heading), "")
-    article.title = article.title or first or fallback_title
-    return article
-
-
-def _body(section: Section) -> str:
-    """The section's text as its answer: each line's runs of whitespace as one space, blank
-    lines between blocks kept (one for a run of them: a renderer otherwise reads a paragraph
-    after a table as its last row, or after a list as its last item's), and fenced code as
-    written, its alignment included."""
-    out: list[str] = []
-    fence = ""
-    for line in "\n".join(section.lines).split("\n"):
-        marker = _FENCE.match(line)
-        if fence:
-            out.append(line.rstrip())
-            closes = (
-                marker and marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence)
-            )
-            if closes and not line.strip().strip(fence[0]):
-                fence = ""
-            continue
-        if marker:
-            fence = marker.group(1)
-        text = " ".join(line.split())
-        if text or (out and out[-1]):
-            out.append(text)
-    while out and not out[-1]:
-        out.pop()
-    return "\n".join(out)
+    """An HTML page as an Article: its `<title>`, `<link rel="canonical">` and
+    `<meta name="category">`, then its body converted to Markdown by markdownify (navigation,
+    footers, scripts and styles dropped) and split at its headings as a Markdown file is."""
+    # Browsers read a stray "</br>" as "<br>"; the parser would drop it.
+    soup = BeautifulSoup(re.sub(r"</br\s*>", "<br>", text, flags=re.IGNORECASE), "html.parser")
+    title = soup.find("title")
+    canonical = soup.find("link", rel="canonical")
+    category = soup.find("meta", attrs={"name": "category"})
+    article = Article(
+        " ".join(title.get_text().split()) if title else "",
+        str(canonical.get("href") or "") if canonical else "",
+        str(category.get("content") or "") if category else "",
+    )
+    for tag in soup.find_all(["head", "script", "style", "nav", "footer"]):
+        tag.decompose()
+    converter = _Markdown(
+        heading_style="ATX", bullets="-", escape_asterisks=False, escape_underscores=False
+    )
+    return _sections(converter.convert_soup(soup), article, fallback_title)
 
 
 def article_documents(article: Article, relative: str) -> list[Document]:
@@ -265,7 +196,7 @@ def article_documents(article: Article, relative: str) -> list[Document]:
     docs = []
     anchors: Counter[str] = Counter()
     for section in article.sections:
-        body = _body(section)
+        body = "\n".join(section.lines).strip("\n")
         if not body:
             # A heading with no text of its own ("# Billing" over its "## Refunds") is the
             # article's structure, not an empty entry.

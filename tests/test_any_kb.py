@@ -124,7 +124,8 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
     """A writer's line wraps are not the answer's: a newcomer's extractive answer read
     "Cancel⏎Plus". Lists, tables, hard breaks, rules and HTML keep their lines, blank lines
     part blocks (else a renderer reads the paragraph after a table as a row of it), and code
-    keeps its spacing. HTML comes out as the same Markdown: items, table rows, fenced <pre>."""
+    keeps its spacing and indented code its indentation. HTML comes out as the same Markdown:
+    items, table rows, fenced <pre>."""
     (tmp_path / "plans.md").write_text(
         "## Cancelling\nCancel\nPlus from Settings.\nIt ends at the period's close.\n\n"
         "Steps:\n- Open Settings\n- Tap Cancel\n  when asked.\n\n\n"
@@ -161,8 +162,8 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
             "---",
             "Second part.",
             "",
-            "plus cancel",
-            "--now",
+            "    plus cancel",
+            "    --now",
             "",
             "```",
             "~~~",
@@ -188,9 +189,9 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
             "1. Open",
             "2. Sign in",
             "",
-            "Plan | Price",
-            "--- | ---",
-            "Basic | $5",
+            "| Plan | Price |",
+            "| --- | --- |",
+            "| Basic | $5 |",
             "",
             "```",
             "E101  Network lost",
@@ -203,6 +204,47 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
             "After.",
         ]
     )
+
+
+def test_help_centre_markup_as_cms_pages_and_writers_use_it(tmp_path):
+    """A reviewer's cases: CMS pages wrap list items in <p> (the items came out empty),
+    number lists from `start`, nest lists, leave a table's corner cell empty, put `|` in a
+    cell and ``` in <pre> (which closed the fence early); the page's Markdown keeps a rule at
+    its top, which is not front matter. In Markdown, nested items keep their indentation, a
+    quote's wrapped lines lose their repeated ">", and a heading's link is not its name."""
+    (tmp_path / "cms.html").write_text(
+        "<hr><p>Intro.</p><hr><h2>Steps</h2><ol start=3><li><p>Open settings.</p></li>"
+        "<li><p>Tap <b>Cancel</b>.</p><ul><li>Confirm</li></ul></li></ol>"
+        "<table><tr><th></th><th>Basic</th></tr><tr><td>Price</td><td>$5 | month</td></tr>"
+        "</table><pre>run\n```\ndone\n</pre>",
+        encoding="utf-8",
+    )
+    (tmp_path / "guide.md").write_text(
+        "## [Quotes](https://help.example/q)\n> Keep this\n> in mind.\n\n"
+        "- Open\n  - Playback\n    settings\n",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs["cms.html"] == "---\n\nIntro.\n\n---"
+    assert docs["cms.html#steps"] == "\n".join(
+        [
+            "3. Open settings.",
+            "4. Tap **Cancel**.",
+            "",
+            "   - Confirm",
+            "",
+            "| | Basic |",
+            "| --- | --- |",
+            "| Price | $5 \\| month |",
+            "",
+            "````",
+            "run",
+            "```",
+            "done",
+            "````",
+        ]
+    )
+    assert docs["guide.md#quotes"] == "> Keep this in mind.\n\n- Open\n  - Playback settings"
 
 
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):
