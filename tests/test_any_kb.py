@@ -419,6 +419,17 @@ def test_a_calm_request_worded_as_a_demand_is_no_frustration(demo):
 
 
 @pytest.mark.parametrize(
+    "question", ["can you write me a poem about autumn", "please write me a story about a pirate"]
+)
+def test_a_task_asked_of_the_assistant_is_no_request_for_a_person(demo, question):
+    """A newcomer's "can you write me a poem about autumn" was handed off as a request for a
+    person ("can you ... me ... about" as in "can you put me through to someone about"):
+    `data/handoff-examples.txt` now gives tasks asked of the assistant as calm `none`
+    examples. Neither message is among them."""
+    assert demo.answer(question).status == "out_of_scope"
+
+
+@pytest.mark.parametrize(
     "question, entry",
     [
         ("how do i cancle my subscripton", "cancel-subscription"),
