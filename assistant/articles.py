@@ -4,12 +4,18 @@ split into sections at its headings.
 A section's id is `<path relative to the folder>#<GitHub-style slug of its heading>`
 (`billing.md#refunds`), its question is the heading, its text the section's body and its
 category the article's title. A Markdown file's YAML front matter may give `title`, `url` and
-`category`; an HTML file's `<title>` and `<link rel="canonical">` do the same. Markdown front
+`category`; an HTML file's `<title>` (or `<h1>`, see `parse_html`), `<link rel="canonical">`
+and `<meta name="category">` do the same. Markdown front
 matter may also give sections alternate questions (customers' own wording, as a CSV's
 `alternates` column does), under the section's anchor:
 
     alternates:
       payment-methods: ["do you take paypal?", "can I pay with apple pay?"]
+
+An `alternates.yaml` at the folder's top gives any section (an HTML page's too) alternate
+questions by id:
+
+    billing/payments.html#payment-methods: ["do you take paypal?"]
 """
 
 from __future__ import annotations
@@ -17,20 +23,21 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
-from bs4 import BeautifulSoup
 from markdown_it import MarkdownIt
-from markdownify import MarkdownConverter
 
+from assistant.html_pages import read_page
 from assistant.knowledge import Document, KnowledgeBaseError, alternates, read_text
 
 log = logging.getLogger(__name__)
 
 MARKDOWN = {".md", ".markdown"}
 HTML = {".html", ".htm"}
+# Alternate questions for any article's sections, by id: the way to add them to HTML pages.
+ALTERNATES_FILE = "alternates.yaml"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
 
 
@@ -60,12 +67,15 @@ class Article:
 
 def parse_markdown(text: str, fallback_title: str) -> Article:
     """A Markdown file as an Article: its YAML front matter (`title`, `url`, `category`,
-    `alternates`), then its sections (see `_sections`)."""
+    `alternates`), then its sections (see `_sections`). Raises yaml.YAMLError when the front
+    matter is not valid YAML."""
     meta: dict = {}
+    text = text.removeprefix("\ufeff")
     match = _FRONT_MATTER.match(text)
-    if match:
-        loaded = yaml.safe_load(match.group(1))
-        meta = loaded if isinstance(loaded, dict) else {}
+    # Front matter is a YAML mapping; a file opening with a rule ("---") is not.
+    loaded = yaml.safe_load(match.group(1)) if match else None
+    if match and isinstance(loaded, dict):
+        meta = loaded
         text = text[match.end() :]
     article = Article(
         str(meta.get("title") or ""), str(meta.get("url") or ""), str(meta.get("category") or "")
@@ -90,9 +100,9 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     headings = {
         token.map[0]: " ".join(
             "".join(
-                " " if child.type == "softbreak" else child.content
+                " " if child.type in ("softbreak", "hardbreak") else child.content
                 for child in tokens[i + 1].children or ()
-                if child.type in ("text", "code_inline", "softbreak")
+                if child.type in ("text", "code_inline", "html_inline", "softbreak", "hardbreak")
             ).split()
         )
         for i, token in enumerate(tokens)
@@ -105,6 +115,14 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     # own line: none of them is a paragraph's continuation.
     continuing = _rows(tokens, "paragraph_open", first=False)
     verbatim = _rows(tokens, "fence", "code_block")
+    # A writer's HTML comment is a note to the team ("<!-- check with legal -->"), never an
+    # answer's text.
+    notes = {
+        row
+        for token in tokens
+        if token.type == "html_block" and token.map and token.content.lstrip().startswith("<!--")
+        for row in range(*token.map)
+    }
     current = Section("")
     row = 0
     broken = False
@@ -116,18 +134,24 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
             continue
         previous = current.lines[-1] if current.lines else ""
         line = lines[row]
-        if row in verbatim:
+        if row in notes:
+            pass
+        elif row in verbatim:
             current.lines.append(line.rstrip())
         elif row in continuing and previous.strip() and not broken:
             # A quoted paragraph's later lines repeat its ">" markers.
-            rest = re.sub(r"^\s*(>\s?)*", "", line)
-            current.lines[-1] = f"{previous.rstrip()} {' '.join(rest.split())}"
+            rest = " ".join(re.sub(r"^\s*(>\s?)*", "", line).split())
+            hard = "  " if line.endswith("  ") else ""
+            current.lines[-1] = f"{previous.rstrip()} {rest}{hard}"
         elif line.strip() or previous.strip():
-            # Indentation is structure (a nested item, indented code); runs of spaces inside
-            # a line are not. Runs of blank lines are one.
-            indent = line[: len(line) - len(line.lstrip())]
-            current.lines.append(indent + " ".join(line.split()) if line.strip() else "")
-        # Two trailing spaces or a backslash: a hard break, kept.
+            # Indentation and quote markers are structure (a nested item, indented code, a
+            # list in a quote); runs of spaces inside a line are not. Runs of blank lines are
+            # one. A hard break (two trailing spaces) keeps its spaces, for a renderer.
+            indent = re.match(r"[\s>]*", line).group()
+            text = " ".join(line[len(indent) :].split())
+            hard = "  " if text and line.endswith("  ") else ""
+            current.lines.append(f"{indent}{text}{hard}" if line.strip() else "")
+        # Two trailing spaces or a backslash: a hard break; the next line is not joined on.
         broken = line.endswith(("  ", "\\"))
         row += 1
     article.sections.append(current)
@@ -150,45 +174,12 @@ def _rows(tokens: list, *types: str, first: bool = True) -> set[int]:
     }
 
 
-class _Markdown(MarkdownConverter):
-    """markdownify's converter, with code and table cells kept intact in Markdown."""
-
-    def convert_pre(self, el, text: str, parent_tags: set[str]) -> str:
-        # A fence longer than any run of backticks in the code, which would close it early.
-        block = super().convert_pre(el, text, parent_tags)
-        longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
-        if not longest:
-            return block
-        fence = "`" * (longest + 1)
-        return f"\n\n{fence}{block.strip()[3:-3]}{fence}\n\n"
-
-    def convert_td(self, el, text: str, parent_tags: set[str]) -> str:
-        return super().convert_td(el, text.replace("|", "\\|"), parent_tags)
-
-    def convert_th(self, el, text: str, parent_tags: set[str]) -> str:
-        return super().convert_th(el, text.replace("|", "\\|"), parent_tags)
-
-
+# What opens a Markdown block: a heading, a quote, a list item, a numbered item.
 def parse_html(text: str, fallback_title: str) -> Article:
-    """An HTML page as an Article: its `<title>`, `<link rel="canonical">` and
-    `<meta name="category">`, then its body converted to Markdown by markdownify (navigation,
-    footers, scripts and styles dropped) and split at its headings as a Markdown file is."""
-    # Browsers read a stray "</br>" as "<br>"; the parser would drop it.
-    soup = BeautifulSoup(re.sub(r"</br\s*>", "<br>", text, flags=re.IGNORECASE), "html.parser")
-    title = soup.find("title")
-    canonical = soup.find("link", rel="canonical")
-    category = soup.find("meta", attrs={"name": "category"})
-    article = Article(
-        " ".join(title.get_text().split()) if title else "",
-        str(canonical.get("href") or "") if canonical else "",
-        str(category.get("content") or "") if category else "",
-    )
-    for tag in soup.find_all(["head", "script", "style", "nav", "footer"]):
-        tag.decompose()
-    converter = _Markdown(
-        heading_style="ATX", bullets="-", escape_asterisks=False, escape_underscores=False
-    )
-    return _sections(converter.convert_soup(soup), article, fallback_title)
+    """An HTML page as an Article: its article text as Markdown (`html_pages.read_page`),
+    split at its headings as a Markdown file is."""
+    page = read_page(text)
+    return _sections(page.markdown, Article(page.title, page.url, page.category), fallback_title)
 
 
 def article_documents(article: Article, relative: str) -> list[Document]:
@@ -196,7 +187,7 @@ def article_documents(article: Article, relative: str) -> list[Document]:
     docs = []
     anchors: Counter[str] = Counter()
     for section in article.sections:
-        body = "\n".join(section.lines).strip("\n")
+        body = "\n".join(section.lines)
         if not body:
             # A heading with no text of its own ("# Billing" over its "## Refunds") is the
             # article's structure, not an empty entry.
@@ -234,7 +225,9 @@ def article_documents(article: Article, relative: str) -> list[Document]:
 
 def read_folder(folder: Path) -> list[Document]:
     """Every Markdown and HTML file under `folder`, in path order, split into sections.
-    Raises KnowledgeBaseError when the folder holds no such file, or a file is not UTF-8."""
+    Raises KnowledgeBaseError naming the file when the folder holds no such file, or a file
+    is not UTF-8, or its front matter not YAML, or it cannot be parsed (tags nested past
+    Python's recursion limit)."""
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MARKDOWN | HTML
     )
@@ -244,6 +237,49 @@ def read_folder(folder: Path) -> list[Document]:
     for path in files:
         relative = path.relative_to(folder).as_posix()
         parse = parse_markdown if path.suffix.lower() in MARKDOWN else parse_html
-        article = parse(read_text(path), path.stem.replace("-", " ").replace("_", " "))
+        text = read_text(path)
+        try:
+            article = parse(text, path.stem.replace("-", " ").replace("_", " "))
+        # One file's error names the file and stops the load, as a CSV's bad row does: a
+        # loader that skipped it would serve a help centre missing its articles.
+        except yaml.YAMLError as error:
+            raise KnowledgeBaseError(f"{path}: front matter is not valid YAML ({error})") from None
+        except (RecursionError, ValueError) as error:
+            raise KnowledgeBaseError(
+                f"{path}: cannot be read as an article ({error.__class__.__name__}: {error})"
+            ) from None
         docs += article_documents(article, relative)
-    return docs
+    return _with_folder_alternates(docs, folder / ALTERNATES_FILE)
+
+
+def _with_folder_alternates(docs: list[Document], path: Path) -> list[Document]:
+    """`docs` with the alternate questions `path` gives them by id (a YAML mapping of entry
+    id to a list of questions, or one string separated by `|`), after any from front matter;
+    ids naming no entry are logged. Raises KnowledgeBaseError when `path` is not such a
+    mapping."""
+    if not path.is_file():
+        return docs
+    try:
+        loaded = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as error:
+        raise KnowledgeBaseError(f"{path}: not valid YAML ({error.__class__.__name__})") from None
+    if not isinstance(loaded, dict):
+        raise KnowledgeBaseError(f"{path}: expected a mapping of entry id to questions")
+    extra = {str(key): value for key, value in loaded.items()}
+    unknown = set(extra) - {doc.id for doc in docs}
+    if unknown:
+        log.warning(
+            "%s: alternates for %s, which name no entry (`assistant ingest --kb FOLDER --ids` "
+            "lists the ids)",
+            path.name,
+            ", ".join(sorted(unknown)),
+        )
+    return [
+        replace(
+            doc,
+            alternates=alternates([*doc.alternates, *alternates(extra[doc.id])], doc.question),
+        )
+        if doc.id in extra
+        else doc
+        for doc in docs
+    ]

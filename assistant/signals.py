@@ -50,6 +50,9 @@ CLAUSE_MARGIN = 0.5
 # SVM. With WordLlama at 0.5, our 13 frustrated test messages were all handed off (11 by the
 # n-grams alone); at 1.0 and 2.0 more ordinary questions of ours looked frustrated too.
 DENSE_WEIGHT = 0.5
+# A request for a person joined to a question by "and" ("my card was charged twice and I
+# need a human to sort it out") is a clause of its own for that request.
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 _NEGATION = re.compile(r"\b(?:not|no|never|without|nobody|nothing)\b|n['\u2019]t\b", re.IGNORECASE)
 
 
@@ -127,7 +130,7 @@ class HandoffSignals:
         twice") is a question to answer; with an encoder, by the embedding SVM too."""
         if self._model is None:
             return None
-        every = clauses(message)
+        every = [part for clause in clauses(message) for part in _AND.split(clause)]
         # A clause of a word or two ("please", "thanks") says too little to be read alone, and
         # a negated one ("I don't want to talk to a person, just tell me how to cancel") says
         # what the customer does not want.

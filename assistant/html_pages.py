@@ -1,0 +1,137 @@
+"""Help-centre HTML pages as Markdown: the page's article, without the furniture a CMS theme
+puts around it, converted by markdownify (`articles.parse_html` then splits it at headings)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+from bs4 import BeautifulSoup, Tag
+from markdownify import MarkdownConverter
+
+HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
+# What opens a Markdown block: a heading, a quote, a list item, a numbered item.
+_BLOCK_START = re.compile(r"^(#{1,6}(?=\s|$)|>|[-+*](?=\s))")
+_NUMBER_START = re.compile(r"^(\d+)([.)])(?=\s)")
+# Page furniture a help-centre theme (Zendesk Guide, WordPress, Intercom) puts around and
+# inside an article: none of it answers a question, and as text it became entries of its own
+# ("Updated 3 months ago", "Related articles", a breadcrumb trail) and the tail of every
+# page's last section ("Was this article helpful? Yes No").
+_FURNITURE = ["script", "style", "noscript", "template", "nav", "aside", "form", "button", "footer"]
+# Media an answer in words cannot show (a <video>'s fallback text reads "Your browser does not
+# support video").
+_MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canvas"]
+# Class or id words those themes give such furniture ("article-meta", "breadcrumbs",
+# "article-votes", "share-buttons", "related-posts").
+_FURNITURE_WORDS = {
+    "breadcrumb", "breadcrumbs", "meta", "vote", "votes", "share", "sharing", "social",
+    "related", "comments", "sidebar",
+}  # fmt: skip
+# Furniture is small: an element holding this share of the article's text or more is its
+# content, whatever its class ("layout-with-sidebar" around the whole article).
+_FURNITURE_SHARE = 0.5
+
+
+@dataclass
+class Page:
+    """One HTML page: its title, canonical URL, category and article text as Markdown."""
+
+    title: str
+    url: str
+    category: str
+    markdown: str
+
+
+class _Markdown(MarkdownConverter):
+    """markdownify's converter, with code, paragraphs and table cells kept intact in Markdown
+    and images left out."""
+
+    def convert_pre(self, el, text: str, parent_tags: set[str]) -> str:
+        # A fence longer than any run of backticks in the code, which would close it early.
+        block = super().convert_pre(el, text, parent_tags)
+        longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+        if not longest:
+            return block
+        fence = "`" * (longest + 1)
+        return f"\n\n{fence}{block.strip()[3:-3]}{fence}\n\n"
+
+    def convert_img(self, el, text: str, parent_tags: set[str]) -> str:
+        # An answer is words: a screenshot's Markdown ("![cancel.png](...)") is noise in it.
+        return ""
+
+    def convert_p(self, el, text: str, parent_tags: set[str]) -> str:
+        # A paragraph that opens like a Markdown block ("# of screens depends on your plan",
+        # "1. Open settings." with no list) stays a paragraph: escaped, as a writer would.
+        text = _NUMBER_START.sub(r"\1\\\2", _BLOCK_START.sub(r"\\\1", text.lstrip()))
+        return super().convert_p(el, text, parent_tags)
+
+    def convert_td(self, el, text: str, parent_tags: set[str]) -> str:
+        return super().convert_td(el, text.replace("|", "\\|"), parent_tags)
+
+    def convert_th(self, el, text: str, parent_tags: set[str]) -> str:
+        return super().convert_th(el, text.replace("|", "\\|"), parent_tags)
+
+
+def _furniture(tag: Tag, words: int) -> bool:
+    """Whether `tag` is page furniture: hidden, a page header (one holding no heading: a logo
+    and links), or marked by a class or id word in _FURNITURE_WORDS; and small, under
+    _FURNITURE_SHARE of the article's `words`."""
+    names = " ".join([*tag.get("class", []), str(tag.get("id", ""))]).lower()
+    marked = (
+        tag.has_attr("hidden")
+        or (tag.name == "header" and not tag.find(HEADINGS))
+        or bool(_FURNITURE_WORDS & set(re.split(r"[^a-z]+", names)))
+    )
+    return marked and len(tag.get_text().split()) < _FURNITURE_SHARE * words
+
+
+def read_page(text: str) -> Page:
+    """An HTML page's `<title>`, `<link rel="canonical">`, `<meta name="category">` and
+    article text as Markdown.
+
+    The text is the page's `<main>` (or `role="main"`), else its one `<article>`, else its
+    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_furniture`). The title is the
+    `<title>`, or the first `<h1>` where the `<title>` is that heading plus the site's name
+    ("Refunds – Acme Help Centre"). Relative links resolve against the canonical URL. Raises
+    RecursionError for tags nested past Python's limit, ValueError for a number markdownify
+    cannot read (`<ol start="²">`)."""
+    # lxml closes what HTML lets a writer leave open ("<li>One<li>Two", "<p>A<p>B") as a
+    # browser does; html.parser nests each in the last, out of order and past Python's
+    # recursion limit. Browsers read a stray "</br>" as "<br>"; parsers drop it.
+    soup = BeautifulSoup(re.sub(r"</br\s*>", "<br>", text, flags=re.IGNORECASE), "lxml")
+    title = " ".join(soup.title.get_text().split()) if soup.title else ""
+    canonical = soup.find("link", rel="canonical")
+    url = str(canonical.get("href") or "") if canonical else ""
+    category = soup.find("meta", attrs={"name": "category"})
+    articles = soup.find_all("article")
+    root = (
+        soup.find("main")
+        or soup.find(attrs={"role": "main"})
+        or (articles[0] if len(articles) == 1 else None)
+        or soup.body
+        or soup
+    )
+    for tag in root.find_all(_FURNITURE + _MEDIA):
+        tag.decompose()
+    words = len(root.get_text().split())
+    for tag in root.find_all(True):
+        if not tag.decomposed and _furniture(tag, words):
+            tag.decompose()
+    heading = root.find("h1")
+    named = " ".join(heading.get_text().split()) if heading else ""
+    if named and title.startswith(named):
+        title = named
+    if url:
+        for attribute in ("href", "src"):
+            for tag in root.find_all(attrs={attribute: True}):
+                tag[attribute] = urljoin(url, str(tag[attribute]))
+    converter = _Markdown(
+        heading_style="ATX",
+        bullets="-",
+        escape_asterisks=False,
+        escape_underscores=False,
+        table_infer_header=True,
+    )
+    markdown = converter.convert_soup(root)
+    return Page(title, url, str(category.get("content") or "") if category else "", markdown)
