@@ -139,28 +139,31 @@ def make_document(row: Mapping[str, object]) -> Document | None:
 
 @dataclass
 class LoadReport:
-    """What a loader saw besides the documents it kept: rows it dropped, and why."""
+    """What a loader saw besides the documents it kept: rows it dropped, and why. `repeats`
+    names each duplicate dropped: (its id, the id of the entry kept in its place)."""
 
     duplicates: int = 0
     empty: int = 0
+    repeats: list[tuple[str, str]] = field(default_factory=list)
 
 
 def deduplicate(docs: Iterable[Document], report: LoadReport | None = None) -> list[Document]:
     """Drop exact repeats (same question, response and intent), keeping the first with its
     alternates; a repeated id gets a numbered suffix, so every kept document has its own id."""
     report = report if report is not None else LoadReport()
-    seen: set[tuple[str, str, str]] = set()
+    seen: dict[tuple[str, str, str], str] = {}
     ids: Counter[str] = Counter()
     unique = []
     for doc in docs:
         key = (doc.question, doc.response, doc.intent)
         if key in seen:
             report.duplicates += 1
+            report.repeats.append((doc.id, seen[key]))
             continue
-        seen.add(key)
         ids[doc.id] += 1
         if ids[doc.id] > 1:
             doc = replace(doc, id=f"{doc.id}-{ids[doc.id]}")
+        seen[key] = doc.id
         unique.append(doc)
     return unique
 

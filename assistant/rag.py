@@ -261,6 +261,15 @@ class Assistant(Decisions):
         messages = build_messages(question, hits[:entries], self.profile.company_name, history)
         shown = [hit.document.id for hit in hits[:entries]]
         answers = [hit.document.response for hit in hits]
+        if topics > 1:
+            # Each answer under its entry's title, so a customer who asked two things sees
+            # which answer is which, and a wrong one ("No. With the 301 redirect ...") reads as
+            # an answer to another question, not as "no" to theirs. An intent-labelled KB's
+            # questions are customers' phrasings, not titles: its answers stand alone.
+            answers[:topics] = [
+                answer if hit.document.intent else f"**{hit.document.question}**\n\n{answer}"
+                for hit, answer in zip(hits, answers[:topics], strict=False)
+            ]
         return messages, ["\n\n".join(answers[:topics]), *answers[topics:]], shown
 
     def _note_fallback(self, answer: Answer, exc: ProviderError) -> None:

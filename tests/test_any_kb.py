@@ -1345,8 +1345,9 @@ def test_two_answers_keep_the_order_asked_when_no_question_ranks_the_whole_first
 
 
 def test_two_questions_about_two_entries_are_answered_from_both(demo):
-    """Extractively, the two entries' answers one after the other, both cited; streamed the
-    same. A statement beside a question, or an off-topic second question, adds nothing."""
+    """Extractively, the two entries' answers one after the other, each under its title (a
+    newcomer could not tell which answered what), both cited; streamed the same. A statement
+    beside a question, or an off-topic second question, adds nothing."""
     cancel, watchlist = (
         next(doc for doc in demo.retriever.documents if doc.id == name)
         for name in ("cancel-subscription", "watchlist")
@@ -1356,7 +1357,9 @@ def test_two_questions_about_two_entries_are_answered_from_both(demo):
     assert answer.status == "answered" and answer.intent == "cancel-subscription"
     assert answer.cited_sources == ["cancel-subscription", "watchlist"]
     assert [source.id for source in answer.sources[:2]] == answer.cited_sources
-    filled = [demo.profile.fill(doc.response) for doc in (cancel, watchlist)]
+    filled = [
+        demo.profile.fill(f"**{doc.question}**\n\n{doc.response}") for doc in (cancel, watchlist)
+    ]
     assert answer.answer == "\n\n".join(filled)
     *deltas, streamed = demo.stream(message)
     assert "".join(deltas) == streamed.answer == answer.answer

@@ -102,6 +102,21 @@ def test_ingest_of_a_faq_without_categories_says_so(tmp_path):
     assert "\n  -  " not in result.output, "no row for a missing category"
 
 
+def test_ingest_names_the_duplicates_it_drops(tmp_path):
+    """A newcomer's help centre lost 9 sections to duplicates, and ingest gave only the
+    count: each is named, with the entry kept in its place."""
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        "id,question,answer\ncancel,How do I cancel?,Open Account > Plan.\n"
+        "cancel-again,How do I cancel?,Open Account > Plan.\nprice,How much is it?,$9.\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["ingest", "--kb", str(faq)])
+    assert result.exit_code == 0, result.output
+    assert "1 duplicates dropped" in result.output
+    assert "duplicate dropped: cancel-again (same question and answer as cancel)" in result.output
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

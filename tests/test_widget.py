@@ -271,15 +271,17 @@ def test_the_widget_on_another_origin_answers_votes_survives_a_reload_and_hands_
 def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_markup(
     widget_api, site, browser
 ):
-    """Help-centre articles answer in Markdown: the widget shows bold, code, lists and http(s)
-    links as elements (a newcomer saw the asterisks), keeps any other link and any HTML as
-    text, and shows a customer's own message as typed. The message is put in the widget's
-    saved conversation, which it renders on load."""
+    """Help-centre articles answer in Markdown: the widget shows bold, italics, code, lists and
+    http(s) links as elements (a newcomer saw the asterisks) and escaped marks as themselves
+    (a reviewer saw "*Cancel membership*"; HTML pages escape "\\# of screens"), keeps any
+    other link and any HTML as text, and shows a customer's own message as typed. The
+    message is put in the widget's saved conversation, which it renders on load."""
     answer = (
         "Open **Account > Membership** and run `reset`.\n"
         "- Choose [Refunds](https://help.example/refunds)\n"
         "- Or [this](javascript:alert(1)) <img src=x onerror=alert(2)>\n"
-        "1. First\n2. Second\nA line between\n3. Third"
+        "1. First\n2. Second\nA line between\n3. Third\n"
+        "See *Settings* or _Billing_ for my_file_name; \\# of screens"
     )
     saved = {
         "sessionId": None,
@@ -301,6 +303,7 @@ def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_marku
             "(() => { const t = w.querySelector('.msg.assistant .text'); return {"
             " strong: Array.from(t.querySelectorAll('strong')).map(e => e.textContent),"
             " code: Array.from(t.querySelectorAll('code')).map(e => e.textContent),"
+            " em: Array.from(t.querySelectorAll('em')).map(e => e.textContent),"
             " links: Array.from(t.querySelectorAll('a')).map(a => [a.textContent, a.href]),"
             " lists: Array.from(t.querySelectorAll('ul, ol')).map(l => l.tagName + l.start),"
             " images: t.querySelectorAll('img').length, text: t.textContent,"
@@ -308,6 +311,8 @@ def test_an_answer_in_markdown_is_shown_formatted_and_nothing_else_becomes_marku
         )
     )
     assert shown["strong"] == ["Account > Membership"] and shown["code"] == ["reset"]
+    assert shown["em"] == ["Settings", "Billing"]
+    assert "for my_file_name; # of screens" in shown["text"]
     assert shown["links"] == [["Refunds", "https://help.example/refunds"]]
     # The third step, after a line between, is numbered 3.
     assert shown["lists"] == ["ULundefined", "OL1", "OL3"] and shown["images"] == 0

@@ -18,6 +18,9 @@ from assistant.commands.common import (
     parse_since,
 )
 
+# Duplicates `ingest` names one by one; the rest are counted.
+SHOWN_REPEATS = 10
+
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=10, show_default=True, help="Rows of the latest conversations.")
@@ -259,6 +262,11 @@ def ingest(source: str, list_ids: bool) -> None:
     )
     for category, count in sorted(categories.items()) if named else ():
         click.echo(f"  {category:<32} {count:>6}")
+    # Which ones: a newcomer's help centre lost 9 sections to duplicates and could not tell.
+    for dropped, kept in kb.report.repeats[:SHOWN_REPEATS]:
+        click.echo(f"  duplicate dropped: {dropped} (same question and answer as {kept})")
+    if len(kb.report.repeats) > SHOWN_REPEATS:
+        click.echo(f"  ... and {len(kb.report.repeats) - SHOWN_REPEATS} more duplicates")
     profile = knowledge.load_profile(settings.profile_path)
     click.echo(
         f"business profile {settings.profile_path} (BUSINESS_PROFILE): replies speak for "

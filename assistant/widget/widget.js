@@ -107,9 +107,17 @@
   }
 
   // Answers are the knowledge base's Markdown as written. A safe subset becomes elements:
-  // paragraphs, lists, bold, code and http(s) links. Everything else stays text, and no HTML
-  // is ever parsed, so an entry cannot inject markup into the business's page.
-  var INLINE = /\*\*([^*]+)\*\*|__([^_]+)__|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  // paragraphs, lists, bold, italics, code and http(s) links; a backslash-escaped mark is the
+  // mark itself ("\# of screens"). Everything else stays text, and no HTML is ever parsed,
+  // so an entry cannot inject markup into the business's page. An underscore inside a word
+  // (my_file_name) is not italics, as in CommonMark.
+  var INLINE = new RegExp([
+    "\\*\\*([^*]+)\\*\\*|__([^_]+)__",
+    "`([^`]+)`",
+    "\\[([^\\]]+)\\]\\(([^)\\s]+)\\)",
+    "\\*([^*\\s](?:[^*]*[^*\\s])?)\\*|(?<![\\w\\\\])_([^_\\s](?:[^_]*[^_\\s])?)_(?!\\w)",
+    "\\\\([\\\\`*_{}\\[\\]()#+\\-.!|>])"
+  ].join("|"), "g");
   function inline(parent, text) {
     var last = 0, match;
     INLINE.lastIndex = 0;
@@ -117,6 +125,8 @@
       parent.append(text.slice(last, match.index));
       if (match[1] || match[2]) parent.append(el("strong", {}, match[1] || match[2]));
       else if (match[3]) parent.append(el("code", {}, match[3]));
+      else if (match[6] || match[7]) parent.append(el("em", {}, match[6] || match[7]));
+      else if (match[8]) parent.append(match[8]);
       else {
         var href = safeUrl(match[5]);
         parent.append(href ? el("a", { href: href, target: "_blank", rel: "noopener noreferrer" }, match[4]) : match[4]);
