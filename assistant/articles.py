@@ -4,8 +4,8 @@ split into sections at its headings.
 A section's id is `<path relative to the folder>#<GitHub-style slug of its heading>`
 (`billing.md#refunds`), its question is the heading, its text the section's body and its
 category the article's title. A Markdown file's YAML front matter may give `title`, `url` and
-`category`; an HTML file's `<title>` (or `<h1>`, see `parse_html`), `<link rel="canonical">`
-and `<meta name="category">` do the same. Markdown front
+`category`; an HTML file's `<title>` (or `<h1>`, see `html_pages.read_page`),
+`<link rel="canonical">` and `<meta name="category">` do the same. Markdown front
 matter may also give sections alternate questions (customers' own wording, as a CSV's
 `alternates` column does), under the section's anchor:
 
@@ -72,7 +72,8 @@ def parse_markdown(text: str, fallback_title: str) -> Article:
     meta: dict = {}
     text = text.removeprefix("\ufeff")
     match = _FRONT_MATTER.match(text)
-    # Front matter is a YAML mapping; a file opening with a rule ("---") is not.
+    # Front matter is a YAML mapping: a file opening with a rule ("---") over text that is
+    # not one keeps its text.
     loaded = yaml.safe_load(match.group(1)) if match else None
     if match and isinstance(loaded, dict):
         meta = loaded
@@ -94,7 +95,12 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     # as a line break (str.splitlines would also break at U+2028 or a form feed, and every
     # heading after one would start on the wrong line).
     lines = re.sub(r"\r\n?", "\n", text).split("\n")
-    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    parser = MarkdownIt("commonmark").enable("table")
+    # A writer's HTML comment is a note to the team ("<!-- check with legal -->"), never an
+    # answer's text; in code it is the code's.
+    lines = _without_comments(lines, _rows(parser.parse(text), "fence", "code_block"))
+    text = "\n".join(lines)
+    tokens = parser.parse(text)
     # Heading lines come from the parser, so a "#" inside a code block is not a heading, and
     # a heading's name is its text: "## [Refunds](/refunds)" is "Refunds", as GitHub slugs it.
     headings = {
@@ -102,7 +108,7 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
             "".join(
                 " " if child.type in ("softbreak", "hardbreak") else child.content
                 for child in tokens[i + 1].children or ()
-                if child.type in ("text", "code_inline", "html_inline", "softbreak", "hardbreak")
+                if child.type in ("text", "code_inline", "softbreak", "hardbreak")
             ).split()
         )
         for i, token in enumerate(tokens)
@@ -115,14 +121,6 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     # own line: none of them is a paragraph's continuation.
     continuing = _rows(tokens, "paragraph_open", first=False)
     verbatim = _rows(tokens, "fence", "code_block")
-    # A writer's HTML comment is a note to the team ("<!-- check with legal -->"), never an
-    # answer's text.
-    notes = {
-        row
-        for token in tokens
-        if token.type == "html_block" and token.map and token.content.lstrip().startswith("<!--")
-        for row in range(*token.map)
-    }
     current = Section("")
     row = 0
     broken = False
@@ -134,9 +132,7 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
             continue
         previous = current.lines[-1] if current.lines else ""
         line = lines[row]
-        if row in notes:
-            pass
-        elif row in verbatim:
+        if row in verbatim:
             current.lines.append(line.rstrip())
         elif row in continuing and previous.strip() and not broken:
             # A quoted paragraph's later lines repeat its ">" markers.
@@ -163,6 +159,34 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     return article
 
 
+def _without_comments(lines: list[str], verbatim: set[int]) -> list[str]:
+    """`lines` without HTML comments (`<!-- ... -->`, over several lines too) outside the
+    `verbatim` rows; a line keeps its place, empty where a comment filled it."""
+    out = []
+    inside = False
+    for row, line in enumerate(lines):
+        if row in verbatim:
+            out.append(line)
+            continue
+        kept, rest = "", line
+        while rest:
+            if inside:
+                end = rest.find("-->")
+                rest, inside = ("", True) if end < 0 else (rest[end + 3 :], False)
+            else:
+                start = rest.find("<!--")
+                if start < 0:
+                    kept, rest = kept + rest, ""
+                else:
+                    kept, rest, inside = kept + rest[:start], rest[start + 4 :], True
+        if kept != line:
+            # "5 days <!-- check -->." reads "5 days.", and the line keeps its indentation.
+            body = re.sub(r" (?=[.,;:!?)])", "", " ".join(kept.split()))
+            kept = re.match(r"\s*", line).group() + body if body else ""
+        out.append(kept)
+    return out
+
+
 def _rows(tokens: list, *types: str, first: bool = True) -> set[int]:
     """The source rows (0-based) of the block tokens of `types`; with `first=False`, each
     block's rows after its first."""
@@ -174,7 +198,6 @@ def _rows(tokens: list, *types: str, first: bool = True) -> set[int]:
     }
 
 
-# What opens a Markdown block: a heading, a quote, a list item, a numbered item.
 def parse_html(text: str, fallback_title: str) -> Article:
     """An HTML page as an Article: its article text as Markdown (`html_pages.read_page`),
     split at its headings as a Markdown file is."""

@@ -11,25 +11,30 @@ from bs4 import BeautifulSoup, Tag
 from markdownify import MarkdownConverter
 
 HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
-# What opens a Markdown block: a heading, a quote, a list item, a numbered item.
-_BLOCK_START = re.compile(r"^(#{1,6}(?=\s|$)|>|[-+*](?=\s))")
-_NUMBER_START = re.compile(r"^(\d+)([.)])(?=\s)")
+# What opens a Markdown block at a line's start: a heading, a quote, a list item, a setext
+# underline; a numbered item (escaped after its number); and, anywhere, "<" before what
+# Markdown reads as an HTML tag ("What is <Premium>?" lost its word).
+_BLOCK_START = re.compile(r"^(\s*)(#{1,6}(?=\s|$)|>|[-+*](?=\s)|=+\s*$|-+\s*$)")
+_NUMBER_START = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 # Page furniture a help-centre theme (Zendesk Guide, WordPress, Intercom) puts around and
 # inside an article: none of it answers a question, and as text it became entries of its own
 # ("Updated 3 months ago", "Related articles", a breadcrumb trail) and the tail of every
 # page's last section ("Was this article helpful? Yes No").
-_FURNITURE = ["script", "style", "noscript", "template", "nav", "aside", "form", "button", "footer"]
+_FURNITURE = ["script", "style", "noscript", "template", "nav", "form", "button", "footer"]
 # Media an answer in words cannot show (a <video>'s fallback text reads "Your browser does not
 # support video").
 _MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canvas"]
-# Class or id words those themes give such furniture ("article-meta", "breadcrumbs",
-# "article-votes", "share-buttons", "related-posts").
+# Class words those themes give such furniture ("article-meta", "breadcrumbs",
+# "article-votes", "share-buttons", "related-posts"). Not ids: MkDocs, Docusaurus and Hugo give
+# every heading its slug as an id ("share-a-playlist").
 _FURNITURE_WORDS = {
     "breadcrumb", "breadcrumbs", "meta", "vote", "votes", "share", "sharing", "social",
     "related", "comments", "sidebar",
 }  # fmt: skip
 # Furniture is small: an element holding this share of the article's text or more is its
-# content, whatever its class ("layout-with-sidebar" around the whole article).
+# content, whatever its class ("layout-with-sidebar" around the whole article). It also holds
+# no heading: an article's sections do ("layout-with-sidebar__content", "post-meta-wrapper").
 _FURNITURE_SHARE = 0.5
 
 
@@ -60,11 +65,12 @@ class _Markdown(MarkdownConverter):
         # An answer is words: a screenshot's Markdown ("![cancel.png](...)") is noise in it.
         return ""
 
-    def convert_p(self, el, text: str, parent_tags: set[str]) -> str:
-        # A paragraph that opens like a Markdown block ("# of screens depends on your plan",
-        # "1. Open settings." with no list) stays a paragraph: escaped, as a writer would.
-        text = _NUMBER_START.sub(r"\1\\\2", _BLOCK_START.sub(r"\\\1", text.lstrip()))
-        return super().convert_p(el, text, parent_tags)
+    def escape(self, text: str, parent_tags: set[str]) -> str:
+        # The page's text is text: where it opens like a Markdown block ("# of screens depends
+        # on your plan", "1. Open settings." with no list, after a <br> too) it is escaped,
+        # as a writer would, or it became a heading and was lost.
+        text = _BLOCK_START.sub(r"\1\\\2", super().escape(text, parent_tags))
+        return _TAG_START.sub(r"\\<", _NUMBER_START.sub(r"\1\\\2", text))
 
     def convert_td(self, el, text: str, parent_tags: set[str]) -> str:
         return super().convert_td(el, text.replace("|", "\\|"), parent_tags)
@@ -74,13 +80,17 @@ class _Markdown(MarkdownConverter):
 
 
 def _furniture(tag: Tag, words: int) -> bool:
-    """Whether `tag` is page furniture: hidden, a page header (one holding no heading: a logo
-    and links), or marked by a class or id word in _FURNITURE_WORDS; and small, under
-    _FURNITURE_SHARE of the article's `words`."""
-    names = " ".join([*tag.get("class", []), str(tag.get("id", ""))]).lower()
+    """Whether `tag` is page furniture: a page header, an `<aside>` outside any `<article>`
+    (one inside is the article's own callout), or an element marked by a class word in
+    _FURNITURE_WORDS; none of them holding a heading, and each small, under
+    _FURNITURE_SHARE of the article's `words`. Hidden elements are not furniture: a
+    collapsible FAQ's answers are hidden until opened."""
+    if tag.name in HEADINGS or tag.find(HEADINGS):
+        return False
+    names = " ".join(tag.get("class", [])).lower()
     marked = (
-        tag.has_attr("hidden")
-        or (tag.name == "header" and not tag.find(HEADINGS))
+        tag.name == "header"
+        or (tag.name == "aside" and tag.find_parent("article") is None)
         or bool(_FURNITURE_WORDS & set(re.split(r"[^a-z]+", names)))
     )
     return marked and len(tag.get_text().split()) < _FURNITURE_SHARE * words
@@ -91,9 +101,10 @@ def read_page(text: str) -> Page:
     article text as Markdown.
 
     The text is the page's `<main>` (or `role="main"`), else its one `<article>`, else its
-    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_furniture`). The title is the
-    `<title>`, or the first `<h1>` where the `<title>` is that heading plus the site's name
-    ("Refunds – Acme Help Centre"). Relative links resolve against the canonical URL. Raises
+    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_furniture`) or headings' own
+    anchor links ("¶"). The title is the `<title>`, or the first `<h1>` where the `<title>` is
+    that heading, a separator and the site's name ("Refunds – Acme Help Centre"). Relative
+    links resolve against the canonical URL. Raises
     RecursionError for tags nested past Python's limit, ValueError for a number markdownify
     cannot read (`<ol start="²">`)."""
     # lxml closes what HTML lets a writer leave open ("<li>One<li>Two", "<p>A<p>B") as a
@@ -118,9 +129,14 @@ def read_page(text: str) -> Page:
     for tag in root.find_all(True):
         if not tag.decomposed and _furniture(tag, words):
             tag.decompose()
+    # MkDocs' "¶" and Docusaurus' zero-width link after each heading, pointing at itself.
+    for heading in root.find_all(HEADINGS):
+        for link in heading.find_all("a", href=True):
+            if str(link["href"]).startswith("#") and not link.get_text().strip("¶#§ \u200b"):
+                link.decompose()
     heading = root.find("h1")
     named = " ".join(heading.get_text().split()) if heading else ""
-    if named and title.startswith(named):
+    if named and re.match(rf"{re.escape(named)}\s*[-–—|:·•]\s*\S", title):
         title = named
     if url:
         for attribute in ("href", "src"):

@@ -148,22 +148,26 @@ class LoadReport:
 
 
 def deduplicate(docs: Iterable[Document], report: LoadReport | None = None) -> list[Document]:
-    """Drop exact repeats (same question, response and intent), keeping the first with its
-    alternates; a repeated id gets a numbered suffix, so every kept document has its own id."""
+    """Drop exact repeats (same question, response and intent), keeping the first, which
+    takes the repeats' alternates too; a repeated id gets a numbered suffix, so every kept
+    document has its own id."""
     report = report if report is not None else LoadReport()
-    seen: dict[tuple[str, str, str], str] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     ids: Counter[str] = Counter()
-    unique = []
+    unique: list[Document] = []
     for doc in docs:
         key = (doc.question, doc.response, doc.intent)
         if key in seen:
+            kept = unique[seen[key]]
             report.duplicates += 1
-            report.repeats.append((doc.id, seen[key]))
+            report.repeats.append((doc.id, kept.id))
+            merged = alternates([*kept.alternates, *doc.alternates], kept.question)
+            unique[seen[key]] = replace(kept, alternates=merged)
             continue
         ids[doc.id] += 1
         if ids[doc.id] > 1:
             doc = replace(doc, id=f"{doc.id}-{ids[doc.id]}")
-        seen[key] = doc.id
+        seen[key] = len(unique)
         unique.append(doc)
     return unique
 

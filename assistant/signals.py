@@ -130,7 +130,13 @@ class HandoffSignals:
         twice") is a question to answer; with an encoder, by the embedding SVM too."""
         if self._model is None:
             return None
-        every = [part for clause in clauses(message) for part in _AND.split(clause)]
+        # A negated clause is not split: its "and" is inside what the customer does not want
+        # ("I don't want to wait on hold and talk to an agent").
+        every = [
+            part
+            for clause in clauses(message)
+            for part in ([clause] if _NEGATION.search(clause) else _AND.split(clause))
+        ]
         # A clause of a word or two ("please", "thanks") says too little to be read alone, and
         # a negated one ("I don't want to talk to a person, just tell me how to cancel") says
         # what the customer does not want.

@@ -263,7 +263,7 @@ def test_html_reads_as_a_browser_reads_it_and_writers_notes_stay_private(tmp_pat
     )
     (tmp_path / "notes.md").write_text(
         "\ufeff---\ntitle: Notes\n---\n## Quote\n> 1. Open\n>    - Playback\n\n"
-        "<!-- check this with legal -->\n\nDone.\n",
+        "<!-- check this with legal -->\n\nDone <!-- in 5 days? -->.\n",
         encoding="utf-8",
     )
     (tmp_path / "ruled.md").write_text("---\n\nIntro.\n\n---\n", encoding="utf-8")
@@ -338,6 +338,38 @@ def test_a_cms_page_gives_its_article_not_its_furniture(tmp_path, caplog):
     (tmp_path / "alternates.yaml").write_text("- not a mapping\n", encoding="utf-8")
     with pytest.raises(knowledge.KnowledgeBaseError, match="alternates.yaml: expected a mapping"):
         knowledge.read_file(tmp_path)
+
+
+def test_a_static_site_page_keeps_every_section_and_no_self_links(tmp_path):
+    """A reviewer's cases. Class and id words marked sections as furniture: MkDocs and
+    Docusaurus give each heading its slug as an id ("share-a-playlist", "meta-quest"), and a
+    "layout-with-sidebar__content" wrapper held the article. A collapsible FAQ's answers are
+    hidden until opened, an <aside> inside the article is its callout, a "#" after a <br>
+    opened a heading, a heading's own "¶" link reached its name, and a short <h1> that only
+    begins the <title> is no title."""
+    (tmp_path / "docs.html").write_text(
+        "<html><head><title>Playlists and more</title></head><body><main>"
+        '<div class="layout-with-sidebar"><div class="layout-with-sidebar__content">'
+        '<h1>Playlists<a class="headerlink" href="#playlists">¶</a></h1>'
+        '<h2 id="share-a-playlist">Share a playlist</h2><p>Tap Share.</p>'
+        '<h2 id="meta-quest">Meta Quest</h2><p>Works in the browser.<br># of headsets: 2</p>'
+        "<article><h2>Can I pause?</h2><div hidden>Yes, for three months.</div>"
+        '<aside class="note">Pausing keeps your downloads.</aside></article>'
+        '</div><div class="layout-with-sidebar__side">'
+        "<ul><li>Popular</li></ul></div></div></main></body></html>",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc for doc in knowledge.read_file(tmp_path)}
+    assert list(docs) == [
+        "docs.html#share-a-playlist",
+        "docs.html#meta-quest",
+        "docs.html#can-i-pause",
+    ]
+    assert docs["docs.html#meta-quest"].response == "Works in the browser.  \n\\# of headsets: 2"
+    assert docs["docs.html#can-i-pause"].response == (
+        "Yes, for three months.\n\nPausing keeps your downloads."
+    )
+    assert docs["docs.html#share-a-playlist"].category == "Playlists and more"
 
 
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):
@@ -495,6 +527,7 @@ def test_a_request_for_a_person_inside_a_longer_message_is_handed_off(settings, 
         "Hi support team, how do I cancel my subscription?",
         "Dear customer service, my card was charged twice",
         "I spoke with your support team yesterday, how long does a refund take?",
+        "I don't want to wait on hold and talk to an agent, just tell me the refund policy",
     ],
 )
 def test_an_angry_or_negated_clause_beside_a_question_is_answered(demo, question):

@@ -81,6 +81,18 @@ def test_exact_duplicates_are_removed(tmp_path: Path):
     assert [d.question for d in docs] == ["how to pay", "how to pay?"]
 
 
+def test_a_dropped_duplicate_gives_its_alternates_to_the_entry_kept(tmp_path: Path):
+    """A reviewer's: a duplicate's alternate questions vanished with it, silently."""
+    path = tmp_path / "kb.csv"
+    path.write_text(
+        "id,question,answer,alternates\nrefunds,Refunds?,Within 14 days.,money back?\n"
+        "refunds-b,Refunds?,Within 14 days.,can I get a refund | money back?\n",
+        encoding="utf-8",
+    )
+    [doc] = knowledge.read_csv(path)
+    assert doc.id == "refunds" and doc.alternates == ("money back?", "can I get a refund")
+
+
 def test_json_list_keeps_given_ids(tmp_path: Path):
     path = tmp_path / "kb.json"
     path.write_text(
