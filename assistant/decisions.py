@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from assistant.answers import CONTACT, Answer, Turn, handed_off, sources_of
 from assistant.knowledge import Profile
+from assistant.languages import LANGUAGE_NAMES, in_their_language
 from assistant.privacy import contact_details
 from assistant.replies import Replies, kb_topics
 from assistant.retrieval import Hit, Retriever, SearchResult
@@ -25,11 +26,6 @@ from assistant.signals import (
 from assistant.small_talk import SMALL_TALK_REPLIES, small_talk_kind
 
 LANGUAGE_PREFIX = "I'm sorry, I can only answer in {language} for now. "
-LANGUAGE_NAMES = {
-    "ar": "Arabic", "de": "German", "en": "English", "es": "Spanish", "fr": "French",
-    "it": "Italian", "ja": "Japanese", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese",
-    "ru": "Russian", "tr": "Turkish", "zh": "Chinese",
-}  # fmt: skip
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 HUMAN_INTENT = "human_agent"
 # A follow-up this short ("and the yearly one?") may be retrieved together with the previous
@@ -247,7 +243,8 @@ class Decisions:
             prefix = ""
             if foreign:
                 language = LANGUAGE_NAMES.get(self.language, self.language)
-                prefix = LANGUAGE_PREFIX.format(language=language)
+                own = in_their_language(foreign, self.language)
+                prefix = (f"{own}\n\n" if own else "") + LANGUAGE_PREFIX.format(language=language)
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)

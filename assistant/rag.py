@@ -16,8 +16,9 @@ from pathlib import Path
 from assistant import knowledge, prompts
 from assistant.answers import ABANDONED, Answer, Turn
 from assistant.config import Settings
-from assistant.decisions import LANGUAGE_NAMES, Decisions
+from assistant.decisions import Decisions
 from assistant.knowledge import Document, Profile
+from assistant.languages import LANGUAGE_NAMES
 from assistant.llm import (
     CallRecord,
     Completion,

@@ -488,9 +488,14 @@ def test_embeddings_are_cached_by_content(settings, tmp_path):
     ],
 )
 def test_handoff_on_a_kb_without_a_human_intent(demo, question, reason):
+    """A message in another language is told so in its own language first (a newcomer's
+    German customers read only English), then in the KB's, with how to reach a person."""
     answer = demo.answer(question)
     assert (answer.status, answer.handoff_reason) == ("handoff", reason)
     if reason == "language":
+        own = {"wie kann ich mein Abo kündigen?": "Entschuldigung, ich kann bisher nur auf "}
+        own["我想取消订阅"] = "抱歉，我目前只能用英语回答。"
+        assert answer.answer.startswith(own[question])
         assert "only answer in English" in answer.answer
 
 

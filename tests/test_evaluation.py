@@ -138,6 +138,24 @@ def test_an_expected_outcome_may_be_any_of_several(assistant, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["right_outcome"] == pytest.approx(3 / 7)
+    assert "warning" not in result.stderr
+
+
+def test_eval_outcomes_warns_of_expected_entries_the_kb_lacks(tmp_path):
+    """A newcomer's misspelt "refund-polcy" was a silent miss: expected outcomes that name no
+    entry (nor intent, handoff or decline) are listed on stderr."""
+    path = tmp_path / "questions.csv"
+    path.write_text(
+        "question,expected\nrefund?,refund-polcy\nhi,decline\n"
+        "How do I cancel? And will I lose my list?,cancel-subscription&watchlst\n",
+        encoding="utf-8",
+    )
+    args = ["eval", "outcomes", "--kb", "demo", "--questions", str(path), "--expect", "expected"]
+    result = CliRunner().invoke(main, [*args, "--json"], env={"DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "2 expected outcomes name no entry" in warning
+    assert "refund-polcy, watchlst" in warning
 
 
 def test_eval_retrieval_warns_of_query_ids_the_kb_lacks_and_ingest_lists_them(tmp_path):

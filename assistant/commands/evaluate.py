@@ -23,7 +23,7 @@ from assistant.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from assistant.evaluation import Query
+    from assistant.evaluation import Expectation, Query
     from assistant.knowledge import Document
 
 
@@ -70,6 +70,29 @@ def _warn_unknown_ids(kb: str, rows: Sequence[Query], docs: Sequence[Document]) 
             "count as misses; an entry's id is the KB's id column, a CSV or JSON without one "
             "gets a 12-character hash of its question, answer and intent, an article section "
             f"path#heading-slug (`assistant ingest --kb {shlex.quote(kb)} --ids` lists them)",
+            err=True,
+        )
+
+
+def _warn_unknown_outcomes(kb: str, rows: Sequence[Expectation], docs: Sequence[Document]) -> None:
+    """One line on stderr naming the expected outcomes that are neither `handoff`, `decline`
+    nor an id or intent of the KB: a newcomer's misspelt "refund-polcy" was a silent miss."""
+    known = {doc.id for doc in docs} | {doc.intent for doc in docs if doc.intent}
+    known |= {"handoff", "decline"}
+    unknown = sorted(
+        {
+            part.strip()
+            for row in rows
+            for outcome in row.outcomes
+            for part in outcome.split("&")
+            if part.strip() not in known
+        }
+    )
+    if unknown:
+        click.echo(
+            f"warning: {len(unknown)} expected outcomes name no entry of the KB and count as "
+            f"misses: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''} "
+            f"(`assistant ingest --kb {shlex.quote(kb)} --ids` lists the ids)",
             err=True,
         )
 
@@ -129,6 +152,7 @@ def eval_outcomes(kb: str, questions: str | None, expect: str, misses: bool, as_
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     assistant = extractive_assistant(settings, kb)
+    _warn_unknown_outcomes(kb, rows, assistant.retriever.documents)
     metrics = outcome_metrics(assistant, rows, progress=not as_json)
     if not misses:
         metrics.pop("misses")
