@@ -97,9 +97,10 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     lines = re.sub(r"\r\n?", "\n", text).split("\n")
     parser = MarkdownIt("commonmark").enable("table")
     # A writer's HTML comment is a note to the team ("<!-- check with legal -->"), never an
-    # answer's text; in code it is the code's.
-    lines = _without_comments(lines, _rows(parser.parse(text), "fence", "code_block"))
-    text = "\n".join(lines)
+    # answer's text; in code it is the code's. (Parsing twice costs a large page seconds.)
+    if "<!--" in text:
+        lines = _without_comments(lines, _rows(parser.parse(text), "fence", "code_block"))
+        text = "\n".join(lines)
     tokens = parser.parse(text)
     # Heading lines come from the parser, so a "#" inside a code block is not a heading, and
     # a heading's name is its text: "## [Refunds](/refunds)" is "Refunds", as GitHub slugs it.

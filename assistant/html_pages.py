@@ -85,15 +85,17 @@ def _furniture(tag: Tag, words: int) -> bool:
     _FURNITURE_WORDS; none of them holding a heading, and each small, under
     _FURNITURE_SHARE of the article's `words`. Hidden elements are not furniture: a
     collapsible FAQ's answers are hidden until opened."""
-    if tag.name in HEADINGS or tag.find(HEADINGS):
-        return False
     names = " ".join(tag.get("class", [])).lower()
     marked = (
         tag.name == "header"
         or (tag.name == "aside" and tag.find_parent("article") is None)
         or bool(_FURNITURE_WORDS & set(re.split(r"[^a-z]+", names)))
     )
-    return marked and len(tag.get_text().split()) < _FURNITURE_SHARE * words
+    # Only a marked element's subtree is searched: every element's would cost the page's
+    # size times its depth.
+    if not marked or tag.name in HEADINGS or tag.find(HEADINGS):
+        return False
+    return len(tag.get_text().split()) < _FURNITURE_SHARE * words
 
 
 def read_page(text: str) -> Page:
