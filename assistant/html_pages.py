@@ -49,8 +49,8 @@ class Page:
 
 
 class _Markdown(MarkdownConverter):
-    """markdownify's converter, with code, paragraphs and table cells kept intact in Markdown
-    and images left out."""
+    """markdownify's converter, with code and table cells kept intact in Markdown, the page's
+    text escaped where Markdown would read it as markup, and images left out."""
 
     def convert_pre(self, el, text: str, parent_tags: set[str]) -> str:
         # A fence longer than any run of backticks in the code, which would close it early.
