@@ -137,17 +137,11 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
             current.lines.append(line.rstrip())
         elif row in continuing and previous.strip() and not broken:
             # A quoted paragraph's later lines repeat its ">" markers.
-            rest = " ".join(re.sub(r"^\s*(>\s?)*", "", line).split())
-            hard = "  " if line.endswith("  ") else ""
-            current.lines[-1] = f"{previous.rstrip()} {rest}{hard}"
+            current.lines[-1] = f"{previous.rstrip()} {_tidy(line)[1]}"
         elif line.strip() or previous.strip():
             # Indentation and quote markers are structure (a nested item, indented code, a
-            # list in a quote); runs of spaces inside a line are not. Runs of blank lines are
-            # one. A hard break (two trailing spaces) keeps its spaces, for a renderer.
-            indent = re.match(r"[\s>]*", line).group()
-            text = " ".join(line[len(indent) :].split())
-            hard = "  " if text and line.endswith("  ") else ""
-            current.lines.append(f"{indent}{text}{hard}" if line.strip() else "")
+            # list in a quote); runs of blank lines are one.
+            current.lines.append("".join(_tidy(line)) if line.strip() else "")
         # Two trailing spaces or a backslash: a hard break; the next line is not joined on.
         broken = line.endswith(("  ", "\\"))
         row += 1
@@ -158,6 +152,15 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     first = next((s.heading for s in article.sections if s.heading), "")
     article.title = article.title or first or fallback_title
     return article
+
+
+def _tidy(line: str) -> tuple[str, str]:
+    """A Markdown line as its leading indentation and quote markers, and its text with each
+    run of spaces as one; a hard break (two trailing spaces) keeps its spaces, for a
+    renderer."""
+    indent = re.match(r"[\s>]*", line).group()
+    text = " ".join(line[len(indent) :].split())
+    return indent, f"{text}  " if text and line.endswith("  ") else text
 
 
 def _without_comments(lines: list[str], verbatim: set[int]) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from assistant.answers import CONTACT, Answer, Turn, handed_off, sources_of
 from assistant.knowledge import Profile
-from assistant.languages import LANGUAGE_NAMES, in_their_language
+from assistant.languages import only_in
 from assistant.privacy import contact_details
 from assistant.replies import Replies, kb_topics
 from assistant.retrieval import Hit, Retriever, SearchResult
@@ -25,7 +25,6 @@ from assistant.signals import (
 )
 from assistant.small_talk import SMALL_TALK_REPLIES, small_talk_kind
 
-LANGUAGE_PREFIX = "I'm sorry, I can only answer in {language} for now. "
 UNSURE_PREFIX = "I want to be sure you get the right answer. "
 HUMAN_INTENT = "human_agent"
 # A follow-up this short ("and the yearly one?") may be retrieved together with the previous
@@ -240,11 +239,7 @@ class Decisions:
             reason = None
         if reason or foreign:
             answer.status, answer.handoff_reason = "handoff", reason or "language"
-            prefix = ""
-            if foreign:
-                language = LANGUAGE_NAMES.get(self.language, self.language)
-                own = in_their_language(foreign, self.language)
-                prefix = (f"{own}\n\n" if own else "") + LANGUAGE_PREFIX.format(language=language)
+            prefix = only_in(self.language, foreign) if foreign else ""
             answer.answer = prefix + self.replies.handoff
             return answer, [], 0
         result = self._search(searched, history)

@@ -37,8 +37,11 @@ ENGLISH_ONLY = {
 }
 
 
-def in_their_language(customer: str, assistant: str) -> str:
-    """The sentence for a customer writing in language `customer` to an assistant answering
-    in `assistant` (ISO 639-1 codes), or "" where none is written (an assistant in another
-    language than English, or a language not in ENGLISH_ONLY)."""
-    return ENGLISH_ONLY.get(customer, "") if assistant == "en" else ""
+def only_in(assistant: str, customer: str) -> str:
+    """The opening of a handoff for a message in language `customer` to an assistant answering
+    in `assistant` (ISO 639-1 codes): for an English assistant, first the sentence in
+    ENGLISH_ONLY where the customer's language has one, then "I'm sorry, I can only answer in
+    <assistant's language> for now. " in the assistant's own language."""
+    own = ENGLISH_ONLY.get(customer, "") if assistant == "en" else ""
+    name = LANGUAGE_NAMES.get(assistant, assistant)
+    return (f"{own}\n\n" if own else "") + f"I'm sorry, I can only answer in {name} for now. "

@@ -65,12 +65,12 @@ def _warn_unknown_ids(kb: str, rows: Sequence[Query], docs: Sequence[Document]) 
     known = {doc.id for doc in docs}
     unknown = sum(doc_id not in known for doc_id in wanted)
     if unknown:
-        click.echo(
-            f"warning: {unknown} of {len(wanted)} query ids are not ids of the KB's entries and "
-            "count as misses; an entry's id is the KB's id column, a CSV or JSON without one "
-            "gets a 12-character hash of its question, answer and intent, an article section "
-            f"path#heading-slug (`assistant ingest --kb {shlex.quote(kb)} --ids` lists them)",
-            err=True,
+        _warn(
+            kb,
+            f"{unknown} of {len(wanted)} query ids are not ids of the KB's entries and count as "
+            "misses; an entry's id is the KB's id column, a CSV or JSON without one gets a "
+            "12-character hash of its question, answer and intent, an article section "
+            "path#heading-slug",
         )
 
 
@@ -79,22 +79,25 @@ def _warn_unknown_outcomes(kb: str, rows: Sequence[Expectation], docs: Sequence[
     nor an id or intent of the KB: a newcomer's misspelt "refund-polcy" was a silent miss."""
     known = {doc.id for doc in docs} | {doc.intent for doc in docs if doc.intent}
     known |= {"handoff", "decline"}
-    unknown = sorted(
-        {
-            part.strip()
-            for row in rows
-            for outcome in row.outcomes
-            for part in outcome.split("&")
-            if part.strip() not in known
-        }
-    )
+    parts = {
+        part.strip() for row in rows for outcome in row.outcomes for part in outcome.split("&")
+    }
+    unknown = sorted(parts - known)
     if unknown:
-        click.echo(
-            f"warning: {len(unknown)} expected outcomes name no entry of the KB and count as "
-            f"misses: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''} "
-            f"(`assistant ingest --kb {shlex.quote(kb)} --ids` lists the ids)",
-            err=True,
+        more = " ..." if len(unknown) > 10 else ""
+        _warn(
+            kb,
+            f"{len(unknown)} expected outcomes name no entry of the KB and count as misses: "
+            f"{', '.join(unknown[:10])}{more}",
         )
+
+
+def _warn(kb: str, problem: str) -> None:
+    """`problem` as a warning line on stderr, with the command that lists the KB's ids."""
+    click.echo(
+        f"warning: {problem} (`assistant ingest --kb {shlex.quote(kb)} --ids` lists them)",
+        err=True,
+    )
 
 
 @eval_group.command("oos")
