@@ -30,12 +30,16 @@ _MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canv
 # every heading its slug as an id ("share-a-playlist").
 _FURNITURE_WORDS = {
     "breadcrumb", "breadcrumbs", "meta", "vote", "votes", "share", "sharing", "social",
-    "related", "comments", "sidebar",
+    "related", "comments", "sidebar", "sidenav", "recent",
 }  # fmt: skip
 # Furniture is small: an element holding this share of the article's text or more is its
 # content, whatever its class ("layout-with-sidebar" around the whole article). It also holds
 # no heading: an article's sections do ("layout-with-sidebar__content", "post-meta-wrapper").
 _FURNITURE_SHARE = 0.5
+# ...unless it is navigation: a list of links under its own heading (Zendesk's "Articles in
+# this section" sidebar, "Related articles", "Recently viewed articles"), whose words outside
+# its headings are mostly link text.
+_LINK_SHARE = 0.7
 
 
 @dataclass
@@ -82,9 +86,10 @@ class _Markdown(MarkdownConverter):
 def _furniture(tag: Tag, words: int) -> bool:
     """Whether `tag` is page furniture: a page header, an `<aside>` outside any `<article>`
     (one inside is the article's own callout), or an element marked by a class word in
-    _FURNITURE_WORDS; none of them holding a heading, and each small, under
-    _FURNITURE_SHARE of the article's `words`. Hidden elements are not furniture: a
-    collapsible FAQ's answers are hidden until opened."""
+    _FURNITURE_WORDS; each small, under _FURNITURE_SHARE of the article's `words`, and
+    holding no heading unless its other words are mostly link text (_LINK_SHARE) and none
+    is an `<h1>`. Hidden elements are not furniture: a collapsible FAQ's answers are hidden
+    until opened."""
     names = " ".join(tag.get("class", [])).lower()
     marked = (
         tag.name == "header"
@@ -93,9 +98,24 @@ def _furniture(tag: Tag, words: int) -> bool:
     )
     # Only a marked element's subtree is searched: every element's would cost the page's
     # size times its depth.
-    if not marked or tag.name in HEADINGS or tag.find(HEADINGS):
+    if not marked or tag.name in HEADINGS:
         return False
-    return len(tag.get_text().split()) < _FURNITURE_SHARE * words
+    if len(tag.get_text().split()) >= _FURNITURE_SHARE * words:
+        return False
+    headings = tag.find_all(HEADINGS)
+    if not headings:
+        return True
+    # An <h1> names the page (an article's header with its author's link holds one).
+    if any(heading.name == "h1" for heading in headings):
+        return False
+    heading_words = sum(len(heading.get_text().split()) for heading in headings)
+    text = len(tag.get_text().split()) - heading_words
+    linked = sum(
+        len(link.get_text().split())
+        for link in tag.find_all("a")
+        if link.find_parent(HEADINGS) is None
+    )
+    return text > 0 and linked >= _LINK_SHARE * text
 
 
 def read_page(text: str) -> Page:

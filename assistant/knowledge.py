@@ -239,13 +239,16 @@ def read_json(path: Path, report: LoadReport | None = None) -> list[Document]:
     return docs
 
 
-def read_file(path: Path, report: LoadReport | None = None) -> list[Document]:
-    """A Q&A file (`.json`, else CSV) or a folder of articles (see `articles.read_folder`)."""
+def read_file(
+    path: Path, report: LoadReport | None = None, cache_dir: Path | None = None
+) -> list[Document]:
+    """A Q&A file (`.json`, else CSV) or a folder of articles (see `articles.read_folder`,
+    which keeps its parses in `cache_dir`)."""
     report = report if report is not None else LoadReport()
     if path.is_dir():
         from assistant.articles import read_folder
 
-        return deduplicate(read_folder(path), report)
+        return deduplicate(read_folder(path, cache_dir), report)
     if not path.is_file():
         raise KnowledgeBaseError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".json":
@@ -285,9 +288,9 @@ class KnowledgeBase:
         return len(self.documents)
 
 
-def _read(path: Path, source: str) -> KnowledgeBase:
+def _read(path: Path, source: str, cache_dir: Path | None = None) -> KnowledgeBase:
     report = LoadReport()
-    docs = read_file(path, report)
+    docs = read_file(path, report, cache_dir)
     if not docs:
         # An empty KB would serve, and decline every question: refused where it is loaded.
         skipped = f" ({report.empty} rows without one skipped)" if report.empty else ""
@@ -312,7 +315,7 @@ def load(
     if source.startswith(("http://", "https://")):
         return _read(download(source, cache_dir, timeout), source)
     if source != "auto":
-        return _read(Path(source), source)
+        return _read(Path(source), source, cache_dir)
     try:
         path = download(url, cache_dir, timeout)
         return _read(path, str(path))

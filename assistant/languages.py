@@ -26,7 +26,7 @@ ENGLISH_ONLY = {
     "nl": "Sorry, ik kan voorlopig alleen in het Engels antwoorden. Hieronder staat in het "
     "Engels hoe u iemand van ons team bereikt.",
     "pl": "Przepraszam, na razie mogę odpowiadać tylko po angielsku. Poniżej, po angielsku, "
-    "znajdziesz informacje, jak skontaktować się z osobą z naszego zespołu.",
+    "znajdą Państwo informacje, jak skontaktować się z osobą z naszego zespołu.",
     "pt": "Desculpe, por enquanto só consigo responder em inglês. Abaixo, em inglês, veja como "
     "falar com uma pessoa da nossa equipe.",
     "ru": "Извините, пока я могу отвечать только на английском. Ниже на английском указано, "

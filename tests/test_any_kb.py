@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import assistant.articles as article_parser
 from assistant import knowledge
 from assistant.answers import Turn
 from assistant.config import PROJECT_ROOT
@@ -206,6 +207,27 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
     )
 
 
+def test_reference_links_are_written_inline_in_each_section(tmp_path):
+    """A writer's reference links ("[fees][1]" with "[1]: https://…" at the article's end)
+    reached customers as "[fees][1]", and the definitions as the last section's text. Each
+    section's links now read inline; code, escaped brackets and unknown labels stay as
+    written."""
+    (tmp_path / "billing.md").write_text(
+        "# Billing\n\n## Fees\n\nSee [fees][1], the [Help] page or [Refunds][]; "
+        "`[1]`, \\[1] and [later][9] stay.\n\n"
+        "## Refunds\n\nWithin [14 days][days].\n\n```\n[1]\n```\n\n"
+        '[1]: https://help.example/fees "Fees"\n[help]: /help\n'
+        "[refunds]: <https://help.example/a refund>\n[days]: /refunds\n",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs == {
+        "billing.md#fees": "See [fees](https://help.example/fees), the [Help](/help) page or "
+        "[Refunds](https://help.example/a%20refund); `[1]`, \\[1] and [later][9] stay.",
+        "billing.md#refunds": "Within [14 days](/refunds).\n\n```\n[1]\n```",
+    }
+
+
 def test_help_centre_markup_as_cms_pages_and_writers_use_it(tmp_path):
     """A reviewer's cases: CMS pages wrap list items in <p> (the items came out empty),
     number lists from `start`, nest lists, leave a table's corner cell empty, put `|` in a
@@ -370,6 +392,73 @@ def test_a_static_site_page_keeps_every_section_and_no_self_links(tmp_path):
         "Yes, for three months.\n\nPausing keeps your downloads."
     )
     assert docs["docs.html#share-a-playlist"].category == "Playlists and more"
+
+
+ZENDESK_PAGE = """<html><head><title>Cancel your plan</title></head><body><main>
+<div class="article-container"><aside class="article-sidebar">
+<section class="section-articles collapsible-sidebar"><h3>Articles in this section</h3><ul>
+<li><a href="/hc/1">Pause your plan</a></li><li><a href="/hc/2">Change your plan</a></li></ul>
+</section></aside><article class="article">
+<header class="article-header"><h1>Cancel your plan</h1>
+<div class="article-meta"><a href="/hc/profiles/9">Dana Lee</a> Updated</div></header>
+<h2>How do I cancel?</h2><p>Open Account, then Plan, and choose Cancel plan.</p>
+<section class="related-articles"><h2>Related articles</h2><ul>
+<li><a href="/hc/3">Refund rules</a></li><li><a href="/hc/4">Pausing instead of cancelling</a></li>
+</ul></section></article></div>
+<section class="recent-articles"><h2>Recently viewed articles</h2><ul>
+<li><a href="/hc/5">Payment methods we accept today</a></li></ul></section>
+<div class="related-note"><h2>When does cancelling take effect?</h2><p>At the end of the
+billing period you paid for; see <a href="/hc/3">refunds</a>.</p></div></main></body></html>"""
+
+
+def test_navigation_under_its_own_heading_is_furniture(tmp_path):
+    """Zendesk's "Articles in this section" sidebar, "Related articles" and "Recently viewed
+    articles" each hold a heading over a list of links, and each became an entry whose answer
+    was links. A marked block whose own words are mostly its text (not links) stays an
+    answer, and the article header holding the page's <h1> stays."""
+    (tmp_path / "cancel.html").write_text(ZENDESK_PAGE, encoding="utf-8")
+    docs = {doc.id: doc for doc in knowledge.read_file(tmp_path)}
+    assert list(docs) == [
+        "cancel.html#how-do-i-cancel",
+        "cancel.html#when-does-cancelling-take-effect",
+    ]
+    assert docs["cancel.html#how-do-i-cancel"].category == "Cancel your plan"
+    assert docs["cancel.html#how-do-i-cancel"].response == (
+        "Open Account, then Plan, and choose Cancel plan."
+    )
+
+
+def test_a_folder_is_parsed_again_only_where_a_file_changed(tmp_path, monkeypatch):
+    """A help centre of 0.9 MB of HTML was parsed at every start (about 4.5 s); the service's
+    cache folder now keeps each file's parse under its text, so only an edited file is
+    parsed again, and an unusable cache folder only costs the time."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "cancel.html").write_text(ZENDESK_PAGE, encoding="utf-8")
+    (kb / "pause.md").write_text("# Pausing\n\n## Can I pause?\n\nYes.\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+
+    def load() -> list[Document]:
+        demo = PROJECT_ROOT / "data" / "demo-kb.csv"
+        return knowledge.load(str(kb), demo=demo, cache_dir=cache, url="").documents
+
+    first = load()
+    parsed: list[str] = []
+    for name in ("parse_html", "parse_markdown"):
+        real = getattr(article_parser, name)
+        monkeypatch.setattr(
+            article_parser,
+            name,
+            lambda *args, real=real, name=name: parsed.append(name) or real(*args),
+        )
+    assert load() == first
+    assert parsed == []
+    (kb / "pause.md").write_text("# Pausing\n\n## Can I pause?\n\nFor 3 months.\n")
+    assert load()[-1].response == "For 3 months."
+    assert parsed == ["parse_markdown"]
+    unusable = tmp_path / "file"
+    unusable.write_text("")
+    assert knowledge.read_file(kb, cache_dir=unusable / "cache")[-1].response == "For 3 months."
 
 
 def test_a_file_in_another_encoding_is_a_one_line_error(tmp_path):

@@ -146,7 +146,7 @@ def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, t
         main, ["ingest", "--kb", str(kb)], env={"BUSINESS_PROFILE": str(profile)}
     )
     assert result.exit_code == 0, result.output
-    assert "warning: the business profile leaves 2 of the assistant's own" in result.output
+    assert "note: the business profile leaves 2 of the assistant's own" in result.output
     assert "{{LIVE_CHAT_URL}}: left out\n  {{CUSTOMER_SUPPORT_PHONE}}: left out" in result.output
     assert "every placeholder of the knowledge base is filled" in result.output
     assert "every placeholder is filled" not in result.output

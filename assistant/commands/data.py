@@ -276,8 +276,9 @@ def ingest(source: str, list_ids: bool) -> None:
     if own:
         # Not an error: a business without a phone line leaves CUSTOMER_SUPPORT_PHONE empty.
         click.echo(
-            f"warning: the business profile leaves {len(own)} of the assistant's own "
-            "placeholders empty (declines and handoffs name only the contact details it fills):"
+            f"note: the business profile leaves {len(own)} of the assistant's own "
+            "placeholders empty; fine for a channel the business does not have (declines and "
+            "handoffs name only the contact details it fills):"
         )
         for name in own:
             contact = name in replies.CHANNELS or name == replies.HOURS
