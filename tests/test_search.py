@@ -105,3 +105,47 @@ def test_gibberish_in_lexical_mode_returns_nothing(retriever):
     )
     result = lexical.search("zzqx vvkk", k=5)
     assert result.hits == [] and result.intent is None and not result.in_scope
+
+
+def test_the_intent_model_reads_words_its_phrasings_never_use(settings, tmp_path):
+    """Character n-grams know only the KB's own spellings: "my login secret is lost" and
+    "does it work on playstation" share no word with the phrasings of their intents. Each
+    phrasing's static embedding beside its n-grams finds both, and survives a saved index."""
+    from assistant.retrieval import wordllama_encoder
+
+    phrasings = {
+        "cancel_subscription": [
+            "cancel my subscription", "I want to cancel", "how do I cancel the plan",
+            "stop my subscription", "cancellation of my account plan",
+        ],
+        "recover_password": [
+            "reset my password", "I forgot my password", "password recovery",
+            "I cannot remember my password", "change a forgotten password",
+        ],
+        "devices": [
+            "which devices are supported", "can I watch on my TV", "supported devices list",
+            "what devices can I use", "is the app on game consoles",
+        ],
+        "report_payment_issue": [
+            "I have a payment issue", "problem with my payment", "report a payment problem",
+            "my payment failed", "issue with a charge on my card",
+        ],
+    }  # fmt: skip
+    docs = [
+        knowledge.Document(f"{intent}-{n}", question, "Steps.", intent, "")
+        for intent, questions in phrasings.items()
+        for n, question in enumerate(questions)
+    ]
+    background = knowledge.read_lines(settings.out_of_domain)
+    encoder = wordllama_encoder()
+    expected = {
+        "my login secret is lost": "recover_password",
+        "does it work on playstation": "devices",
+    }
+    plain = Retriever(docs, RetrievalSettings(intent_dense_weight=0), background, encoder)
+    assert [plain.search(q).intent for q in expected] != list(expected.values())
+    embedded = Retriever(docs, RetrievalSettings(), background, encoder)
+    assert [embedded.search(q).intent for q in expected] == list(expected.values())
+    embedded.save(tmp_path / "index.pkl")
+    loaded = Retriever.load(tmp_path / "index.pkl", encoder)
+    assert [loaded.search(q).intent for q in expected] == list(expected.values())
