@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import minsearch
+import numpy as np
 import pytest
 
 from assistant import knowledge
@@ -149,3 +150,16 @@ def test_the_intent_model_reads_words_its_phrasings_never_use(settings, tmp_path
     embedded.save(tmp_path / "index.pkl")
     loaded = Retriever.load(tmp_path / "index.pkl", encoder)
     assert [loaded.search(q).intent for q in expected] == list(expected.values())
+
+
+def test_top_k_is_the_start_of_a_stable_sort():
+    """The hybrid ranking's top-k selection keeps the full sort's order, ties included."""
+    from assistant.retrieval.retriever import top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        scores = rng.integers(0, 4, rng.integers(1, 40)).astype(float)
+        if trial % 2:
+            scores = rng.random(len(scores))
+        k = int(rng.integers(1, 8))
+        assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
