@@ -336,8 +336,13 @@ def build_retriever(
     encoder = None if lexical else make_encoder(settings)
     background = knowledge.read_lines(settings.out_of_domain)
     parts = [json.dumps(asdict(tuned), sort_keys=True, default=str), *background]
-    # The encoder's own gate position is part of the index: a changed one rebuilds it.
-    own = [encoder.name, str(encoder.scope_position)] if encoder else ["none"]
+    # The encoder's own gate position is part of the index: a changed one rebuilds it. So is
+    # whether the intent model could read WordLlama's embeddings (`Retriever._intent_embeddings`).
+    own = (
+        [encoder.name, str(encoder.scope_position), str(wordllama_encoder() is not None)]
+        if encoder
+        else ["none"]
+    )
     path = _index_path(settings, documents, [*own, *parts])
     if path.is_file():
         try:

@@ -163,3 +163,19 @@ def test_top_k_is_the_start_of_a_stable_sort():
             scores = rng.random(len(scores))
         k = int(rng.integers(1, 8))
         assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+def test_an_index_built_without_wordllama_is_not_loaded_with_it(settings, tmp_path, monkeypatch):
+    """Whether the intent model read embeddings is part of the index's cache key: an index
+    built while WordLlama would not load is rebuilt once it does, not served without them."""
+    from assistant import rag
+    from assistant.retrieval import retriever as retriever_module
+
+    local = replace(settings, data_dir=tmp_path)
+    docs = knowledge.read_file(LABELLED_KB)
+    monkeypatch.setattr(rag, "wordllama_encoder", lambda: None)
+    monkeypatch.setattr(retriever_module, "wordllama_encoder", lambda: None)
+    assert rag.build_retriever(local, docs).intent_model._embedded(["x"]) is None
+    monkeypatch.undo()
+    assert rag.build_retriever(local, docs).intent_model._embedded(["x"]) is not None
+    assert len(list(local.cache_dir.glob("index-*.pkl"))) == 2
