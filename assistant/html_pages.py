@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from bs4 import BeautifulSoup, Tag
-from markdownify import MarkdownConverter
+from markdownify import MarkdownConverter, should_remove_whitespace_outside
 
 HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
 # What opens a Markdown block at a line's start: a heading, a quote, a list item, a setext
 # underline; a numbered item (escaped after its number); and, anywhere, "<" before what
 # Markdown reads as an HTML tag ("What is <Premium>?" lost its word).
-_BLOCK_START = re.compile(r"^(\s*)(#{1,6}(?=\s|$)|>|[-+*](?=\s)|=+\s*$|-+\s*$)")
-_NUMBER_START = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")
+_BLOCK_START = re.compile(r"^(\s*)(#{1,6}(?=\s|$)|>|[-+*](?=\s)|=+\s*$|-+\s*$)", re.MULTILINE)
+_NUMBER_START = re.compile(r"^(\s*\d+)([.)])(?=\s|$)", re.MULTILINE)
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 # Page furniture a help-centre theme (Zendesk Guide, WordPress, Intercom) puts around and
 # inside an article: none of it answers a question, and as text it became entries of its own
@@ -25,21 +25,25 @@ _FURNITURE = ["script", "style", "noscript", "template", "nav", "form", "button"
 # Media an answer in words cannot show (a <video>'s fallback text reads "Your browser does not
 # support video").
 _MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canvas"]
-# Class words those themes give such furniture ("article-meta", "breadcrumbs",
-# "article-votes", "share-buttons", "related-posts"). Not ids: MkDocs, Docusaurus and Hugo give
-# every heading its slug as an id ("share-a-playlist").
-_FURNITURE_WORDS = {
-    "breadcrumb", "breadcrumbs", "meta", "vote", "votes", "share", "sharing", "social",
-    "related", "comments", "sidebar", "sidenav", "recent",
-}  # fmt: skip
+# How those themes' class words for such furniture begin ("article-meta", "breadcrumbs",
+# "article-votes", "share-buttons", "sharedaddy", "jp-relatedposts", "recently-viewed",
+# "comment-section"). Not ids: MkDocs, Docusaurus and Hugo give every heading its slug as an
+# id ("share-a-playlist").
+_FURNITURE_WORDS = (
+    "breadcrumb", "meta", "vote", "share", "sharing", "social", "related", "comment",
+    "sidebar", "sidenav", "recent",
+)  # fmt: skip
 # Furniture is small: an element holding this share of the article's text or more is its
 # content, whatever its class ("layout-with-sidebar" around the whole article). It also holds
 # no heading: an article's sections do ("layout-with-sidebar__content", "post-meta-wrapper").
 _FURNITURE_SHARE = 0.5
-# ...unless it is navigation: a list of links under its own heading (Zendesk's "Articles in
-# this section" sidebar, "Related articles", "Recently viewed articles"), whose words outside
-# its headings are mostly link text.
+# ...unless it is navigation: links under its own heading (Zendesk's "Articles in this
+# section" sidebar, "Related articles", "Recently viewed articles"), a list of them or each a
+# heading of its own (Jetpack's related posts), whose words past that heading are mostly
+# link text; or it holds a discussion (a "comment-section" with its "Comments" heading).
 _LINK_SHARE = 0.7
+# A link or control a theme marks as a button ("Follow", "Subscribe") or as navigation.
+_ROLES = ["button", "navigation", "search", "toolbar"]
 
 
 @dataclass
@@ -69,12 +73,21 @@ class _Markdown(MarkdownConverter):
         # An answer is words: a screenshot's Markdown ("![cancel.png](...)") is noise in it.
         return ""
 
+    def process_text(self, el, parent_tags=None) -> str:
+        self._line_start = _starts_line(el)
+        return super().process_text(el, parent_tags)
+
     def escape(self, text: str, parent_tags: set[str]) -> str:
-        # The page's text is text: where it opens like a Markdown block ("# of screens depends
-        # on your plan", "1. Open settings." with no list, after a <br> too) it is escaped,
-        # as a writer would, or it became a heading and was lost.
-        text = _BLOCK_START.sub(r"\1\\\2", super().escape(text, parent_tags))
-        return _TAG_START.sub(r"\\<", _NUMBER_START.sub(r"\1\\\2", text))
+        # The page's text is text: where a line opens like a Markdown block ("# of screens
+        # depends on your plan", "1. Open settings." with no list, after a <br> too) it is
+        # escaped, as a writer would, or it became a heading and was lost. Mid-line it is
+        # not ("Account > Membership" read "Account \\> Membership").
+        text = _TAG_START.sub(r"\\<", super().escape(text, parent_tags))
+        first, newline, rest = text.partition("\n")
+        if self._line_start:
+            first = _NUMBER_START.sub(r"\1\\\2", _BLOCK_START.sub(r"\1\\\2", first))
+        rest = _NUMBER_START.sub(r"\1\\\2", _BLOCK_START.sub(r"\1\\\2", rest))
+        return first + newline + rest
 
     def convert_td(self, el, text: str, parent_tags: set[str]) -> str:
         return super().convert_td(el, text.replace("|", "\\|"), parent_tags)
@@ -83,39 +96,56 @@ class _Markdown(MarkdownConverter):
         return super().convert_th(el, text.replace("|", "\\|"), parent_tags)
 
 
-def _furniture(tag: Tag, words: int) -> bool:
-    """Whether `tag` is page furniture: a page header, an `<aside>` outside any `<article>`
-    (one inside is the article's own callout), or an element marked by a class word in
-    _FURNITURE_WORDS; each small, under _FURNITURE_SHARE of the article's `words`, and
-    holding no heading unless its other words are mostly link text (_LINK_SHARE) and none
-    is an `<h1>`. Hidden elements are not furniture: a collapsible FAQ's answers are hidden
-    until opened."""
-    names = " ".join(tag.get("class", [])).lower()
-    marked = (
-        tag.name == "header"
-        or (tag.name == "aside" and tag.find_parent("article") is None)
-        or bool(_FURNITURE_WORDS & set(re.split(r"[^a-z]+", names)))
+def _starts_line(node) -> bool:
+    """Whether the text `node` begins a line of the Markdown: nothing but the starts of
+    inline elements stands between it and a block's start, a block's end or a `<br>`."""
+    while node.previous_sibling is None:
+        node = node.parent
+        if node is None or should_remove_whitespace_outside(node):
+            return True
+    previous = node.previous_sibling
+    return isinstance(previous, Tag) and (
+        previous.name == "br" or should_remove_whitespace_outside(previous)
     )
+
+
+def _furniture(tag: Tag, words: int) -> bool:
+    """Whether `tag` is page furniture: a page header or an `<aside>` outside any `<article>`
+    (one inside is the article's own callout) holding no heading, or an element with a class
+    word beginning as one of _FURNITURE_WORDS does, holding no heading, or navigation or a
+    discussion (see _LINK_SHARE) under headings none of which is an `<h1>`; each small,
+    under _FURNITURE_SHARE of the article's `words`. Nothing in code is furniture (a
+    highlighter's "hljs-comment"), and hidden elements are not: a collapsible FAQ's answers
+    are hidden until opened."""
+    classes = re.split(r"[^a-z]+", " ".join(tag.get("class", [])).lower())
+    marked = any(word.startswith(_FURNITURE_WORDS) for word in classes if word)
     # Only a marked element's subtree is searched: every element's would cost the page's
     # size times its depth.
-    if not marked or tag.name in HEADINGS:
+    if tag.name in HEADINGS or not (
+        marked
+        or tag.name == "header"
+        or (tag.name == "aside" and tag.find_parent("article") is None)
+    ):
         return False
-    if len(tag.get_text().split()) >= _FURNITURE_SHARE * words:
+    if tag.find_parent(["pre", "code"]) or len(tag.get_text().split()) >= (
+        _FURNITURE_SHARE * words
+    ):
         return False
     headings = tag.find_all(HEADINGS)
     if not headings:
         return True
     # An <h1> names the page (an article's header with its author's link holds one).
-    if any(heading.name == "h1" for heading in headings):
+    if not marked or any(heading.name == "h1" for heading in headings):
         return False
-    heading_words = sum(len(heading.get_text().split()) for heading in headings)
-    text = len(tag.get_text().split()) - heading_words
+    if any(word.startswith("comment") for word in classes):
+        return True
+    rest = len(tag.get_text().split()) - len(headings[0].get_text().split())
     linked = sum(
         len(link.get_text().split())
         for link in tag.find_all("a")
-        if link.find_parent(HEADINGS) is None
+        if link.find_parent(["li", *HEADINGS]) not in (None, headings[0])
     )
-    return text > 0 and linked >= _LINK_SHARE * text
+    return rest > 0 and linked >= _LINK_SHARE * rest
 
 
 def read_page(text: str) -> Page:
@@ -123,7 +153,7 @@ def read_page(text: str) -> Page:
     article text as Markdown.
 
     The text is the page's `<main>` (or `role="main"`), else its one `<article>`, else its
-    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_furniture`) or headings' own
+    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_ROLES`, `_furniture`) or headings' own
     anchor links ("¶"). The title is the `<title>`, or the first `<h1>` where the `<title>` is
     that heading, a separator and the site's name ("Refunds – Acme Help Centre"). Relative
     links resolve against the canonical URL. Raises
@@ -145,8 +175,9 @@ def read_page(text: str) -> Page:
         or soup.body
         or soup
     )
-    for tag in root.find_all(_FURNITURE + _MEDIA):
-        tag.decompose()
+    for tag in root.find_all(_FURNITURE + _MEDIA) + root.find_all(attrs={"role": _ROLES}):
+        if not tag.decomposed:
+            tag.decompose()
     words = len(root.get_text().split())
     for tag in root.find_all(True):
         if not tag.decomposed and _furniture(tag, words):

