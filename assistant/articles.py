@@ -46,10 +46,18 @@ HTML = {".html", ".htm"}
 # Alternate questions for any article's sections, by id: the way to add them to HTML pages.
 ALTERNATES_FILE = "alternates.yaml"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
-# What a link's text never reaches into: a backslash escape, a code span, an autolink or an
-# HTML tag ("<https://x/[fees]>").
-_VERBATIM_SPAN = re.compile(r"\\.|(`+).*?(?<!`)\1(?!`)|<[A-Za-z/!][^<>]*>", re.DOTALL)
+# What a link's text never reaches into: a backslash escape, a code span, an autolink
+# ("<https://x/[fees]>"), an HTML tag or comment, as CommonMark reads them
+# (https://spec.commonmark.org/0.31.2/#raw-html).
+_VERBATIM_SPAN = re.compile(
+    r"\\.|(`+).*?(?<!`)\1(?!`)|<[A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*>|<!--.*?-->"
+    r"|</[A-Za-z][A-Za-z0-9-]*\s*>"
+    r"|<[A-Za-z][A-Za-z0-9-]*(?:\s+[A-Za-z_:][\w.:-]*(?:\s*=\s*(?:[^\s\"'=<>`]+|'[^']*'|\"[^\"]*\"))?)*\s*/?>",
+    re.DOTALL,
+)
 _PLAIN = re.compile(r"[^\[\\`<]+")
+_PLAIN_PAIRS = re.compile(r"[^\[\]()\\`<]+")
+_LABEL = re.compile(r"\[((?:\\.|[^\[\]\\])*)\]")
 
 
 def slug(heading: str) -> str:
@@ -191,64 +199,66 @@ def _inline_references(text: str, references: dict[str, dict]) -> str:
     article's end, in another section. Link text may hold brackets, code and other links
     ("[![build][img]][ci]"). The `references` are markdown-it's, by normalised label; an
     unknown label stays as written. Follows CommonMark's link syntax
-    (https://spec.commonmark.org/0.31.2/#links), not its precedence rules."""
+    (https://spec.commonmark.org/0.31.2/#links), not its precedence rules; linear in the
+    text's length."""
+    return _rewritten(text, 0, len(text), _pairs(text), references)
+
+
+def _rewritten(
+    text: str, start: int, end: int, pairs: dict[int, int], references: dict[str, dict]
+) -> str:
+    """`text[start:end]` with its reference links inline; `pairs` maps each bracket's index
+    to its closing one's (`_pairs`)."""
     out: list[str] = []
-    at = 0
-    while at < len(text):
-        span = _PLAIN.match(text, at) or _VERBATIM_SPAN.match(text, at)
-        if span:
-            out.append(span.group())
-            at = span.end()
+    at = start
+    while at < end:
+        span = _PLAIN.match(text, at, end) or _VERBATIM_SPAN.match(text, at, end)
+        close = pairs.get(at, end) if text[at] == "[" else end
+        if span or close >= end:
+            out.append(span.group() if span else text[at])
+            at = span.end() if span else at + 1
             continue
-        close = _closing(text, at, "[", "]") if text[at] == "[" else -1
-        if close < 0:
-            out.append(text[at])
-            at += 1
-            continue
-        inner = _inline_references(text[at + 1 : close], references)
+        inner = _rewritten(text, at + 1, close, pairs, references)
         after = close + 1
-        if text.startswith("(", after):
+        if after < end and text[after] == "(":
             # An inline link keeps its destination as written.
-            end = _closing(text, after, "(", ")")
-            after = end + 1 if end > 0 else after
+            after = min(pairs.get(after, after - 1), end - 1) + 1
             out.append(f"[{inner}]{text[close + 1 : after]}")
             at = after
             continue
-        label = re.match(r"\[((?:\\.|[^\[\]\\])*)\]", text[after:])
-        if text.startswith(":", after):
-            reference = None
-        elif label:
-            reference = references.get(normalizeReference(label.group(1) or text[at + 1 : close]))
-        else:
-            reference = references.get(normalizeReference(text[at + 1 : close]))
+        label = _LABEL.match(text, after, end)
+        # Definitions are no section's lines: a "[fees]: …" left is text with a link in it.
+        written = label.group(1) if label and label.group(1) else text[at + 1 : close]
+        reference = references.get(normalizeReference(written))
         if reference is None:
             out.append(f"[{inner}]")
             at = after
             continue
         href = reference["href"]
         out.append(f"[{inner}](<{href}>)" if re.search(r"[\s()]", href) else f"[{inner}]({href})")
-        at = after + (label.end() if label else 0)
+        at = label.end() if label else after
     return "".join(out)
 
 
-def _closing(text: str, start: int, opening: str, closing: str) -> int:
-    """The index of the bracket closing the one at `start`, past nested pairs, escapes and
-    code spans; -1 where it is never closed."""
-    depth = 0
-    at = start
+def _pairs(text: str) -> dict[int, int]:
+    """The index of each bracket and parenthesis of `text` that is closed, to its closing
+    one's, past escapes, code spans and HTML (`_VERBATIM_SPAN`); one pass."""
+    pairs: dict[int, int] = {}
+    open_at: dict[str, list[int]] = {"[": [], "(": []}
+    closing = {"]": "[", ")": "("}
+    at = 0
     while at < len(text):
-        span = _VERBATIM_SPAN.match(text, at)
-        if span and at > start:
+        span = _PLAIN_PAIRS.match(text, at) or _VERBATIM_SPAN.match(text, at)
+        if span:
             at = span.end()
             continue
-        if text[at] == opening:
-            depth += 1
-        elif text[at] == closing:
-            depth -= 1
-            if depth == 0:
-                return at
+        char = text[at]
+        if char in open_at:
+            open_at[char].append(at)
+        elif char in closing and open_at[closing[char]]:
+            pairs[open_at[closing[char]].pop()] = at
         at += 1
-    return -1
+    return pairs
 
 
 def _tidy(line: str) -> tuple[str, str]:

@@ -133,6 +133,13 @@ class Decisions:
             return joined
         return result
 
+    def searched(self, question: str) -> str:
+        """The text a message is searched as, before any translation: spelling corrected
+        (`_spelled`) unless it reads as another language (`signals.foreign_language`).
+        `assistant eval retrieval` measures retrieval on it, as customers get it."""
+        language = foreign_language(question, self.language, self._known_words)
+        return question if language else self._spelled(question)
+
     def _spelled(self, question: str) -> str:
         """`question` with its misspellings corrected (`retrieval.spelling`), unless it may be
         in another language: `foreign_language` lets short messages and ones made mostly of

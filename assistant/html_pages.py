@@ -7,14 +7,19 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-from bs4 import BeautifulSoup, Tag
+from bs4 import BeautifulSoup, NavigableString, Tag
 from markdownify import MarkdownConverter, should_remove_whitespace_outside
 
 HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
 # What opens a Markdown block at a line's start: a heading, a quote, a list item, a setext
-# underline; a numbered item (escaped after its number); and, anywhere, "<" before what
-# Markdown reads as an HTML tag ("What is <Premium>?" lost its word).
-_BLOCK_START = re.compile(r"^(\s*)(#{1,6}(?=\s|$)|>|[-+*](?=\s)|=+\s*$|-+\s*$)", re.MULTILINE)
+# underline, a code fence, a thematic break, a link reference definition; a numbered item
+# (escaped after its number); and, anywhere, "<" before what Markdown reads as an HTML tag
+# ("What is <Premium>?" lost its word).
+_BLOCK_START = re.compile(
+    r"^(\s*)(#{1,6}(?=\s|$)|>|[-+*](?=\s)|=+\s*$|-+\s*$|~{3,}|`{3,}|(?:\*\s*){3,}$|(?:_\s*){3,}$"
+    r"|\[(?=[^\]]*\]:))",
+    re.MULTILINE,
+)
 _NUMBER_START = re.compile(r"^(\s*\d+)([.)])(?=\s|$)", re.MULTILINE)
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 # Page furniture a help-centre theme (Zendesk Guide, WordPress, Intercom) puts around and
@@ -38,12 +43,14 @@ _FURNITURE_WORDS = (
 # no heading: an article's sections do ("layout-with-sidebar__content", "post-meta-wrapper").
 _FURNITURE_SHARE = 0.5
 # ...unless it is navigation: links under its own heading (Zendesk's "Articles in this
-# section" sidebar, "Related articles", "Recently viewed articles"), a list of them or each a
-# heading of its own (Jetpack's related posts), whose words past that heading are mostly
-# link text; or it holds a discussion (a "comment-section" with its "Comments" heading).
+# section" sidebar, "Related articles", "Recently viewed articles"; Jetpack's related posts,
+# each link a heading of its own), whose words past that heading are mostly link text; or it
+# holds a discussion (a "comment-section" with its "Comments" heading).
 _LINK_SHARE = 0.7
-# A link or control a theme marks as a button ("Follow", "Subscribe") or as navigation.
+# A link or control a theme marks as a button ("Follow", "Subscribe") or as navigation; a
+# button's label is this many words at most, else it opens content (an accordion's question).
 _ROLES = ["button", "navigation", "search", "toolbar"]
+_BUTTON_WORDS = 3
 
 
 @dataclass
@@ -97,16 +104,47 @@ class _Markdown(MarkdownConverter):
 
 
 def _starts_line(node) -> bool:
-    """Whether the text `node` begins a line of the Markdown: nothing but the starts of
-    inline elements stands between it and a block's start, a block's end or a `<br>`."""
-    while node.previous_sibling is None:
+    """Whether the text `node` begins a line of the Markdown: what stands before it in its
+    block prints nothing (a comment, an `<img>`, an empty anchor) or ends in a `<br>`. When
+    unsure it says yes: escaping a mark mid-line only shows a backslash, and a "#" left at a
+    line's start makes a heading of the text."""
+    while True:
+        previous = node.previous_sibling
+        while previous is not None and _prints_nothing(previous):
+            previous = previous.previous_sibling
+        if previous is not None:
+            break
         node = node.parent
         if node is None or should_remove_whitespace_outside(node):
             return True
-    previous = node.previous_sibling
-    return isinstance(previous, Tag) and (
-        previous.name == "br" or should_remove_whitespace_outside(previous)
+    if not isinstance(previous, Tag):
+        return False
+    if previous.name == "br" or should_remove_whitespace_outside(previous):
+        return True
+    for last in reversed(list(previous.descendants)):
+        if isinstance(last, Tag) and (last.name == "br" or should_remove_whitespace_outside(last)):
+            return True
+        if type(last) is NavigableString and last.strip():
+            return False
+    return True
+
+
+def _labels_content(tag: Tag) -> bool:
+    """Whether a button (`<button>`, `role="button"`) is content: in or around a heading, or
+    longer than a control's label (an accordion's "How do I cancel my plan?" toggle)."""
+    return (tag.name == "button" or tag.get("role") == "button") and (
+        tag.find_parent(HEADINGS) is not None
+        or tag.find(HEADINGS) is not None
+        or len(tag.get_text().split()) > _BUTTON_WORDS
     )
+
+
+def _prints_nothing(node) -> bool:
+    """Whether `node` adds no text to its line: a comment, white space, or an element with no
+    text and no line break."""
+    if isinstance(node, Tag):
+        return not node.get_text().strip() and node.name != "br" and node.find("br") is None
+    return type(node) is not NavigableString or not node.strip()
 
 
 def _furniture(tag: Tag, words: int) -> bool:
@@ -143,7 +181,7 @@ def _furniture(tag: Tag, words: int) -> bool:
     linked = sum(
         len(link.get_text().split())
         for link in tag.find_all("a")
-        if link.find_parent(["li", *HEADINGS]) not in (None, headings[0])
+        if headings[0] not in link.parents
     )
     return rest > 0 and linked >= _LINK_SHARE * rest
 
@@ -176,7 +214,7 @@ def read_page(text: str) -> Page:
         or soup
     )
     for tag in root.find_all(_FURNITURE + _MEDIA) + root.find_all(attrs={"role": _ROLES}):
-        if not tag.decomposed:
+        if not tag.decomposed and not _labels_content(tag):
             tag.decompose()
     words = len(root.get_text().split())
     for tag in root.find_all(True):

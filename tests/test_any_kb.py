@@ -231,13 +231,13 @@ def test_reference_links_are_written_inline_in_each_section(tmp_path):
     # brackets or an image's link, a URL holding brackets, and a label defined twice.
     (tmp_path / "billing.md").write_text(
         "## Plans\n\n[Compare\nthe plans][1], [the [new] fees][1], [![build][img]][ci],\n"
-        "<https://help.example/[1]> and [the app](https://help.example/[1]).\n\n"
+        "<https://help.example/[1]> and [the app](https://help.example/[1]). [1]: soon\n\n"
         "[1]: /plans\n[img]: /badge.png\n[ci]: /ci\n[1]: /twice\n",
         encoding="utf-8",
     )
     assert [doc.response for doc in knowledge.read_file(tmp_path)] == [
         "[Compare the plans](/plans), [the [new] fees](/plans), [![build](/badge.png)](/ci), "
-        "<https://help.example/[1]> and [the app](https://help.example/[1])."
+        "<https://help.example/[1]> and [the app](https://help.example/[1]). [1](/plans): soon"
     ]
 
 
@@ -477,6 +477,31 @@ def test_a_theme_s_buttons_comments_and_related_posts_are_furniture(tmp_path):
     assert docs["plan.html#refunds"].response == (
         "[Read the policy](/hc/refunds)\n\nUnused days are refunded."
     )
+
+
+def test_a_reviewer_s_pages_keep_their_questions_and_escapes(tmp_path):
+    """A reviewer's cases after furniture by role and mid-line escapes: text after an empty
+    anchor, a comment or a line break inside an inline element still begins a line (it
+    became a heading); accordion questions in a `role="button"` link or a `<button>` in a
+    heading stay; related links side by side, not in a list, are navigation; a fence, a
+    thematic break and a definition written as text stay text."""
+    (tmp_path / "faq.html").write_text(
+        '<main><h1>Billing FAQ</h1><h2>Screens</h2><p><a name="screens"></a># of screens '
+        "depends on your plan.</p><p><span>Plans:<br></span># of screens: 4</p>"
+        '<h4><a role="button" href="#c1">How do I cancel my plan?</a></h4>'
+        "<div>Open Account, choose Cancel plan.</div>"
+        '<h2 class="accordion-header"><button>Can I pause?</button></h2><p>~~~ Yes ~~~</p>'
+        "<p>[1]: https://help.example</p><p>***</p>"
+        '<section class="related"><h2>See also</h2><p><a href="/c">Gift cards</a> and '
+        '<a href="/d">Payment methods</a></p></section></main>',
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs == {
+        "faq.html#screens": "\\# of screens depends on your plan.\n\nPlans:  \n\\# of screens: 4",
+        "faq.html#how-do-i-cancel-my-plan": "Open Account, choose Cancel plan.",
+        "faq.html#can-i-pause": "\\~~~ Yes ~~~\n\n\\[1]: https://help.example\n\n\\***",
+    }
 
 
 def test_a_folder_is_parsed_again_only_where_a_file_changed(tmp_path, monkeypatch, caplog):

@@ -196,6 +196,29 @@ def test_eval_retrieval_warns_of_query_ids_the_kb_lacks_and_ingest_lists_them(tm
     assert json.loads(result.stdout)["id_at_1"] == 1.0
 
 
+def test_eval_retrieval_searches_each_question_as_the_service_does(tmp_path):
+    """The service corrects a question's spelling before it searches; eval retrieval
+    measured the retriever on the question as written, so a Bitext question with
+    "subsrciption" counted as a miss that no customer gets. --as-written keeps that view."""
+    kb = tmp_path / "kb.csv"
+    kb.write_text(
+        "id,question,answer\n"
+        "sub,Where can I see my subscription details?,Open Account and choose Membership.\n"
+        "subt,How do I turn on subtitles?,Tap the speech bubble while a title plays.\n"
+        "pw,I forgot my password,Choose Forgot password on the sign-in page.\n"
+        'dev,Which devices can I watch on?,"Phones, TVs and browsers."\n',
+        encoding="utf-8",
+    )
+    queries = tmp_path / "q.csv"
+    queries.write_text("question,id\nhelp with my subsrciption please,sub\n")
+    args = ["eval", "retrieval", "--kb", str(kb), "--queries", str(queries), "--json"]
+    env = {"DATA_DIR": str(tmp_path)}
+    for extra, expected in (([], 1.0), (["--as-written"], 0.0)):
+        result = CliRunner().invoke(main, [*args, *extra], env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["id_at_1"] == expected
+
+
 @pytest.fixture(scope="module")
 def dev_split(tmp_path_factory):
     if not BITEXT_DEV.is_file():

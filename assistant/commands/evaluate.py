@@ -37,13 +37,28 @@ def eval_group() -> None:
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--lexical", is_flag=True, help="Plain minsearch, without the intent model.")
+@click.option(
+    "--as-written",
+    is_flag=True,
+    help="Search each question as written, without the spelling correction the service "
+    "applies first.",
+)
 @click.option("--chart", type=click.Path(dir_okay=False), help="Write a per-intent PNG here.")
 @JSON_OPTION
 def eval_retrieval(
-    kb: str, queries: str, k: int, lexical: bool, chart: str | None, as_json: bool
+    kb: str,
+    queries: str,
+    k: int,
+    lexical: bool,
+    as_written: bool,
+    chart: str | None,
+    as_json: bool,
 ) -> None:
-    """Hit rate, MRR and intent@1 of the retriever on a query CSV."""
+    """Hit rate, MRR and intent@1 of the retriever on a query CSV, each question searched
+    as the service searches it (spelling corrected, unless --as-written)."""
+    from assistant.decisions import Decisions
     from assistant.evaluation import per_intent_accuracy, plot_per_intent, retrieval_metrics
+    from assistant.knowledge import Profile
     from assistant.rag import build_retriever
 
     settings = load_settings()
@@ -51,9 +66,10 @@ def eval_retrieval(
     rows = read_query_file(queries)
     _warn_unknown_ids(kb, rows, docs)
     retriever = build_retriever(settings, docs, lexical=lexical)
-    metrics = retrieval_metrics(retriever, rows, k, progress=not as_json)
+    searched = None if as_written else Decisions(retriever, Profile()).searched
+    metrics = retrieval_metrics(retriever, rows, k, progress=not as_json, searched=searched)
     if chart:
-        plot_per_intent(per_intent_accuracy(retriever, rows), Path(chart))
+        plot_per_intent(per_intent_accuracy(retriever, rows, searched), Path(chart))
     print_metrics(metrics, as_json)
 
 
