@@ -55,6 +55,9 @@ _VERBATIM_SPAN = re.compile(
     r"|<[A-Za-z][A-Za-z0-9-]*(?:\s+[A-Za-z_:][\w.:-]*(?:\s*=\s*(?:[^\s\"'=<>`]+|'[^']*'|\"[^\"]*\"))?)*\s*/?>",
     re.DOTALL,
 )
+# A section's answer holds its subsections up to this many words: a longer one is a
+# chapter ("Billing" over ten questions), each of whose parts answers on its own.
+_SUBSECTION_WORDS = 250
 _PLAIN = re.compile(r"[^\[\\`<]+")
 _PLAIN_PAIRS = re.compile(r"[^\[\]()\\`<]+")
 _LABEL = re.compile(r"\[((?:\\.|[^\[\]\\])*)\]")
@@ -67,11 +70,13 @@ def slug(heading: str) -> str:
 
 @dataclass
 class Section:
-    """A heading and the lines under it; `code` holds the indices of lines that are code."""
+    """A heading, its level (1 for `#`, 0 before any heading) and the lines under it; `code`
+    holds the indices of lines that are code."""
 
     heading: str
     lines: list[str] = field(default_factory=list)
     code: set[int] = field(default_factory=set)
+    level: int = 0
 
 
 @dataclass
@@ -145,6 +150,7 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
         if token.type == "heading_open" and token.map
     }
     ends = {t.map[0]: t.map[1] for t in tokens if t.type == "heading_open" and t.map}
+    levels = {t.map[0]: int(t.tag[1]) for t in tokens if t.type == "heading_open" and t.map}
     # A paragraph's later lines continue its first, as a renderer joins them: a writer who
     # wraps at 80 columns writes one sentence over two lines, and the answer must not break
     # it ("Cancel⏎Plus"). Each list item, table row, line of code and HTML block keeps its
@@ -157,7 +163,7 @@ def _sections(text: str, article: Article, fallback_title: str) -> Article:
     while row < len(lines):
         if row in headings:
             article.sections.append(current)
-            current = Section(headings[row])
+            current = Section(headings[row], level=levels[row])
             row = ends[row]
             continue
         if row in definitions:
@@ -320,8 +326,10 @@ def article_documents(article: Article, relative: str) -> list[Document]:
     """The article's sections with text, as Documents."""
     docs = []
     anchors: Counter[str] = Counter()
-    for section in article.sections:
+    for index, section in enumerate(article.sections):
         body = "\n".join(section.lines)
+        if body:
+            body = "\n\n".join([body, *_subsections(article.sections, index)])
         if not body:
             # A heading with no text of its own ("# Billing" over its "## Refunds") is the
             # article's structure, not an empty entry.
@@ -355,6 +363,26 @@ def article_documents(article: Article, relative: str) -> list[Document]:
             ", ".join(sorted(unknown)),
         )
     return docs
+
+
+def _subsections(sections: list[Section], index: int) -> list[str]:
+    """The text of the sections under `sections[index]` (deeper headings up to the next of
+    its level or higher), each under its heading in bold, when the section is not the
+    article's title (level 2 or deeper) and they hold at most _SUBSECTION_WORDS words; else
+    none. "How do I cancel?" over "On the web" and "On iPhone" answered with its one
+    opening line, and the steps were entries without the question."""
+    section = sections[index]
+    if section.level < 2:
+        return []
+    parts = []
+    for sub in sections[index + 1 :]:
+        if sub.level <= section.level:
+            break
+        text = "\n".join(sub.lines)
+        parts.append(f"**{sub.heading}**\n\n{text}" if text else f"**{sub.heading}**")
+    if sum(len(part.split()) for part in parts) > _SUBSECTION_WORDS:
+        return []
+    return parts
 
 
 @functools.cache

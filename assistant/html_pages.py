@@ -32,11 +32,11 @@ _FURNITURE = ["script", "style", "noscript", "template", "nav", "form", "button"
 _MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canvas"]
 # How those themes' class words for such furniture begin ("article-meta", "breadcrumbs",
 # "article-votes", "share-buttons", "sharedaddy", "jp-relatedposts", "recently-viewed",
-# "comment-section"). Not ids: MkDocs, Docusaurus and Hugo give every heading its slug as an
-# id ("share-a-playlist").
+# "comment-section", "kb-article-feedback", "ez-toc-container", "table-of-contents"). Not
+# ids: MkDocs, Docusaurus and Hugo give every heading its slug as an id ("share-a-playlist").
 _FURNITURE_WORDS = (
     "breadcrumb", "meta", "vote", "share", "sharing", "social", "related", "comment",
-    "sidebar", "sidenav", "recent",
+    "sidebar", "sidenav", "recent", "feedback", "rating", "toc", "contents",
 )  # fmt: skip
 # Furniture is small: an element holding this share of the article's text or more is its
 # content, whatever its class ("layout-with-sidebar" around the whole article). It also holds
@@ -47,6 +47,9 @@ _FURNITURE_SHARE = 0.5
 # each link a heading of its own), whose words past that heading are mostly link text; or it
 # holds a discussion (a "comment-section" with its "Comments" heading).
 _LINK_SHARE = 0.7
+# ...or it is a widget: a heading over a control or two (Jetpack's "Like this:" over "Like
+# Loading..."), this many words at most.
+_WIDGET_WORDS = 3
 # A link or control a theme marks as a button ("Follow", "Subscribe") or as navigation; a
 # button's label is this many words at most, else it opens content (an accordion's question).
 _ROLES = ["button", "navigation", "search", "toolbar"]
@@ -150,11 +153,11 @@ def _prints_nothing(node) -> bool:
 def _furniture(tag: Tag, words: int) -> bool:
     """Whether `tag` is page furniture: a page header or an `<aside>` outside any `<article>`
     (one inside is the article's own callout) holding no heading, or an element with a class
-    word beginning as one of _FURNITURE_WORDS does, holding no heading, or navigation or a
-    discussion (see _LINK_SHARE) under headings none of which is an `<h1>`; each small,
-    under _FURNITURE_SHARE of the article's `words`. Nothing in code is furniture (a
-    highlighter's "hljs-comment"), and hidden elements are not: a collapsible FAQ's answers
-    are hidden until opened."""
+    word beginning as one of _FURNITURE_WORDS does, holding no heading, or navigation, a
+    discussion or a widget (see _LINK_SHARE, _WIDGET_WORDS) under headings none of which is
+    an `<h1>`; each small, under _FURNITURE_SHARE of the article's `words`. Nothing in code
+    is furniture (a highlighter's "hljs-comment"), and hidden elements are not: a
+    collapsible FAQ's answers are hidden until opened."""
     classes = re.split(r"[^a-z]+", " ".join(tag.get("class", [])).lower())
     marked = any(word.startswith(_FURNITURE_WORDS) for word in classes if word)
     # Only a marked element's subtree is searched: every element's would cost the page's
@@ -175,9 +178,9 @@ def _furniture(tag: Tag, words: int) -> bool:
     # An <h1> names the page (an article's header with its author's link holds one).
     if not marked or any(heading.name == "h1" for heading in headings):
         return False
-    if any(word.startswith("comment") for word in classes):
-        return True
     rest = len(tag.get_text().split()) - len(headings[0].get_text().split())
+    if rest <= _WIDGET_WORDS or any(word.startswith("comment") for word in classes):
+        return True
     linked = sum(
         len(link.get_text().split())
         for link in tag.find_all("a")
@@ -190,9 +193,10 @@ def read_page(text: str) -> Page:
     """An HTML page's `<title>`, `<link rel="canonical">`, `<meta name="category">` and
     article text as Markdown.
 
-    The text is the page's `<main>` (or `role="main"`), else its one `<article>`, else its
-    body, without page furniture (`_FURNITURE`, `_MEDIA`, `_ROLES`, `_furniture`) or headings' own
-    anchor links ("¶"). The title is the `<title>`, or the first `<h1>` where the `<title>` is
+    The text is the page's `<main>` (or `role="main"`), else its one `<article>` (not
+    counting those inside it, such as WordPress's comments), else its body, without page
+    furniture (`_FURNITURE`, `_MEDIA`, `_ROLES`, `_furniture`) or headings' own anchor links
+    ("¶"). The title is the `<title>`, or the first `<h1>` where the `<title>` is
     that heading, a separator and the site's name ("Refunds – Acme Help Centre"). Relative
     links resolve against the canonical URL. Raises
     RecursionError for tags nested past Python's limit, ValueError for a number markdownify
@@ -205,7 +209,8 @@ def read_page(text: str) -> Page:
     canonical = soup.find("link", rel="canonical")
     url = str(canonical.get("href") or "") if canonical else ""
     category = soup.find("meta", attrs={"name": "category"})
-    articles = soup.find_all("article")
+    # WordPress marks each comment up as an <article> inside the post's own.
+    articles = [tag for tag in soup.find_all("article") if tag.find_parent("article") is None]
     root = (
         soup.find("main")
         or soup.find(attrs={"role": "main"})

@@ -488,7 +488,7 @@ def test_a_reviewer_s_pages_keep_their_questions_and_escapes(tmp_path):
     (tmp_path / "faq.html").write_text(
         '<main><h1>Billing FAQ</h1><h2>Screens</h2><p><a name="screens"></a># of screens '
         "depends on your plan.</p><p><span>Plans:<br></span># of screens: 4</p>"
-        '<h4><a role="button" href="#c1">How do I cancel my plan?</a></h4>'
+        '<h2><a role="button" href="#c1">How do I cancel my plan?</a></h2>'
         "<div>Open Account, choose Cancel plan.</div>"
         '<h2 class="accordion-header"><button>Can I pause?</button></h2><p>~~~ Yes ~~~</p>'
         "<p>[1]: https://help.example</p><p>***</p>"
@@ -502,6 +502,64 @@ def test_a_reviewer_s_pages_keep_their_questions_and_escapes(tmp_path):
         "faq.html#how-do-i-cancel-my-plan": "Open Account, choose Cancel plan.",
         "faq.html#can-i-pause": "\\~~~ Yes ~~~\n\n\\[1]: https://help.example\n\n\\***",
     }
+
+
+def test_a_wordpress_post_with_comments_likes_and_contents_gives_its_sections(tmp_path):
+    """A second newcomer's WordPress pages: comments marked up as <article>s inside the
+    post's made the whole <body> the article, and its sidebar ("Still need help?") an entry;
+    Jetpack's "Like this:" widget, a table of contents and a feedback box with a paragraph
+    became entries or answers' tails."""
+    (tmp_path / "refunds.html").write_text(
+        "<html><head><title>Refunds</title></head><body><div id='page'>"
+        "<article class='post'><h1>Refunds</h1>"
+        "<div class='wp-block-uagb-table-of-contents'><div>Table Of Contents</div><ul>"
+        "<li><a href='#can-i-get-a-refund'>Can I get a refund?</a></li>"
+        "<li><a href='#charged-twice'>Charged twice</a></li></ul></div>"
+        "<h2>Can I get a refund?</h2><p>Within 14 days of a payment.</p>"
+        "<h2>Charged twice</h2><p>The second charge is a hold and drops off in 3 days.</p>"
+        "<div class='kb-article-feedback'><p>Was this page helpful?</p>"
+        "<a role='button' href='#'>Yes</a><span>47</span></div>"
+        "<div class='sharedaddy sd-block sd-like'><h3 class='sd-title'>Like this:</h3>"
+        "<span>Like</span> <span class='loading'>Loading...</span></div>"
+        "<section id='comments'><h2>2 thoughts on Refunds</h2>"
+        "<article class='comment-body'><p>Great, thanks!</p></article>"
+        "<article class='comment-body'><p>Worked for me.</p></article></section></article>"
+        "<aside class='widget-area'><h3>Still need help?</h3><p>Our team is available "
+        "8am to 10pm.</p></aside></div></body></html>",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs == {
+        "refunds.html#can-i-get-a-refund": "Within 14 days of a payment.",
+        "refunds.html#charged-twice": "The second charge is a hold and drops off in 3 days.",
+    }
+
+
+def test_a_section_answers_with_its_subsections(tmp_path):
+    """A second newcomer's "How do I cancel?" answered with its one opening line; its steps,
+    under "On the web" and "On iPhone", were entries of their own that never named the
+    question. A section now holds its subsections' text (they stay entries too), unless it
+    is the article's title or they make a chapter."""
+    chapter = "\n\n".join(f"### Topic {n}\n\n{'word ' * 60}" for n in range(5))
+    (tmp_path / "cancel.md").write_text(
+        "# Cancelling\n\nWhat to know.\n\n## How do I cancel?\n\nIt depends on who bills "
+        "you.\n\n### On the web\n\n1. Open Account.\n2. Choose Cancel.\n\n#### With a gift "
+        "card\n\nIt runs out first.\n\n### On iPhone\n\nOpen Settings.\n\n"
+        f"## Everything else\n\nMore.\n\n{chapter}\n",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs["cancel.md#cancelling"] == "What to know."
+    assert docs["cancel.md#how-do-i-cancel"] == (
+        "It depends on who bills you.\n\n**On the web**\n\n1. Open Account.\n2. Choose "
+        "Cancel.\n\n**With a gift card**\n\nIt runs out first.\n\n**On iPhone**\n\n"
+        "Open Settings."
+    )
+    assert docs["cancel.md#on-the-web"] == (
+        "1. Open Account.\n2. Choose Cancel.\n\n**With a gift card**\n\nIt runs out first."
+    )
+    assert docs["cancel.md#on-iphone"] == "Open Settings."
+    assert docs["cancel.md#everything-else"] == "More."
 
 
 def test_a_folder_is_parsed_again_only_where_a_file_changed(tmp_path, monkeypatch, caplog):
