@@ -130,7 +130,7 @@ class MiniLMEncoder:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self._session = {"provider": "CPUExecutionProvider", "session_options": options}
+        session = {"provider": "CPUExecutionProvider", "session_options": options}
         exported = cache_dir / self._EXPORT if cache_dir else None
         if exported and exported.exists():
             try:
@@ -138,7 +138,7 @@ class MiniLMEncoder:
                     str(exported),
                     device="cpu",
                     backend="onnx",
-                    model_kwargs={"file_name": "onnx/model.onnx", **self._session},
+                    model_kwargs={"file_name": "onnx/model.onnx", **session},
                 )
                 return
             # ONNX Runtime's own errors (InvalidProtobuf) derive from Exception only.
@@ -152,7 +152,7 @@ class MiniLMEncoder:
             # The export traces the model once; PyTorch's tracer warns of constants in it.
             warnings.filterwarnings("ignore", module="transformers")
             self._model = SentenceTransformer(
-                str(folder), device="cpu", backend="onnx", model_kwargs=self._session
+                str(folder), device="cpu", backend="onnx", model_kwargs=session
             )
         if exported:
             self._keep(exported)
