@@ -15,7 +15,13 @@ from assistant.languages import only_in
 from assistant.privacy import contact_details
 from assistant.replies import Replies, kb_topics
 from assistant.retrieval import Hit, Retriever, SearchResult
-from assistant.retrieval.query import questions, refers_back, sentences
+from assistant.retrieval.query import (
+    name_pattern,
+    questions,
+    refers_back,
+    sentences,
+    without_name,
+)
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
@@ -83,6 +89,9 @@ class Decisions:
         self.replies = Replies.for_profile(profile, kb_topics(docs), handoffs_forwarded)
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
         self._known_words = vocabulary([text for d in docs for text in d.phrasings])
+        self._name = (
+            name_pattern(profile.company_name, self._known_words) if profile.named else None
+        )
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
 
@@ -134,11 +143,18 @@ class Decisions:
         return result
 
     def searched(self, question: str) -> str:
-        """The text a message is searched as, before any translation: spelling corrected
-        (`_spelled`) unless it reads as another language (`signals.foreign_language`).
+        """The text a message is searched as, before any translation: without the company's
+        name and spelling corrected (`_spelled`), unless it reads as another language
+        (`signals.foreign_language`).
         `assistant eval retrieval` measures retrieval on it, as customers get it."""
+        return self._read(question)[1]
+
+    def _read(self, question: str) -> tuple[str | None, str]:
+        """The language `question` reads as when not the KB's (`signals.foreign_language`),
+        or None, and the text it is searched as (see `searched`): without the company's name
+        (`query.without_name`), then spelling corrected."""
         language = foreign_language(question, self.language, self._known_words)
-        return question if language else self._spelled(question)
+        return language, question if language else self._spelled(without_name(question, self._name))
 
     def _spelled(self, question: str) -> str:
         """`question` with its misspellings corrected (`retrieval.spelling`), unless it may be
@@ -223,9 +239,8 @@ class Decisions:
             return answer, [], 0
         # Language first: character n-grams of another script look like the few handoff
         # examples in that script more than like the KB's questions.
-        language = foreign_language(question, self.language, self._known_words)
+        language, searched = self._read(question)
         foreign = None if self.multilingual else language
-        searched = question if language else self._spelled(question)
         if foreign and self.translates:
             translation = self._translate(question, answer)
             if translation:

@@ -348,10 +348,19 @@ _REPEATED_KIND = re.compile(rf"\b({'|'.join(sorted(_KIND_WORDS))}) \1\b", re.IGN
 _DOUBLED_ARTICLE = re.compile(r"\bthe\s+(the)\b", re.IGNORECASE)
 
 
+# What replies call a company whose profile gives no name.
+UNNAMED = "our service"
+
+
 @dataclass(frozen=True)
 class Profile:
-    company_name: str = "our service"
+    company_name: str = UNNAMED
     placeholders: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def named(self) -> bool:
+        """Whether the profile gives the company's name (else replies say UNNAMED)."""
+        return self.company_name != UNNAMED
 
     def value(self, name: str) -> str:
         """The profile's value for placeholder `name`, else the name as words."""
@@ -392,7 +401,7 @@ def load_profile(path: Path) -> Profile:
         str(k).upper(): "" if v is None else str(v)
         for k, v in (data.get("placeholders") or {}).items()
     }
-    return Profile(str(data.get("company_name") or "our service"), placeholders)
+    return Profile(str(data.get("company_name") or UNNAMED), placeholders)
 
 
 def read_lines(path: Path) -> list[str]:

@@ -87,6 +87,12 @@ def demo(settings) -> Assistant:
     return make_assistant(settings, "demo")
 
 
+def _responses(folder: Path, name: str, text: str) -> dict[str, str]:
+    """The entries' answers by id, of `folder` with the page `name` written in it."""
+    (folder / name).write_text(text, encoding="utf-8")
+    return {doc.id: doc.response for doc in knowledge.read_file(folder)}
+
+
 def test_article_folder_sections_get_path_and_slug_ids(articles):
     report = knowledge.LoadReport()
     docs = {doc.id: doc for doc in knowledge.read_file(articles, report)}
@@ -138,14 +144,14 @@ def test_article_answers_keep_the_articles_markdown(tmp_path):
         "<details>\n<summary>More</summary>\nHidden text.\n</details>\n",
         encoding="utf-8",
     )
-    (tmp_path / "devices.html").write_text(
+    docs = _responses(
+        tmp_path,
+        "devices.html",
         "<h2>Consoles</h2><p>Xbox and\n  PlayStation apps<br>are free.</p><ul><li>Xbox</li>"
         "<li>PS5</li></ul><ol><li>Open</li><li>Sign in</li></ol><table><tr><th>Plan</th>"
         "<th>Price</th></tr><tr><td>Basic</td><td>$5</td></tr></table>"
         "<pre>\nE101  Network lost\n--now</pre>a</br>b<p>After.</p>",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs["plans.md#cancelling"] == "\n".join(
         [
             "Cancel Plus from Settings. It ends at the period's close.",
@@ -213,15 +219,15 @@ def test_reference_links_are_written_inline_in_each_section(tmp_path):
     reached customers as "[fees][1]", and the definitions as the last section's text. Each
     section's links now read inline; code, escaped brackets and unknown labels stay as
     written."""
-    (tmp_path / "billing.md").write_text(
+    docs = _responses(
+        tmp_path,
+        "billing.md",
         "# Billing\n\n## Fees\n\nSee [fees][1], the [Help] page or [Refunds][]; "
         "`[1]`, \\[1] and [later][9] stay.\n\n"
         "## Refunds\n\nWithin [14 days][days].\n\n```\n[1]\n```\n\n"
         '[1]: https://help.example/fees "Fees"\n[help]: /help\n'
         "[refunds]: <https://help.example/a refund>\n[days]: /refunds\n",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs == {
         "billing.md#fees": "See [fees](https://help.example/fees), the [Help](/help) page or "
         "[Refunds](https://help.example/a%20refund); `[1]`, \\[1] and [later][9] stay.",
@@ -254,12 +260,12 @@ def test_help_centre_markup_as_cms_pages_and_writers_use_it(tmp_path):
         "</table><pre>run\n```\ndone\n</pre>",
         encoding="utf-8",
     )
-    (tmp_path / "guide.md").write_text(
+    docs = _responses(
+        tmp_path,
+        "guide.md",
         "## [Quotes](https://help.example/q)\n> Keep this\n> in mind.\n\n"
         "- Open\n  - Playback\n    settings\n",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs["cms.html"] == "---\n\nIntro.\n\n---"
     assert docs["cms.html#steps"] == "\n".join(
         [
@@ -485,7 +491,9 @@ def test_a_reviewer_s_pages_keep_their_questions_and_escapes(tmp_path):
     became a heading); accordion questions in a `role="button"` link or a `<button>` in a
     heading stay; related links side by side, not in a list, are navigation; a fence, a
     thematic break and a definition written as text stay text."""
-    (tmp_path / "faq.html").write_text(
+    docs = _responses(
+        tmp_path,
+        "faq.html",
         '<main><h1>Billing FAQ</h1><h2>Screens</h2><p><a name="screens"></a># of screens '
         "depends on your plan.</p><p><span>Plans:<br></span># of screens: 4</p>"
         '<h2><a role="button" href="#c1">How do I cancel my plan?</a></h2>'
@@ -494,9 +502,7 @@ def test_a_reviewer_s_pages_keep_their_questions_and_escapes(tmp_path):
         "<p>[1]: https://help.example</p><p>***</p>"
         '<section class="related"><h2>See also</h2><p><a href="/c">Gift cards</a> and '
         '<a href="/d">Payment methods</a></p></section></main>',
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs == {
         "faq.html#screens": "\\# of screens depends on your plan.\n\nPlans:  \n\\# of screens: 4",
         "faq.html#how-do-i-cancel-my-plan": "Open Account, choose Cancel plan.",
@@ -509,7 +515,9 @@ def test_a_wordpress_post_with_comments_likes_and_contents_gives_its_sections(tm
     post's made the whole <body> the article, and its sidebar ("Still need help?") an entry;
     Jetpack's "Like this:" widget, a table of contents and a feedback box with a paragraph
     became entries or answers' tails."""
-    (tmp_path / "refunds.html").write_text(
+    docs = _responses(
+        tmp_path,
+        "refunds.html",
         "<html><head><title>Refunds</title></head><body><div id='page'>"
         "<article class='post'><h1>Refunds</h1>"
         "<div class='wp-block-uagb-table-of-contents'><div>Table Of Contents</div><ul>"
@@ -526,9 +534,7 @@ def test_a_wordpress_post_with_comments_likes_and_contents_gives_its_sections(tm
         "<article class='comment-body'><p>Worked for me.</p></article></section></article>"
         "<aside class='widget-area'><h3>Still need help?</h3><p>Our team is available "
         "8am to 10pm.</p></aside></div></body></html>",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs == {
         "refunds.html#can-i-get-a-refund": "Within 14 days of a payment.",
         "refunds.html#charged-twice": "The second charge is a hold and drops off in 3 days.",
@@ -538,14 +544,14 @@ def test_a_wordpress_post_with_comments_likes_and_contents_gives_its_sections(tm
 def test_short_answers_in_marked_elements_stay(tmp_path):
     """A reviewer's cases for the widget rule ("Like this:" over "Like Loading..."): a
     rating card and a FAQ item are a heading over a short paragraph, and stay."""
-    (tmp_path / "ratings.html").write_text(
+    docs = _responses(
+        tmp_path,
+        "ratings.html",
         "<main><h1>Parental controls</h1><h2>Maturity ratings</h2><p>Each title has one.</p>"
         "<div class='rating-card'><h3>TV-MA</h3><p>Mature audiences only.</p></div>"
         "<div class='faq-contents'><h3>Can I pause?</h3><p>Yes, twice yearly.</p></div>"
         "<div class='sharedaddy sd-like'><h3>Like this:</h3><span>Like</span></div></main>",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs == {
         # "Can I pause?" is a question of its own: no subsection joins the answer.
         "ratings.html#maturity-ratings": "Each title has one.",
@@ -560,15 +566,15 @@ def test_a_section_answers_with_its_subsections(tmp_path):
     question. A section now holds its subsections' text (they stay entries too), unless it
     is the article's title, they are questions of their own, or they make a chapter."""
     chapter = "\n\n".join(f"### Topic {n}\n\n{'word ' * 60}" for n in range(5))
-    (tmp_path / "cancel.md").write_text(
+    docs = _responses(
+        tmp_path,
+        "cancel.md",
         "# Cancelling\n\nWhat to know.\n\n## How do I cancel?\n\nIt depends on who bills "
         "you.\n\n### On the web\n\n1. Open Account.\n2. Choose Cancel.\n\n#### With a gift "
         "card\n\nIt runs out first.\n\n### On iPhone\n\nOpen Settings.\n\n### Still stuck?\n\n"
         "## Billing\n\nAll about billing.\n\n### Why was I charged twice?\n\nA hold.\n\n"
         f"## Everything else\n\nMore.\n\n{chapter}\n",
-        encoding="utf-8",
     )
-    docs = {doc.id: doc.response for doc in knowledge.read_file(tmp_path)}
     assert docs["cancel.md#cancelling"] == "What to know."
     assert docs["cancel.md#how-do-i-cancel"] == (
         "It depends on who bills you.\n\n**On the web**\n\n1. Open Account.\n2. Choose "
@@ -828,6 +834,49 @@ def test_a_task_asked_of_the_assistant_is_no_request_for_a_person(demo, question
 def test_a_misspelt_question_is_answered(demo, question, entry):
     answer = demo.answer(question)
     assert (answer.status, answer.intent) == ("answered", entry)
+
+
+def test_the_company_s_name_is_not_searched(demo):
+    """The demo KB writes its company's name as a placeholder: searched with the name, this
+    message scored under the gate and was declined."""
+    assert demo.profile.company_name == "Lumen Stream"
+    answer = demo.answer("I got a text saying my Lumen account is suspended with a link to pay")
+    assert (answer.status, answer.intent) == ("answered", "phishing-emails")
+
+
+@pytest.mark.parametrize(
+    "message, searched",
+    [
+        ("is lumen stream down?", "is down?"),
+        ("Is LumenStream's app down?", "Is app down?"),
+        ("my Lumen account is on hold", "my account is on hold"),
+        # The name's other word is an ordinary one, and alone it is not the name.
+        ("can I stream on my TV?", "can I stream on my TV?"),
+        # Nothing but the name: searched as it is.
+        ("Lumen Stream?", "Lumen Stream?"),
+    ],
+)
+def test_a_message_is_searched_without_the_company_s_name(message, searched):
+    from assistant.retrieval.query import name_pattern, without_name
+
+    assert without_name(message, name_pattern("Lumen Stream", set())) == searched
+
+
+def test_a_name_word_the_kb_s_questions_use_stays(demo):
+    from assistant.retrieval.query import name_pattern, without_name
+
+    pattern = name_pattern("The Daily Ledger", {"daily", "subscription"})
+    assert without_name("my daily digest stopped", pattern) == "my daily digest stopped"
+    assert without_name("the daily ledger app crashes", pattern) == "app crashes"
+    assert without_name("Ledger app crashes", pattern) == "Ledger app crashes"
+    assert name_pattern("", set()) is None
+
+
+def test_an_unnamed_company_s_placeholder_name_is_searched(settings):
+    """A profile without a company name says "our service": that is no name to leave out."""
+    retriever = build_retriever(settings, knowledge.load_configured(settings, "demo").documents)
+    unnamed = Assistant(retriever, ExtractiveProvider(), knowledge.Profile())
+    assert unnamed.searched("is our service down?") == "is our service down?"
 
 
 def test_a_repeated_question_is_handed_off(demo):

@@ -101,7 +101,8 @@ def kb_documents(settings: Settings, source: str):
 
 def extractive_assistant(settings: Settings, kb: str):
     """The assistant over `kb` with every decision of the served one, answering
-    extractively: what the eval commands measure."""
+    extractively: what the eval commands measure. Its business profile is the served one's
+    (BUSINESS_PROFILE): the company's name is left out of what is searched."""
     from assistant import knowledge
     from assistant.llm import ExtractiveProvider
     from assistant.rag import Assistant, build_retriever, build_signals
@@ -110,7 +111,7 @@ def extractive_assistant(settings: Settings, kb: str):
     return Assistant(
         retriever,
         ExtractiveProvider(),
-        knowledge.Profile(),
+        knowledge.load_profile(settings.profile_path),
         signals=build_signals(settings, retriever),
     )
 
