@@ -870,6 +870,9 @@ def test_a_name_word_the_kb_s_questions_use_stays(demo):
     assert without_name("the daily ledger app crashes", pattern) == "app crashes"
     assert without_name("Ledger app crashes", pattern) == "Ledger app crashes"
     assert name_pattern("", set()) is None
+    # A one-word name the KB's questions use is searched; one they do not use is left out.
+    assert name_pattern("Stream", {"stream"}) is None
+    assert without_name("is Zapflix down?", name_pattern("Zapflix", {"stream"})) == "is down?"
 
 
 def test_an_unnamed_company_s_placeholder_name_is_searched(settings):

@@ -177,10 +177,11 @@ def name_pattern(company: str, known_words: set[str]) -> re.Pattern[str] | None:
     """What of a message names the company (`company`, the business profile's name), for
     `without_name`: the whole name, its words run together or apart, with a possessive; and
     its first word that is not a function word on its own ("my Lumen account" for "Lumen
-    Stream"), unless the KB's questions use that word (`known_words`, lower case: a "Daily"
-    of "The Daily Ledger" may be a topic). None for an empty name."""
+    Stream"). A single word the KB's questions use (`known_words`, lower case) is no name to
+    leave out: a "Daily" of "The Daily Ledger", or a company called "Stream" whose KB asks
+    "Can I stream in 4K?". None when nothing is left to match."""
     words = _WORDS.findall(company.lower())
-    if not words:
+    if not words or (len(words) == 1 and words[0] in known_words):
         return None
     forms = [r"\s*".join(map(re.escape, words))]
     own = next((word for word in words if word not in FUNCTION_WORDS), None)
