@@ -22,6 +22,7 @@ from assistant.retrieval.query import (
     sentences,
     without_name,
 )
+from assistant.retrieval.spelling import english_words
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
@@ -90,7 +91,9 @@ class Decisions:
         self.language = language_of(" ".join(d.question for d in docs[:300]))[0] if docs else "en"
         self._known_words = vocabulary([text for d in docs for text in d.phrasings])
         self._name = (
-            name_pattern(profile.company_name, self._known_words) if profile.named else None
+            name_pattern(profile.company_name, self._known_words, english_words())
+            if profile.named
+            else None
         )
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
@@ -127,7 +130,8 @@ class Decisions:
         unsure = not result.in_scope or result.confidence < FOLLOW_UP_SURE or refers
         if not (history and short and unsure and result.hits):
             return result
-        joined = self.retriever.search(f"{history[-1].question} {question}", self.k)
+        earlier = without_name(history[-1].question, self._name)
+        joined = self.retriever.search(f"{earlier} {question}", self.k)
         alone = result.confidence if result.in_scope else 0.0
         if not (joined.in_scope and joined.hits and joined.confidence > alone):
             return result
@@ -144,17 +148,17 @@ class Decisions:
 
     def searched(self, question: str) -> str:
         """The text a message is searched as, before any translation: without the company's
-        name and spelling corrected (`_spelled`), unless it reads as another language
-        (`signals.foreign_language`).
-        `assistant eval retrieval` measures retrieval on it, as customers get it."""
+        name (`query.without_name`), and spelling corrected (`_spelled`) unless it reads as
+        another language (`signals.foreign_language`). `assistant eval retrieval` measures
+        retrieval on it, as customers get it."""
         return self._read(question)[1]
 
     def _read(self, question: str) -> tuple[str | None, str]:
         """The language `question` reads as when not the KB's (`signals.foreign_language`),
-        or None, and the text it is searched as (see `searched`): without the company's name
-        (`query.without_name`), then spelling corrected."""
+        or None, and the text it is searched as (`searched`)."""
         language = foreign_language(question, self.language, self._known_words)
-        return language, question if language else self._spelled(without_name(question, self._name))
+        unnamed = without_name(question, self._name)
+        return language, unnamed if language else self._spelled(unnamed)
 
     def _spelled(self, question: str) -> str:
         """`question` with its misspellings corrected (`retrieval.spelling`), unless it may be
@@ -170,8 +174,9 @@ class Decisions:
         self, question: str, history: Sequence[Turn], searched: str | None = None
     ) -> str | None:
         """Why this message goes to a person before any retrieval, or None. The signals read
-        `searched` (the message as searched: spelling corrected, or translated) when given;
-        a repeat is the message as asked, since history keeps messages as asked."""
+        `searched` (the message as searched: without the company's name, and spelling
+        corrected or translated) when given; a repeat is the message as asked, since history
+        keeps messages as asked."""
         signal = self.signals.detect(searched or question) if self.signals else None
         if signal:
             return "requested_human" if signal != FRUSTRATION else "frustration"
@@ -244,7 +249,7 @@ class Decisions:
         if foreign and self.translates:
             translation = self._translate(question, answer)
             if translation:
-                searched, foreign = translation, None
+                searched, foreign = without_name(translation, self._name), None
         reason = None if foreign else self._handoff_reason(question, history, searched)
         # Each question of a message of several, searched alone once: for an angry message's
         # question, for the one in scope when the whole is declined, and for a second topic

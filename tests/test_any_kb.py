@@ -845,34 +845,56 @@ def test_the_company_s_name_is_not_searched(demo):
 
 
 @pytest.mark.parametrize(
-    "message, searched",
+    "name, message, searched",
     [
-        ("is lumen stream down?", "is down?"),
-        ("Is LumenStream's app down?", "Is app down?"),
-        ("my Lumen account is on hold", "my account is on hold"),
-        # The name's other word is an ordinary one, and alone it is not the name.
-        ("can I stream on my TV?", "can I stream on my TV?"),
+        ("Lumen Stream", "is lumen stream down?", "is down?"),
+        ("Lumen Stream", "Is LumenStream's app down?", "Is app down?"),
+        ("Lumen Stream", "is Lumen-Stream down or is it on Lumen?", "is down or is it on?"),
+        ("Lumen Stream", "my Lumen account is on hold", "my account is on hold"),
+        ("Lumen Stream Inc.", "is lumen stream down?", "is down?"),
+        ("Disney+", "is Disney+ down?", "is down?"),
+        ("AT&T", "I can't log in to my AT&T account", "I can't log in to my account"),
+        ("Zapflix", "is zapflix down?", "is down?"),
+        ("Three", "my Three contract ends", "my contract ends"),
+        # An English word is a name only capitalised after another word: "lumen" is one.
+        ("Lumen Stream", "whats new on lumen", "whats new on lumen"),
+        ("Three", "charged three times", "charged three times"),
+        ("Three", "Three charges this month", "Three charges this month"),
+        # The name's other words and its short ones are no name alone.
+        ("Lumen Stream", "can I stream on my TV?", "can I stream on my TV?"),
+        ("7-Eleven", "7 dollars for 7 days", "7 dollars for 7 days"),
+        ("The Daily Ledger", "the daily digest stopped", "the daily digest stopped"),
+        ("The Daily Ledger", "The Daily Ledger app crashes", "app crashes"),
         # Nothing but the name: searched as it is.
-        ("Lumen Stream?", "Lumen Stream?"),
+        ("Lumen Stream", "Lumen Stream?", "Lumen Stream?"),
     ],
 )
-def test_a_message_is_searched_without_the_company_s_name(message, searched):
+def test_a_message_is_searched_without_the_company_s_name(name, message, searched):
+    from assistant.retrieval.query import name_pattern, without_name
+    from assistant.retrieval.spelling import english_words
+
+    assert without_name(message, name_pattern(name, set(), english_words())) == searched
+
+
+def test_a_name_the_kb_s_questions_use_is_searched():
     from assistant.retrieval.query import name_pattern, without_name
 
-    assert without_name(message, name_pattern("Lumen Stream", set())) == searched
-
-
-def test_a_name_word_the_kb_s_questions_use_stays(demo):
-    from assistant.retrieval.query import name_pattern, without_name
-
-    pattern = name_pattern("The Daily Ledger", {"daily", "subscription"})
-    assert without_name("my daily digest stopped", pattern) == "my daily digest stopped"
-    assert without_name("the daily ledger app crashes", pattern) == "app crashes"
-    assert without_name("Ledger app crashes", pattern) == "Ledger app crashes"
     assert name_pattern("", set()) is None
-    # A one-word name the KB's questions use is searched; one they do not use is left out.
     assert name_pattern("Stream", {"stream"}) is None
-    assert without_name("is Zapflix down?", name_pattern("Zapflix", {"stream"})) == "is down?"
+    pattern = name_pattern("Zapflix TV", {"zapflix"})
+    assert without_name("zapflix tv is down", pattern) == "is down"
+    assert without_name("my zapflix account", pattern) == "my zapflix account"
+
+
+def test_the_company_s_name_leaves_a_request_for_a_person_as_it_is(demo):
+    answer = demo.answer("Lumen Stream support is useless, get me a human")
+    assert (answer.status, answer.handoff_reason) == ("handoff", "requested_human")
+
+
+def test_eval_commands_read_the_served_business_profile(settings):
+    from assistant.commands.common import extractive_assistant
+
+    assert extractive_assistant(settings, "demo").profile.company_name == "Lumen Stream"
 
 
 def test_an_unnamed_company_s_placeholder_name_is_searched(settings):

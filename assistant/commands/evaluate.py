@@ -55,10 +55,11 @@ def eval_retrieval(
     as_json: bool,
 ) -> None:
     """Hit rate, MRR and intent@1 of the retriever on a query CSV, each question searched
-    as the service searches it (spelling corrected, unless --as-written)."""
+    as the service searches it (without the company's name and spelling corrected, unless
+    --as-written)."""
     from assistant.decisions import Decisions
     from assistant.evaluation import per_intent_accuracy, plot_per_intent, retrieval_metrics
-    from assistant.knowledge import Profile
+    from assistant.knowledge import load_profile
     from assistant.rag import build_retriever
 
     settings = load_settings()
@@ -66,7 +67,9 @@ def eval_retrieval(
     rows = read_query_file(queries)
     _warn_unknown_ids(kb, rows, docs)
     retriever = build_retriever(settings, docs, lexical=lexical)
-    searched = None if as_written else Decisions(retriever, Profile()).searched
+    searched = (
+        None if as_written else Decisions(retriever, load_profile(settings.profile_path)).searched
+    )
     metrics = retrieval_metrics(retriever, rows, k, progress=not as_json, searched=searched)
     if chart:
         plot_per_intent(per_intent_accuracy(retriever, rows, searched), Path(chart))

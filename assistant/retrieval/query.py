@@ -173,21 +173,44 @@ def search_text(message: str) -> str:
     return ", ".join(kept)
 
 
-def name_pattern(company: str, known_words: set[str]) -> re.Pattern[str] | None:
+# A word of the company's name shorter than this is no name on its own (the "t" of "AT&T").
+NAME_WORD_LETTERS = 3
+
+
+def name_pattern(
+    company: str, known_words: set[str], english: frozenset[str] = frozenset()
+) -> re.Pattern[str] | None:
     """What of a message names the company (`company`, the business profile's name), for
-    `without_name`: the whole name, its words run together or apart, with a possessive; and
-    its first word that is not a function word on its own ("my Lumen account" for "Lumen
-    Stream"). A single word the KB's questions use (`known_words`, lower case) is no name to
-    leave out: a "Daily" of "The Daily Ledger", or a company called "Stream" whose KB asks
-    "Can I stream in 4K?". None when nothing is left to match."""
+    `without_name`, or None when nothing does:
+
+    - the whole name in any letter case, its words run together or apart or joined by
+      punctuation ("Lumen-Stream"), with symbols after it ("Disney+") and a possessive; a
+      name of several words also as its first words while two of them are not function
+      words ("Lumen Stream" of "Lumen Stream Inc.", not "The Daily" of "The Daily Ledger");
+    - one word alone: a one-word name, or a longer name's first word that is not a function
+      word ("my Lumen account" for "Lumen Stream"), when it is NAME_WORD_LETTERS letters or
+      more and the KB's questions do not use it (`known_words`, lower case: a company called
+      "Stream" whose KB asks "Can I stream in 4K?"). An English word (`english`, lower case)
+      counts only capitalised after another word: "my Three contract", never "charged three
+      times" or a sentence's first word."""
     words = _WORDS.findall(company.lower())
-    if not words or (len(words) == 1 and words[0] in known_words):
+    forms = [
+        r"[\W_]*".join(map(re.escape, words[:n]))
+        for n in range(len(words), 1, -1)
+        if n == len(words) or sum(word not in FUNCTION_WORDS for word in words[:n]) >= 2
+    ]
+    alone = next((word for word in words if word not in FUNCTION_WORDS), None)
+    if alone and len(alone) >= NAME_WORD_LETTERS and alone.isalpha() and alone not in known_words:
+        if alone in english:
+            cased = f"{re.escape(alone.capitalize())}|{re.escape(alone.upper())}"
+            forms.append(rf"(?<=[\w,;:] )(?-i:{cased})")
+        else:
+            forms.append(re.escape(alone))
+    if not forms:
         return None
-    forms = [r"\s*".join(map(re.escape, words))]
-    own = next((word for word in words if word not in FUNCTION_WORDS), None)
-    if own and len(words) > 1 and own not in known_words:
-        forms.append(re.escape(own))
-    return re.compile(rf"\b(?:{'|'.join(forms)})(?:['\u2019]s)?\b", re.IGNORECASE)
+    return re.compile(
+        rf"(?<!\w)(?:{'|'.join(forms)})[^\w\s?.,;:]*(?:['\u2019]s)?(?!\w)", re.IGNORECASE
+    )
 
 
 def without_name(message: str, pattern: re.Pattern[str] | None) -> str:
@@ -198,5 +221,5 @@ def without_name(message: str, pattern: re.Pattern[str] | None) -> str:
     it and over without it."""
     if pattern is None:
         return message
-    rest = " ".join(pattern.sub(" ", message).split())
+    rest = re.sub(r" (?=[?.!,;:])", "", " ".join(pattern.sub(" ", message).split()))
     return rest if _WORDS.search(rest) else message
