@@ -306,9 +306,11 @@ class Decisions:
     ) -> SearchResult | None:
         """For a `message` declined as a whole (`whole`), the best-scoring retrieval of a part
         that is in scope alone and whose top entry is on the topic the whole message ranked
-        first (entry, or intent on a labelled KB), or None. The rest of a long complaint
-        dilutes its topic under the gate; the agreement keeps a filler part from answering on
-        its own ("Sort it out!" found a spreadsheet-sorting entry on StackFAQ). The parts: its
+        first (entry, or intent on a labelled KB), or that is a question standing alone
+        (`_stands_alone`), or None. The rest of a long complaint dilutes its topic under the
+        gate; the agreement keeps a filler part from answering on its own ("Sort it out!"
+        found a spreadsheet-sorting entry on StackFAQ), and a question that leans on the
+        rest ("can i report it") from answering for it. The parts: its
         questions, when it asks several (`alone`, the retrievals of `asked`), or one beside
         statements ("My 8 year old just watched a horror film... How do I restrict what her
         profile can play?"); else its first MAX_PARTS sentences ("The subtitles are two
@@ -317,15 +319,33 @@ class Decisions:
         if not whole.hits:
             return None
         if len(asked) > 1:
-            found = alone
+            parts, found = asked, alone
         else:
             parts = (asked or sentences(message))[:MAX_PARTS]
             if not parts or parts == [" ".join(message.split())]:
                 return None
             found = [self.retriever.search(part, self.k) for part in parts]
         topic = whole.hits[0].document.topic
-        found = [r for r in found if r.in_scope and r.hits and r.hits[0].document.topic == topic]
+        found = [
+            result
+            for part, result in zip(parts, found, strict=True)
+            if result.in_scope
+            and result.hits
+            and (
+                result.hits[0].document.topic == topic
+                or (bool(asked) and self._stands_alone(part, result))
+            )
+        ]
         return max(found, key=lambda r: r.scope_score) if found else None
+
+    def _stands_alone(self, question: str, result: SearchResult) -> bool:
+        """Whether a message's `question`, found in scope alone (`result`), is a question of
+        its own: it leans on nothing said beside it (no pronoun for a topic, no "what
+        about", `query.refers_back`) and finds its entry at SECOND_QUESTION_SURE confidence,
+        as a second question must. "How do I get my money back??" after a long complaint
+        (0.94) is one; "can i report it" after "there has been a fraud on my visa card" and
+        "can you help me" (0.11) after "I'm not sure how to jump start a car" are not."""
+        return not refers_back(question) and result.confidence >= SECOND_QUESTION_SURE
 
     def _two_topics(
         self, tops: Sequence[SearchResult], hits: Sequence[Hit]
