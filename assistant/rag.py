@@ -392,14 +392,19 @@ def _demo_company(settings: Settings) -> str:
     return knowledge.load_profile(settings.demo_kb.parent / "business-profile.yaml").company_name
 
 
+def demo_profile_on_own_kb(settings: Settings, profile: Profile, source: str | None) -> bool:
+    """Whether `profile` is the demo's while `source` (default: KB_PATH) is a team's own KB:
+    declines and handoffs would then tell its customers to call the fictional demo company."""
+    return _own_kb(settings, source) and profile.company_name == _demo_company(settings)
+
+
 def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
     """The assistant the settings describe, over the KB `source` (default: the configured one)."""
     kb = knowledge.load_configured(settings, source)
     log.info("knowledge base: %d documents from %s", len(kb), kb.source)
     retriever = build_retriever(settings, kb.documents)
     profile = knowledge.load_profile(settings.profile_path)
-    if _own_kb(settings, source) and profile.company_name == _demo_company(settings):
-        # Else a team's customers are told to call the fictional demo company.
+    if demo_profile_on_own_kb(settings, profile, source):
         log.warning(
             "KB_PATH is your own knowledge base, but BUSINESS_PROFILE is the demo's: declines "
             "and handoffs speak for %s and give its contact details. Copy "

@@ -100,6 +100,9 @@ def test_ingest_of_a_faq_without_categories_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert "no categories, 2 topics" in result.output
     assert "\n  -  " not in result.output, "no row for a missing category"
+    # A newcomer read "(BUSINESS_PROFILE)" as a profile of their own: it is the demo's.
+    assert "\nthe demo profile " in result.output
+    assert "for your own, copy data/business-profile-template.yaml" in result.output
 
 
 def test_ingest_names_the_duplicates_it_drops(tmp_path):
@@ -150,6 +153,7 @@ def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, t
     assert "{{LIVE_CHAT_URL}}: left out\n  {{CUSTOMER_SUPPORT_PHONE}}: left out" in result.output
     assert "every placeholder of the knowledge base is filled" in result.output
     assert "every placeholder is filled" not in result.output
+    assert "\nbusiness profile " in result.output and "for your own" not in result.output
 
 
 def test_ingest_rejects_a_bad_file(tmp_path):

@@ -233,7 +233,7 @@ def ingest(source: str, list_ids: bool) -> None:
     entries, duplicates, empty entries, categories and the placeholders the business profile
     does not fill."""
     from assistant import knowledge, replies
-    from assistant.rag import build_retriever
+    from assistant.rag import build_retriever, demo_profile_on_own_kb
 
     settings = load_settings()
     with loading_kb():
@@ -268,9 +268,18 @@ def ingest(source: str, list_ids: bool) -> None:
     if len(kb.report.repeats) > SHOWN_REPEATS:
         click.echo(f"  ... and {len(kb.report.repeats) - SHOWN_REPEATS} more duplicates")
     profile = knowledge.load_profile(settings.profile_path)
+    # "(BUSINESS_PROFILE)" alone read as if a newcomer had set it, on the demo's profile.
+    demo = demo_profile_on_own_kb(settings, profile, source)
     click.echo(
-        f"business profile {settings.profile_path} (BUSINESS_PROFILE): replies speak for "
-        f"{profile.company_name} and give its contact details"
+        f"{'the demo' if demo else 'business'} profile {settings.profile_path} "
+        f"(BUSINESS_PROFILE): replies speak for {profile.company_name} and give its contact "
+        "details"
+        + (
+            "; for your own, copy data/business-profile-template.yaml, fill it in and set "
+            "BUSINESS_PROFILE to it"
+            if demo
+            else ""
+        )
     )
     own = replies.unfilled(profile)
     if own:
