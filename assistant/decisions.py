@@ -341,11 +341,18 @@ class Decisions:
     def _stands_alone(self, question: str, result: SearchResult) -> bool:
         """Whether a message's `question`, found in scope alone (`result`), is a question of
         its own: it leans on nothing said beside it (no pronoun for a topic, no "what
-        about", `query.refers_back`) and finds its entry at SECOND_QUESTION_SURE confidence,
-        as a second question must. "How do I get my money back??" after a long complaint
-        (0.94) is one; "can i report it" after "there has been a fraud on my visa card" and
-        "can you help me" (0.11) after "I'm not sure how to jump start a car" are not."""
-        return not refers_back(question) and result.confidence >= SECOND_QUESTION_SURE
+        about", `query.refers_back`), names something the KB speaks of
+        (`Retriever.names_a_kb_word`) and finds its entry at SECOND_QUESTION_SURE
+        confidence, as a second question must. "How do I get my money back??" after a long
+        complaint (0.94) is one; "can i report it" after "there has been a fraud on my visa
+        card", "What should I do?" after a neighbour's drums (0.996, the hacked-account
+        entry) and "can you help me" (0.11) after "I'm not sure how to jump start a car"
+        are not."""
+        return (
+            not refers_back(question)
+            and self.retriever.names_a_kb_word(question)
+            and result.confidence >= SECOND_QUESTION_SURE
+        )
 
     def _two_topics(
         self, tops: Sequence[SearchResult], hits: Sequence[Hit]

@@ -867,6 +867,16 @@ def test_the_company_s_name_is_not_searched(demo):
         ("The Daily Ledger", "The Daily Ledger app crashes", "app crashes"),
         # Nothing but the name: searched as it is.
         ("Lumen Stream", "Lumen Stream?", "Lumen Stream?"),
+        # A reviewer's cases: the "!" that ends the name's sentence stays, "at t" is no
+        # AT&T, an address stays whole, and a message without the name is left as written.
+        (
+            "Lumen Stream",
+            "Thanks a lot Lumen Stream! Why was I charged twice?",
+            "Thanks a lot! Why was I charged twice?",
+        ),
+        ("AT&T", "I moved from at t-mobile", "I moved from at t-mobile"),
+        ("Lumen Stream", "is lumen-stream.com down?", "is lumen-stream.com down?"),
+        ("Lumen Stream", "is  it   down ?", "is  it   down ?"),
     ],
 )
 def test_a_message_is_searched_without_the_company_s_name(name, message, searched):
@@ -1371,17 +1381,17 @@ def test_a_complaint_s_own_question_is_answered_when_the_whole_is_declined(setti
     whole scored under the gate, nearest the password entry, and its question alone finds
     the refunds entry at 0.94 confidence. A question had to agree with the whole message's
     top entry; now one that stands alone is enough. One that leans on the rest ("make it
-    stop") still is not: alone it finds the private-session entry at 0.61."""
+    stop", alone the private-session entry at 0.61) or names nothing the KB speaks of ("What
+    should I do?", alone the hacked-account entry at 0.996) still is not."""
     faq = make_assistant(settings, str(Path(__file__).parent / "data" / "tunely-faq.csv"))
     answer = faq.answer(
         "I've been a customer for six years and you just charged my card AGAIN after I "
         "cancelled last month. This is theft. How do I get my money back??"
     )
     assert (answer.status, answer.intent) == ("answered", "refunds")
-    leaning = (
-        "My neighbour plays drums all night and the council does nothing. How do I make it stop?"
-    )
-    assert faq.answer(leaning).status == "out_of_scope"
+    drums = "My neighbour plays drums all night and the council does nothing."
+    for question in ("How do I make it stop?", "What should I do?"):
+        assert faq.answer(f"{drums} {question}").status == "out_of_scope", question
 
 
 LIBRARY_FAQ = [

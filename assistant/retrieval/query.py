@@ -15,6 +15,7 @@ entries (`decisions.Decisions._two_topics`).
 
 from __future__ import annotations
 
+import itertools
 import re
 
 _INTENT_NEGATION = re.compile(
@@ -192,10 +193,12 @@ def name_pattern(
       more and the KB's questions do not use it (`known_words`, lower case: a company called
       "Stream" whose KB asks "Can I stream in 4K?"). An English word (`english`, lower case)
       counts only capitalised after another word: "my Three contract", never "charged three
-      times" or a sentence's first word."""
+      times" or a sentence's first word.
+
+    Never inside an address ("lumenstream.com", "help@lumenstream.example")."""
     words = _WORDS.findall(company.lower())
     forms = [
-        r"[\W_]*".join(map(re.escape, words[:n]))
+        _joined(words[:n])
         for n in range(len(words), 1, -1)
         if n == len(words) or sum(word not in FUNCTION_WORDS for word in words[:n]) >= 2
     ]
@@ -208,18 +211,43 @@ def name_pattern(
             forms.append(re.escape(alone))
     if not forms:
         return None
+    # Not inside an address: "lumenstream.com" or "help@lumenstream.example" stays whole.
     return re.compile(
-        rf"(?<!\w)(?:{'|'.join(forms)})[^\w\s?.,;:]*(?:['\u2019]s)?(?!\w)", re.IGNORECASE
+        rf"(?<![\w@.])(?:{'|'.join(forms)}){_NAME_SYMBOLS}(?:['\u2019]s)?(?!\w|[.@]\w)",
+        re.IGNORECASE,
     )
 
 
+# Marks that may follow a name ("Disney+", "Brand®"); not "!" or ")", which end its sentence.
+_NAME_SYMBOLS = "[+&*\u00ae\u2122]*"
+
+
+def _joined(words: list[str]) -> str:
+    """A pattern of `words` in order, run together, apart or joined by punctuation; two
+    words under NAME_WORD_LETTERS letters side by side only run together or joined by one
+    mark ("AT&T", "ATT", not the "at t" of "at t-mobile"; "Zapflix TV" apart too)."""
+    pattern = re.escape(words[0])
+    for before, word in itertools.pairwise(words):
+        short = max(len(before), len(word)) < NAME_WORD_LETTERS
+        pattern += (r"[&\-.'\u2019]?" if short else r"[\W_]*") + re.escape(word)
+    return pattern
+
+
 def without_name(message: str, pattern: re.Pattern[str] | None) -> str:
-    """`message` without the company's name (`name_pattern`), or unchanged when nothing else
-    would remain. Every entry of the KB is about the company, so its name tells retrieval
-    nothing, and the KB seldom writes it out (a `{{COMPANY_NAME}}` placeholder, or none):
-    "I got a text saying my Lumen account is suspended" scored under the demo KB's gate with
-    it and over without it."""
+    """`message` without the company's name (`name_pattern`) and the space before it, or
+    unchanged when it does not name the company or nothing else would remain. Every entry
+    of the KB is about the company, so its name tells retrieval nothing, and the KB seldom
+    writes it out (a `{{COMPANY_NAME}}` placeholder, or none): "I got a text saying my Lumen
+    account is suspended" scored under the demo KB's gate with it and over without it."""
     if pattern is None:
         return message
-    rest = re.sub(r" (?=[?.!,;:])", "", " ".join(pattern.sub(" ", message).split()))
+    kept, end = [], 0
+    for match in pattern.finditer(message):
+        before = message[end : match.start()]
+        # The space before the name goes with it: "is it on Lumen?" reads "is it on?".
+        kept.append(before[:-1] if before.endswith(" ") else before)
+        end = match.end()
+    if not kept:
+        return message
+    rest = ("".join(kept) + message[end:]).strip()
     return rest if _WORDS.search(rest) else message

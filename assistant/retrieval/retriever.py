@@ -555,6 +555,12 @@ class Retriever:
         )
         return bool(shared - self._common_words)
 
+    def names_a_kb_word(self, query: str) -> bool:
+        """Whether `query` has a distinctive word (see `shares_words`) that a question or
+        answer of the KB uses: "How do I get my money back?" ("back") does, "What should I
+        do?" has none."""
+        return bool((self._words(search_text(query)) - self._common_words) & self._kb_words)
+
     def speaks_only_of_the_kb(self, query: str) -> bool:
         """Whether `query` has a word besides function words, and every such word is one a
         question or answer of the KB uses: it brings no topic of its own ("for how long?"),
