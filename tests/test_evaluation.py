@@ -158,6 +158,21 @@ def test_eval_outcomes_warns_of_expected_entries_the_kb_lacks(tmp_path):
     assert "refund-polcy, watchlst" in warning
 
 
+def test_eval_retrieval_searches_without_the_company_s_name_as_served(tmp_path):
+    """`eval retrieval` searched with an empty business profile, so with the company's name
+    in: this question found the buffering entry, and served (without "lumen stream") the
+    service-status one; `--as-written` keeps the name."""
+    queries = tmp_path / "q.csv"
+    queries.write_text("question,id\nis lumen stream down or is it just me?,service-status\n")
+    env = {"DATA_DIR": str(tmp_path)}
+    args = ["eval", "retrieval", "--kb", "demo", "--queries", str(queries), "--json"]
+    served = CliRunner().invoke(main, args, env=env)
+    assert served.exit_code == 0, served.output
+    assert json.loads(served.stdout)["id_at_1"] == 1.0
+    written = CliRunner().invoke(main, [*args, "--as-written"], env=env)
+    assert json.loads(written.stdout)["id_at_1"] == 0.0
+
+
 def test_eval_retrieval_warns_of_query_ids_the_kb_lacks_and_ingest_lists_them(tmp_path):
     """A KB without an id column and queries written against ids of its own: a one-line
     warning, not a silent id_at_1 of 0; `ingest --ids` gives the ids to write them with."""
