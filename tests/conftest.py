@@ -81,6 +81,26 @@ def embedded_server(tmp_path_factory):
     server.cleanup()
 
 
+def stop_postgres(server) -> None:
+    """Stop a test's own pgserver cluster and wait until its postmaster is gone, so an outage
+    test starts from a stopped database. pgserver's `cleanup` stops it only for the last
+    handle it knows of; should it leave the postmaster running, a fast shutdown (SIGINT, what
+    `pg_ctl stop` sends) stops it here. Raises AssertionError when it still runs after 30 s."""
+    import signal
+
+    import psutil
+    from pgserver.utils import PostmasterInfo
+
+    server.cleanup()
+    running = PostmasterInfo.read_from_pgdata(server.pgdata)
+    if running is not None and running.is_running():
+        running.process.send_signal(signal.SIGINT)
+        try:
+            running.process.wait(timeout=30)
+        except psutil.TimeoutExpired:
+            raise AssertionError(f"PostgreSQL in {server.pgdata} did not stop") from None
+
+
 def _scratch_database(admin_url: str):
     """A throwaway database on `admin_url`'s server, so tests never touch existing data."""
     name = f"msa_test_{uuid.uuid4().hex[:10]}"

@@ -7,6 +7,7 @@ import pytest
 
 from assistant.app import create_app
 from assistant.db import Database
+from tests.conftest import stop_postgres
 
 QUESTION = {"question": "how do I cancel my subscription?"}
 
@@ -158,7 +159,7 @@ def test_database_down_spools_answers_and_health_is_degraded(settings, assistant
     health = client.get("/health")
     assert health.status_code == 200 and health.get_json()["status"] == "ok"
     assert health.get_json()["spool"] == 0
-    server.cleanup()
+    stop_postgres(server)
     try:
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(database.url, connect_timeout=2)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from assistant.cli import main
 from assistant.client import AssistantClient
 from assistant.routes import monitoring
-from tests.conftest import free_port, running_api
+from tests.conftest import free_port, running_api, stop_postgres
 
 DOWN = "\x1b[B"
 
@@ -63,15 +63,17 @@ def test_chat_starts_and_votes_while_the_database_is_down(tmp_path):
     try:
         (tmp_path / "api").mkdir()
         with running_api(server.get_uri(), tmp_path / "api") as served:
-            server.cleanup()
+            stop_postgres(server)
             client = AssistantClient(served.url)
-            # /health may answer from a query seen within the last second (HEALTH_MAX_AGE).
-            deadline = time.monotonic() + 5 * monitoring.HEALTH_MAX_AGE
+            # /health may answer from a query seen within the last second (HEALTH_MAX_AGE);
+            # the margin is for a CI machine busy with the rest of the suite.
+            deadline = time.monotonic() + 15 * monitoring.HEALTH_MAX_AGE
             health = client.health()
             while health["database"] != "down" and time.monotonic() < deadline:
                 time.sleep(0.1)
                 health = client.health()
-            assert health["database"] == "down" and health["status"] == "degraded"
+            log = (tmp_path / "api" / "api.log").read_text()[-3000:]
+            assert health["database"] == "down" and health["status"] == "degraded", log
 
             chat = _chat("--url", served.url)
             chat.expect("Connected to .* 70 documents, demo KB")

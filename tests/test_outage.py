@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import _scratch_database, free_port, started
+from tests.conftest import _scratch_database, free_port, started, stop_postgres
 
 QUESTIONS = [
     "how do I cancel my subscription?",
@@ -29,7 +29,7 @@ def test_the_app_starts_answers_and_migrates_once_the_database_is_back(tmp_path)
     pgdata = tmp_path / "pg"
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     _, url = _scratch_database(server.get_uri())
-    server.cleanup()  # down before the app starts, its database never migrated
+    stop_postgres(server)  # down before the app starts, its database never migrated
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
