@@ -19,6 +19,7 @@ import assistant.articles as article_parser
 from assistant import knowledge
 from assistant.answers import Turn
 from assistant.config import PROJECT_ROOT
+from assistant.decisions import SECOND_QUESTION_SURE
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
@@ -1392,6 +1393,24 @@ def test_a_complaint_s_own_question_is_answered_when_the_whole_is_declined(setti
     drums = "My neighbour plays drums all night and the council does nothing."
     for question in ("How do I make it stop?", "What should I do?"):
         assert faq.answer(f"{drums} {question}").status == "out_of_scope", question
+
+
+def test_a_declined_message_s_question_found_unsurely_alone_stays_declined(settings):
+    """A question standing alone answers for a declined message only as sure as a second
+    question must be (SECOND_QUESTION_SURE): after a rant about paint, "Can my playlist have
+    more songs?" alone is in scope, names the KB's playlists, leans on nothing, yet finds the
+    create-playlist entry at only 0.45 confidence, and the newcomer's FAQ says nothing of a
+    playlist's size."""
+    faq = make_assistant(settings, str(Path(__file__).parent / "data" / "tunely-faq.csv"))
+    question = "Can my playlist have more songs?"
+    alone = faq.retriever.search(question, 5)
+    assert alone.in_scope and alone.confidence < SECOND_QUESTION_SURE
+    assert faq.retriever.names_a_kb_word(question)
+    rant = (
+        "I spent the whole weekend repainting my kitchen, the paint store sold me the wrong "
+        "colour twice and nobody there ever apologised."
+    )
+    assert faq.answer(f"{rant} {question}").status == "out_of_scope"
 
 
 LIBRARY_FAQ = [
