@@ -49,6 +49,11 @@ SECOND_QUESTION_SURE = 0.6
 # The most parts of a message (questions, or a declined one's sentences) searched alone: a
 # 2,000-character rant has ~200 sentences.
 MAX_PARTS = 8
+# A statement of a declined message this confident alone answers for it, on any topic
+# (Decisions._part_in_scope): a statement says why as often as what, so it must be surer than
+# a question. A complaint's "the show freezes and spins every few minutes" found the buffering
+# entry at 0.99; "I pay for Premium and get a worse picture than free TV" the yearly plan at 0.89.
+STATEMENT_SURE = 0.9
 _WORD = re.compile(r"\w+")
 
 
@@ -304,54 +309,63 @@ class Decisions:
     def _part_in_scope(
         self, message: str, asked: list[str], alone: list[SearchResult], whole: SearchResult
     ) -> SearchResult | None:
-        """For a `message` declined as a whole (`whole`), the best-scoring retrieval of a part
-        that is in scope alone and whose top entry is on the topic the whole message ranked
-        first (entry, or intent on a labelled KB), or that is a question standing alone
-        (`_stands_alone`), or None. The rest of a long complaint dilutes its topic under the
-        gate; the agreement keeps a filler part from answering on its own ("Sort it out!"
-        found a spreadsheet-sorting entry on StackFAQ), and a question that leans on the
-        rest ("can i report it") from answering for it. The parts: its
-        questions, when it asks several (`alone`, the retrievals of `asked`), or one beside
-        statements ("My 8 year old just watched a horror film... How do I restrict what her
-        profile can play?"); else its first MAX_PARTS sentences ("The subtitles are two
-        seconds behind. This has been going on for weeks, fix it!"). A statement is never
-        preferred to a question."""
+        """For a `message` declined as a whole (`whole`), the best-scoring retrieval of one of
+        its parts that answers for it, or None. The rest of a long complaint dilutes its topic
+        under the gate. The parts, in turn: its questions (`asked`; `alone`, their retrievals
+        when it asks several), then, when none answers, its first MAX_PARTS other sentences,
+        so a statement is never preferred to a question. A part answers when it is in scope
+        alone and its top entry is on the topic the whole message ranked first (entry, or
+        intent on a labelled KB), or when it stands alone (`_stands_alone`): a question at
+        SECOND_QUESTION_SURE confidence, a statement at STATEMENT_SURE. The agreement keeps a
+        filler part from answering on its own ("Sort it out!" found a spreadsheet-sorting
+        entry on StackFAQ), and a question that leans on the rest ("can i report it") from
+        answering for it. Answered so: "My 8 year old just watched a horror film... How do I
+        restrict what her profile can play?" (its question); "Every single evening the show
+        freezes and spins every few minutes. [...] What is going on with your streaming??"
+        (the statement, the buffering entry at 0.99, where the question finds the
+        data-usage entry at 0.50)."""
         if not whole.hits:
             return None
-        if len(asked) > 1:
-            parts, found = asked, alone
-        else:
-            parts = (asked or sentences(message))[:MAX_PARTS]
-            if not parts or parts == [" ".join(message.split())]:
-                return None
-            found = [self.retriever.search(part, self.k) for part in parts]
         topic = whole.hits[0].document.topic
-        found = [
-            result
-            for part, result in zip(parts, found, strict=True)
-            if result.in_scope
-            and result.hits
-            and (
-                result.hits[0].document.topic == topic
-                or (bool(asked) and self._stands_alone(part, result))
-            )
-        ]
+        every = " ".join(message.split())
+        if asked and asked != [every]:
+            results = alone or [self.retriever.search(part, self.k) for part in asked]
+            found = self._answering(asked, results, topic, SECOND_QUESTION_SURE)
+            if found:
+                return max(found, key=lambda r: r.scope_score)
+        statements = [part for part in sentences(message) if part not in asked][:MAX_PARTS]
+        if statements == [every]:
+            return None
+        results = [self.retriever.search(part, self.k) for part in statements]
+        found = self._answering(statements, results, topic, STATEMENT_SURE)
         return max(found, key=lambda r: r.scope_score) if found else None
 
-    def _stands_alone(self, question: str, result: SearchResult) -> bool:
-        """Whether a message's `question`, found in scope alone (`result`), is a question of
-        its own: it leans on nothing said beside it (no pronoun for a topic, no "what
-        about", `query.refers_back`), names something the KB speaks of
-        (`Retriever.names_a_kb_word`) and finds its entry at SECOND_QUESTION_SURE
-        confidence, as a second question must. "How do I get my money back??" after a long
-        complaint (0.94) is one; "can i report it" after "there has been a fraud on my visa
-        card", "What should I do?" after a neighbour's drums (0.996, the hacked-account
-        entry) and "can you help me" (0.11) after "I'm not sure how to jump start a car"
-        are not."""
+    def _answering(
+        self, parts: list[str], results: list[SearchResult], topic: str, sure: float
+    ) -> list[SearchResult]:
+        """The retrievals (`results`, one per part of `parts`) of the parts that answer for a
+        declined message: in scope, on its `topic` or standing alone at `sure` confidence."""
+        return [
+            result
+            for part, result in zip(parts, results, strict=True)
+            if result.in_scope
+            and result.hits
+            and (result.hits[0].document.topic == topic or self._stands_alone(part, result, sure))
+        ]
+
+    def _stands_alone(self, part: str, result: SearchResult, sure: float) -> bool:
+        """Whether a message's `part` (a question or a statement), found in scope alone
+        (`result`), says something of its own: it leans on nothing said beside it (no pronoun
+        for a topic, no "what about", `query.refers_back`), names something the KB speaks of
+        (`Retriever.names_a_kb_word`) and finds its entry at `sure` confidence or more. "How
+        do I get my money back??" after a long complaint (0.94) is one; "can i report it"
+        after "there has been a fraud on my visa card", "What should I do?" after a
+        neighbour's drums (0.996, the hacked-account entry) and "can you help me" (0.11)
+        after "I'm not sure how to jump start a car" are not."""
         return (
-            not refers_back(question)
-            and self.retriever.names_a_kb_word(question)
-            and result.confidence >= SECOND_QUESTION_SURE
+            not refers_back(part)
+            and self.retriever.names_a_kb_word(part)
+            and result.confidence >= sure
         )
 
     def _two_topics(

@@ -239,10 +239,11 @@ def _is_outcome(answer, expected: str, foreign: bool) -> bool:
     if answer.status != "answered":
         return False
     if "&" in expected:
-        # Both questions of a message answered: the two first sources (see
-        # decisions.Decisions._two_topics).
-        both = {source.id for source in answer.sources[:2]}
-        both |= {source.intent for source in answer.sources[:2]}
+        # Both questions of a message answered: the entries the reply is made of (its cited
+        # sources, decisions.Decisions._two_topics), not the runner-up of a reply that
+        # answers one; an answer citing nothing is read by its two first sources.
+        told = answer.cited_sources or [source.id for source in answer.sources[:2]]
+        both = set(told) | {s.intent for s in answer.sources if s.id in told}
         return all(part.strip() in both for part in expected.split("&"))
     top = answer.sources[0].id if answer.sources else None
     return expected in {answer.intent, top}

@@ -19,7 +19,7 @@ import assistant.articles as article_parser
 from assistant import knowledge
 from assistant.answers import Turn
 from assistant.config import PROJECT_ROOT
-from assistant.decisions import SECOND_QUESTION_SURE
+from assistant.decisions import SECOND_QUESTION_SURE, STATEMENT_SURE
 from assistant.evaluation import read_queries, retrieval_metrics, scope_metrics
 from assistant.knowledge import Document
 from assistant.llm import ExtractiveProvider
@@ -1411,6 +1411,22 @@ def test_a_declined_message_s_question_found_unsurely_alone_stays_declined(setti
         "colour twice and nobody there ever apologised."
     )
     assert faq.answer(f"{rant} {question}").status == "out_of_scope"
+
+
+def test_a_declined_complaint_s_sure_statement_answers_when_its_question_does_not(demo):
+    """A complaint declined as a whole (nearest the TV entry) whose question ("What is going
+    on with your streaming??") finds the data-usage entry at only 0.50: its statement "Every
+    single evening the show freezes and spins every few minutes." finds the buffering entry
+    at 0.99 alone, and answers. Its other statement, "I pay for Premium and get a worse
+    picture than free TV." (the yearly plan at 0.89, under STATEMENT_SURE), does not."""
+    freezes = "Every single evening the show freezes and spins every few minutes."
+    worse = "I pay for Premium and get a worse picture than free TV."
+    question = "What is going on with your streaming??"
+    answer = demo.answer(f"Absolutely fed up. {freezes} {worse} {question}")
+    assert (answer.status, answer.intent) == ("answered", "buffering")
+    alone = demo.retriever.search(worse, 5)
+    assert alone.in_scope and alone.confidence < STATEMENT_SURE
+    assert demo.answer(f"Absolutely fed up. {worse} {question}").status == "out_of_scope"
 
 
 LIBRARY_FAQ = [

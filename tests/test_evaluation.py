@@ -5,8 +5,10 @@ import pytest
 from click.testing import CliRunner
 
 from assistant import knowledge
+from assistant.answers import Answer, Source
 from assistant.cli import main
 from assistant.evaluation import (
+    Expectation,
     Query,
     outcome_metrics,
     outcome_of,
@@ -96,6 +98,29 @@ def test_query_files_need_a_query_column(tmp_path):
         read_queries(path)
     path.write_text("question,category,id\nhow to pay,PAYMENT,c1\n")
     assert read_queries(path) == [Query("how to pay", None, "c1")]
+
+
+def test_two_expected_entries_must_both_be_in_the_reply():
+    """`a&b` is right when the reply is made of both entries (its cited sources), not when
+    it answers one and the other is only the runner-up among its sources: a newcomer's "I
+    need to stop the paper while I'm on holiday, and also how do I change my card details?"
+    got the card steps alone, and was counted right."""
+    card, holiday = (
+        Source("card", "How do I update my card?", "card", 0.55),
+        Source("holiday", "How do I pause delivery?", "holiday", 0.54),
+    )
+    expected = Expectation("q", "holiday&card", "two")
+
+    def reply(cited: list[str]) -> Answer:
+        return Answer(
+            "c", "s", "q", "text", "extractive", "extractive", "card", None, 0.35,
+            "answered", [card, holiday], cited_sources=cited,
+        )  # fmt: skip
+
+    assert not outcome_of(reply(["card"]), expected)
+    assert outcome_of(reply(["card", "holiday"]), expected)
+    # A generated answer citing nothing is read by its two first sources.
+    assert outcome_of(reply([]), expected)
 
 
 def test_an_expected_outcome_may_be_any_of_several(assistant, tmp_path):
