@@ -20,6 +20,7 @@ from assistant.retrieval.query import (
     questions,
     refers_back,
     sentences,
+    without_joiner,
     without_name,
 )
 from assistant.retrieval.spelling import english_words
@@ -46,11 +47,12 @@ SPELLING_OTHER_LANGUAGE = 0.4
 # at 0.5, 2 of StackFAQ's 630 one-question queries were given a second entry, at 0.6 none;
 # the second questions of two-question messages (our own set, newcomers' FAQs) scored 0.66-1.
 SECOND_QUESTION_SURE = 0.6
-# The most parts of a message (questions, or a declined one's sentences) searched alone: a
-# 2,000-character rant has ~200 sentences.
+# The most parts of a message (its questions, and a declined one's other sentences) searched
+# alone: a 2,000-character rant has ~200 sentences.
 MAX_PARTS = 8
-# A statement of a declined message this confident alone answers for it, on any topic
-# (Decisions._part_in_scope): a statement says why as often as what, so it must be surer than
+# A statement of a declined message this confident alone answers for it, on any topic, when
+# it stands alone as a question must (Decisions._stands_alone: leaning on nothing beside it,
+# naming a word of the KB): a statement says why as often as what, so it must be surer than
 # a question. A complaint's "the show freezes and spins every few minutes" found the buffering
 # entry at 0.99; "I pay for Premium and get a worse picture than free TV" the yearly plan at 0.89.
 STATEMENT_SURE = 0.9
@@ -312,29 +314,32 @@ class Decisions:
         """For a `message` declined as a whole (`whole`), the best-scoring retrieval of one of
         its parts that answers for it, or None. The rest of a long complaint dilutes its topic
         under the gate. The parts, in turn: its questions (`asked`; `alone`, their retrievals
-        when it asks several), then, when none answers, its first MAX_PARTS other sentences,
-        so a statement is never preferred to a question. A part answers when it is in scope
-        alone and its top entry is on the topic the whole message ranked first (entry, or
-        intent on a labelled KB), or when it stands alone (`_stands_alone`): a question at
-        SECOND_QUESTION_SURE confidence, a statement at STATEMENT_SURE. The agreement keeps a
-        filler part from answering on its own ("Sort it out!" found a spreadsheet-sorting
-        entry on StackFAQ), and a question that leans on the rest ("can i report it") from
-        answering for it. Answered so: "My 8 year old just watched a horror film... How do I
-        restrict what her profile can play?" (its question); "Every single evening the show
-        freezes and spins every few minutes. [...] What is going on with your streaming??"
-        (the statement, the buffering entry at 0.99, where the question finds the
-        data-usage entry at 0.50)."""
+        when it asks several), then, when none answers, its sentences that hold none of them,
+        so a statement is never preferred to a question; MAX_PARTS parts in all. A part
+        answers when it is in scope alone and its top entry is on the topic the whole message
+        ranked first (entry, or intent on a labelled KB), or when it stands alone
+        (`_stands_alone`): a question at SECOND_QUESTION_SURE confidence, a statement at
+        STATEMENT_SURE. The agreement keeps a filler part from answering on its own ("Sort it
+        out!" found a spreadsheet-sorting entry on StackFAQ), and a question that leans on
+        the rest ("can i report it") from answering for it. Answered so: "My 8 year old just
+        watched a horror film... How do I restrict what her profile can play?" (its
+        question); "Every single evening the show freezes and spins every few minutes. [...]
+        What is going on with your streaming??" (the statement, the buffering entry at 0.99,
+        where the question finds the data-usage entry at 0.50)."""
         if not whole.hits:
             return None
         topic = whole.hits[0].document.topic
-        every = " ".join(message.split())
-        if asked and asked != [every]:
+        whole_text = " ".join(message.split())
+        if asked and asked != [whole_text]:
             results = alone or [self.retriever.search(part, self.k) for part in asked]
             found = self._answering(asked, results, topic, SECOND_QUESTION_SURE)
             if found:
                 return max(found, key=lambda r: r.scope_score)
-        statements = [part for part in sentences(message) if part not in asked][:MAX_PARTS]
-        if statements == [every]:
+        # A sentence that holds a question ("I was charged twice, how do I get my money
+        # back?") was searched as that question; at most MAX_PARTS parts in all.
+        held = [part for part in sentences(message) if not any(q in part for q in asked)]
+        statements = held[: MAX_PARTS - len(asked)]
+        if not statements or statements == [whole_text]:
             return None
         results = [self.retriever.search(part, self.k) for part in statements]
         found = self._answering(statements, results, topic, STATEMENT_SURE)
@@ -363,7 +368,7 @@ class Decisions:
         neighbour's drums (0.996, the hacked-account entry) and "can you help me" (0.11)
         after "I'm not sure how to jump start a car" are not."""
         return (
-            not refers_back(part)
+            not refers_back(without_joiner(part))
             and self.retriever.names_a_kb_word(part)
             and result.confidence >= sure
         )

@@ -99,7 +99,8 @@ def retrieval_metrics(
     queries name a document id, `id_at_1` and the exact-id hit rate and MRR (the original
     project's yardstick). MRR as in Voorhees (1999), TREC-8 QA: mean of 1/rank, 0 past k.
     `searched` gives the text each query is searched as (`decisions.Decisions.searched`:
-    spelling corrected, as the service searches it); None: as written. Latency (ms per
+    spelling corrected and without the company's name, as the service searches it); None: as
+    written. Latency (ms per
     query) covers the search only."""
     intent_of = {doc.id: doc.intent for doc in retriever.documents}
     labelled = any(doc.intent for doc in retriever.documents)
@@ -242,8 +243,8 @@ def _is_outcome(answer, expected: str, foreign: bool) -> bool:
         # Both questions of a message answered: the entries the reply is made of (its cited
         # sources, decisions.Decisions._two_topics), not the runner-up of a reply that
         # answers one; an answer citing nothing is read by its two first sources.
-        told = answer.cited_sources or [source.id for source in answer.sources[:2]]
-        both = set(told) | {s.intent for s in answer.sources if s.id in told}
+        replied = answer.cited_sources or [source.id for source in answer.sources[:2]]
+        both = set(replied) | {s.intent for s in answer.sources if s.id in replied}
         return all(part.strip() in both for part in expected.split("&"))
     top = answer.sources[0].id if answer.sources else None
     return expected in {answer.intent, top}

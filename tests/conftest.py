@@ -93,12 +93,18 @@ def stop_postgres(server) -> None:
 
     server.cleanup()
     running = PostmasterInfo.read_from_pgdata(server.pgdata)
-    if running is not None and running.is_running():
+    if running is None or not running.is_running():
+        return
+    try:
+        # A postmaster.pid left behind may name a pid reused by another program since.
+        if "postgres" not in running.process.name():
+            return
         running.process.send_signal(signal.SIGINT)
-        try:
-            running.process.wait(timeout=30)
-        except psutil.TimeoutExpired:
-            raise AssertionError(f"PostgreSQL in {server.pgdata} did not stop") from None
+        running.process.wait(timeout=30)
+    except psutil.NoSuchProcess:
+        return  # it stopped between the reading and the signal
+    except psutil.TimeoutExpired:
+        raise AssertionError(f"PostgreSQL in {server.pgdata} did not stop") from None
 
 
 def _scratch_database(admin_url: str):

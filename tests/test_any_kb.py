@@ -878,6 +878,16 @@ def test_the_company_s_name_is_not_searched(demo):
         ("AT&T", "I moved from at t-mobile", "I moved from at t-mobile"),
         ("Lumen Stream", "is lumen-stream.com down?", "is lumen-stream.com down?"),
         ("Lumen Stream", "is  it   down ?", "is  it   down ?"),
+        # A second review's: the name's words never run across a sentence's end, and an
+        # address with a dash, a slash or a hash stays whole too.
+        ("Lumen Stream", "I love Lumen. Stream quality is bad", "I love. Stream quality is bad"),
+        ("Zapflix", "visit zapflix-tv.com", "visit zapflix-tv.com"),
+        (
+            "Zapflix",
+            "see https://help.example/zapflix/billing",
+            "see https://help.example/zapflix/billing",
+        ),
+        ("Zapflix", "#zapflix is slow", "#zapflix is slow"),
     ],
 )
 def test_a_message_is_searched_without_the_company_s_name(name, message, searched):
@@ -1393,6 +1403,26 @@ def test_a_complaint_s_own_question_is_answered_when_the_whole_is_declined(setti
     drums = "My neighbour plays drums all night and the council does nothing."
     for question in ("How do I make it stop?", "What should I do?"):
         assert faq.answer(f"{drums} {question}").status == "out_of_scope", question
+
+
+def test_a_declined_message_s_question_joined_by_and_can_stand_alone(settings):
+    """ "And how do I get my money back??" leans on nothing: the "and" joins it to the rest,
+    where "and what about premium?" or a pronoun ("And how do I make it stop?") would lean
+    on it. Read as a continuation, the newcomer's complaint was declined either way it was
+    punctuated."""
+    faq = make_assistant(settings, str(Path(__file__).parent / "data" / "tunely-faq.csv"))
+    complaint = (
+        "I've been a customer for six years and you just charged my card AGAIN after I "
+        "cancelled last month"
+    )
+    for message in (
+        f"{complaint}. This is theft. And how do I get my money back??",
+        f"{complaint}, this is theft, and how do I get my money back??",
+    ):
+        answer = faq.answer(message)
+        assert (answer.status, answer.intent) == ("answered", "refunds"), message
+    drums = "My neighbour plays drums all night and the council does nothing."
+    assert faq.answer(f"{drums} And how do I make it stop?").status == "out_of_scope"
 
 
 def test_a_declined_message_s_question_found_unsurely_alone_stays_declined(settings):

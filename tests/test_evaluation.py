@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -7,6 +8,7 @@ from click.testing import CliRunner
 from assistant import knowledge
 from assistant.answers import Answer, Source
 from assistant.cli import main
+from assistant.config import PROJECT_ROOT
 from assistant.evaluation import (
     Expectation,
     Query,
@@ -183,13 +185,53 @@ def test_eval_outcomes_warns_of_expected_entries_the_kb_lacks(tmp_path):
     assert "refund-polcy, watchlst" in warning
 
 
+NEWCOMERS = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("kb", "questions", "profile", "count"),
+    [
+        ("tunely-faq.csv", "tunely-questions.csv", None, 60),
+        (
+            "harbour-ledger/kb",
+            "harbour-ledger/questions.csv",
+            "harbour-ledger/business-profile.yaml",
+            40,
+        ),
+    ],
+)
+def test_a_newcomer_s_kb_is_measured_with_its_own_questions(
+    kb, questions, profile, count, tmp_path
+):
+    """Two newcomers' KBs, written outside the project with questions in their customers'
+    words: a music app's FAQ (CSV, 42 entries) and a newspaper's help centre (Markdown
+    articles split into 35 sections). `eval outcomes` scores every question, each expected
+    outcome names an entry of the KB (no warning), and nobody who asks for a person is
+    declined."""
+    args = ["eval", "outcomes", "--kb", str(NEWCOMERS / kb), "--questions"]
+    args += [str(NEWCOMERS / questions), "--expect", "expected", "--json", "--misses"]
+    env = {"DATA_DIR": str(tmp_path)}
+    env["BUSINESS_PROFILE"] = str(
+        NEWCOMERS / profile if profile else PROJECT_ROOT / "data" / "business-profile.yaml"
+    )
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["questions"] == count
+    assert metrics["asked_for_a_person_but_declined"] == 0
+    assert 0 < metrics["right_outcome"] < 1
+    assert len(metrics["misses"]) == round(count * (1 - metrics["right_outcome"]))
+
+
 def test_eval_retrieval_searches_without_the_company_s_name_as_served(tmp_path):
     """`eval retrieval` searched with an empty business profile, so with the company's name
     in: this question found the buffering entry, and served (without "lumen stream") the
     service-status one; `--as-written` keeps the name."""
     queries = tmp_path / "q.csv"
     queries.write_text("question,id\nis lumen stream down or is it just me?,service-status\n")
-    env = {"DATA_DIR": str(tmp_path)}
+    profile = PROJECT_ROOT / "data" / "business-profile.yaml"
+    env = {"DATA_DIR": str(tmp_path), "BUSINESS_PROFILE": str(profile)}
     args = ["eval", "retrieval", "--kb", "demo", "--queries", str(queries), "--json"]
     served = CliRunner().invoke(main, args, env=env)
     assert served.exit_code == 0, served.output

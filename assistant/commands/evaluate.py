@@ -40,8 +40,8 @@ def eval_group() -> None:
 @click.option(
     "--as-written",
     is_flag=True,
-    help="Search each question as written, without the spelling correction the service "
-    "applies first.",
+    help="Search each question as written, without the spelling correction and the removal "
+    "of the company's name the service applies first.",
 )
 @click.option("--chart", type=click.Path(dir_okay=False), help="Write a per-intent PNG here.")
 @JSON_OPTION

@@ -140,6 +140,16 @@ def refers_back(message: str) -> bool:
     return bool(_BACK_REFERENCE.search(message))
 
 
+_JOINED_QUESTION = re.compile(rf"^\W*{_JOINER}(?={_OPENER})", re.IGNORECASE)
+
+
+def without_joiner(question: str) -> str:
+    """`question` without the word that joins it to the one before, when a question opens
+    after it ("and how do I get a refund?" -> "how do I get a refund?"); a continuation such
+    as "and the yearly one?" is left as it is."""
+    return _JOINED_QUESTION.sub("", question, count=1)
+
+
 def _spaced(message: str) -> str:
     """`message` with each run of whitespace as one space: the splitting patterns start at
     whitespace, and a long run would make them try every position in it."""
@@ -195,7 +205,8 @@ def name_pattern(
       counts only capitalised after another word: "my Three contract", never "charged three
       times" or a sentence's first word.
 
-    Never inside an address ("lumenstream.com", "help@lumenstream.example")."""
+    Never inside an address ("lumenstream.com", "help@lumenstream.example",
+    "zapflix-tv.com", "example.com/zapflix", "#zapflix")."""
     words = _WORDS.findall(company.lower())
     forms = [
         _joined(words[:n])
@@ -211,9 +222,11 @@ def name_pattern(
             forms.append(re.escape(alone))
     if not forms:
         return None
-    # Not inside an address: "lumenstream.com" or "help@lumenstream.example" stays whole.
+    # Not inside an address: "lumenstream.com", "help@lumenstream.example", "zapflix-tv.com",
+    # "example.com/zapflix/billing" and "#zapflix" stay whole.
     return re.compile(
-        rf"(?<![\w@.])(?:{'|'.join(forms)}){_NAME_SYMBOLS}(?:['\u2019]s)?(?!\w|[.@]\w)",
+        rf"(?<![\w@./#-])(?:{'|'.join(forms)}){_NAME_SYMBOLS}(?:['\u2019]s)?"
+        r"(?!\w|[.@/-]\w)",
         re.IGNORECASE,
     )
 
@@ -223,13 +236,16 @@ _NAME_SYMBOLS = "[+&*\u00ae\u2122]*"
 
 
 def _joined(words: list[str]) -> str:
-    """A pattern of `words` in order, run together, apart or joined by punctuation; two
+    """A pattern of `words` in order, run together, apart (spaces or tabs) or joined by one
+    mark ("Lumen-Stream", "Lumen_Stream", "Lumen.Stream"), never across a sentence's end
+    ("Thanks Lumen! Stream keeps buffering", "I love lumen. Stream quality is bad"); two
     words under NAME_WORD_LETTERS letters side by side only run together or joined by one
     mark ("AT&T", "ATT", not the "at t" of "at t-mobile"; "Zapflix TV" apart too)."""
     pattern = re.escape(words[0])
     for before, word in itertools.pairwise(words):
         short = max(len(before), len(word)) < NAME_WORD_LETTERS
-        pattern += (r"[&\-.'\u2019]?" if short else r"[\W_]*") + re.escape(word)
+        gap = r"[&\-.'\u2019]?" if short else r"(?:[ \t]+|[&\-_'\u2019/+]|\.(?!\s))?"
+        pattern += gap + re.escape(word)
     return pattern
 
 
