@@ -100,8 +100,7 @@ def retrieval_metrics(
     project's yardstick). MRR as in Voorhees (1999), TREC-8 QA: mean of 1/rank, 0 past k.
     `searched` gives the text each query is searched as (`decisions.Decisions.searched`:
     spelling corrected and without the company's name, as the service searches it); None: as
-    written. Latency (ms per
-    query) covers the search only."""
+    written. Latency (ms per query) covers the search only."""
     intent_of = {doc.id: doc.intent for doc in retriever.documents}
     labelled = any(doc.intent for doc in retriever.documents)
     latencies, intent_hits, intent_ranks, id_ranks, top1 = [], [], [], [], []
