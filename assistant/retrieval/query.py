@@ -223,9 +223,10 @@ def name_pattern(
     if not forms:
         return None
     # Not inside an address: "lumenstream.com", "help@lumenstream.example", "zapflix-tv.com",
-    # "example.com/zapflix/billing" and "#zapflix" stay whole.
+    # "example.com/zapflix/billing" and "#zapflix" stay whole. The space before the name goes
+    # with it: "is it on Lumen?" reads "is it on?".
     return re.compile(
-        rf"(?<![\w@./#-])(?:{'|'.join(forms)}){_NAME_SYMBOLS}(?:['\u2019]s)?"
+        rf" ?(?<![\w@./#-])(?:{'|'.join(forms)}){_NAME_SYMBOLS}(?:['\u2019]s)?"
         r"(?!\w|[.@/-]\w)",
         re.IGNORECASE,
     )
@@ -257,13 +258,6 @@ def without_name(message: str, pattern: re.Pattern[str] | None) -> str:
     account is suspended" scored under the demo KB's gate with it and over without it."""
     if pattern is None:
         return message
-    kept, end = [], 0
-    for match in pattern.finditer(message):
-        before = message[end : match.start()]
-        # The space before the name goes with it: "is it on Lumen?" reads "is it on?".
-        kept.append(before[:-1] if before.endswith(" ") else before)
-        end = match.end()
-    if not kept:
-        return message
-    rest = ("".join(kept) + message[end:]).strip()
-    return rest if _WORDS.search(rest) else message
+    rest, named = pattern.subn("", message)
+    rest = rest.strip()
+    return rest if named and _WORDS.search(rest) else message
