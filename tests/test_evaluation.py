@@ -192,6 +192,7 @@ NEWCOMERS = Path(__file__).parent / "data"
     ("kb", "questions", "profile", "count"),
     [
         ("tunely-faq.csv", "tunely-questions.csv", None, 60),
+        ("pagecast-faq.csv", "pagecast-questions.csv", "pagecast-profile.yaml", 25),
         (
             "harbour-ledger/kb",
             "harbour-ledger/questions.csv",
@@ -203,11 +204,11 @@ NEWCOMERS = Path(__file__).parent / "data"
 def test_a_newcomer_s_kb_is_measured_with_its_own_questions(
     kb, questions, profile, count, tmp_path
 ):
-    """Two newcomers' KBs, written outside the project with questions in their customers'
-    words: a music app's FAQ (CSV, 42 entries) and a newspaper's help centre (Markdown
-    articles split into 35 sections). `eval outcomes` scores every question, each expected
-    outcome names an entry of the KB (no warning), and nobody who asks for a person is
-    declined."""
+    """Three newcomers' KBs, written outside the project with questions in their customers'
+    words: a music app's FAQ (CSV, 42 entries), an audiobook service's (21) and a newspaper's
+    help centre (Markdown articles split into 35 sections). `eval outcomes` scores every
+    question, each expected outcome names an entry of the KB (no warning), and nobody who
+    asks for a person is declined."""
     args = ["eval", "outcomes", "--kb", str(NEWCOMERS / kb), "--questions"]
     args += [str(NEWCOMERS / questions), "--expect", "expected", "--json", "--misses"]
     env = {"DATA_DIR": str(tmp_path)}

@@ -200,10 +200,12 @@ def name_pattern(
       words ("Lumen Stream" of "Lumen Stream Inc.", not "The Daily" of "The Daily Ledger");
     - one word alone: a one-word name, or a longer name's first word that is not a function
       word ("my Lumen account" for "Lumen Stream"), when it is NAME_WORD_LETTERS letters or
-      more and the KB's questions do not use it (`known_words`, lower case: a company called
-      "Stream" whose KB asks "Can I stream in 4K?"). An English word (`english`, lower case)
-      counts only capitalised after another word: "my Three contract", never "charged three
-      times" or a sentence's first word.
+      more. An English word (`english`, lower case) counts only when the KB's questions do
+      not use it (`known_words`, lower case: a company called "Stream" whose KB asks "Can I
+      stream in 4K?"), and only capitalised after another word: "my Three contract", never
+      "charged three times" or a sentence's first word. A made-up word is the name even in
+      the KB's own titles ("How do I cancel my Pagecast membership?" drew "Can I use
+      Pagecast on my Echo?" to it).
 
     Never inside an address ("lumenstream.com", "help@lumenstream.example",
     "zapflix-tv.com", "example.com/zapflix", "#zapflix")."""
@@ -214,7 +216,12 @@ def name_pattern(
         if n == len(words) or sum(word not in FUNCTION_WORDS for word in words[:n]) >= 2
     ]
     alone = next((word for word in words if word not in FUNCTION_WORDS), None)
-    if alone and len(alone) >= NAME_WORD_LETTERS and alone.isalpha() and alone not in known_words:
+    if (
+        alone
+        and len(alone) >= NAME_WORD_LETTERS
+        and alone.isalpha()
+        and (alone not in known_words or alone not in english)
+    ):
         if alone in english:
             cased = f"{re.escape(alone.capitalize())}|{re.escape(alone.upper())}"
             forms.append(rf"(?<=[\w,;:] )(?-i:{cased})")
