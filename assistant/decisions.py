@@ -27,6 +27,7 @@ from assistant.retrieval.spelling import english_words
 from assistant.signals import (
     FRUSTRATION,
     HandoffSignals,
+    emphatic,
     foreign_language,
     language_of,
     vocabulary,
@@ -287,7 +288,12 @@ class Decisions:
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = sources_of(result.hits)
-        if not result.in_scope or not result.hits:
+        if (not result.in_scope or not result.hits) and emphatic(question):
+            # An angry complaint declined is a customer left alone with a problem the KB may
+            # cover in other words (its nearest entry is often the right one, under the gate).
+            answer.status, answer.handoff_reason = "handoff", "frustration"
+            answer.answer, answer.sources = self.replies.handoff, []
+        elif not result.in_scope or not result.hits:
             answer.status, answer.answer = "out_of_scope", self.replies.out_of_scope
             answer.sources = []
         elif result.intent == HUMAN_INTENT:

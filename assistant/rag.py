@@ -398,6 +398,13 @@ def demo_profile_on_own_kb(settings: Settings, profile: Profile, source: str | N
     return _own_kb(settings, source) and profile.company_name == _demo_company(settings)
 
 
+def template_profile(settings: Settings, profile: Profile) -> bool:
+    """Whether `profile` is still the example of data/business-profile-template.yaml: a
+    newcomer nearly served it unedited, and its made-up shop reads as a real one."""
+    template = settings.demo_kb.parent / "business-profile-template.yaml"
+    return profile.company_name == knowledge.load_profile(template).company_name
+
+
 def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
     """The assistant the settings describe, over the KB `source` (default: the configured one)."""
     kb = knowledge.load_configured(settings, source)
@@ -409,6 +416,12 @@ def build_assistant(settings: Settings, source: str | None = None) -> Assistant:
             "KB_PATH is your own knowledge base, but BUSINESS_PROFILE is the demo's: declines "
             "and handoffs speak for %s and give its contact details. Copy "
             "data/business-profile-template.yaml, fill in your own and set BUSINESS_PROFILE to it",
+            profile.company_name,
+        )
+    if template_profile(settings, profile):
+        log.warning(
+            "BUSINESS_PROFILE is still the template's example, %s: put your company's name "
+            "and contact details in it",
             profile.company_name,
         )
     return Assistant(

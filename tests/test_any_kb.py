@@ -34,7 +34,7 @@ from assistant.retrieval import (
     make_encoder,
     wordllama_encoder,
 )
-from assistant.signals import HandoffSignals, read_examples
+from assistant.signals import HandoffSignals, emphatic, read_examples
 from tests.conftest import SHARED_DATA, running_api
 
 STACKFAQ = SHARED_DATA / "stackfaq"
@@ -1100,6 +1100,27 @@ def test_a_message_is_classified_by_language_once(demo, monkeypatch):
     assert calls.count(message) == 1
 
 
+def test_a_message_leaning_to_another_language_is_read_on_its_own_words():
+    """A newcomer's "kann ich comics offline lesen?" on a comics FAQ: German at 0.44 whole,
+    since "comics" and "offline" are the KB's (English) words too, and answered in English
+    from an unrelated entry. Its other words, "kann ich lesen", are German at 0.89. An English
+    message leaning elsewhere under the bar stays English when its other words are not that
+    language, or are fewer than three."""
+    from assistant.signals import foreign_language, language_of
+
+    known = {"comics", "offline", "read", "can", "i", "how", "do", "my"}
+    message = "kann ich comics offline lesen?"
+    code, probability = language_of(message)
+    assert code == "de" and probability < 0.5
+    assert foreign_language(message, "en", known) == "de"
+    assert foreign_language(message, "en", known | {"lesen"}) is None
+    # Czech at 0.31 and Portuguese at 0.29, their words besides the KB's too few to tell.
+    for english in ("do u take paypall", "is flu contagious"):
+        code, probability = language_of(english)
+        assert code != "en" and probability < 0.5
+        assert foreign_language(english, "en", known) is None, english
+
+
 def test_ordinary_questions_are_not_handed_off(demo):
     for question in ("how do I cancel my subscription?", "my card was charged twice"):
         assert demo.answer(question).status == "answered", question
@@ -1478,6 +1499,41 @@ def test_a_declined_complaint_s_sure_statement_answers_when_its_question_does_no
     assert demo.answer(f"Absolutely fed up. {worse} {question}").status == "out_of_scope"
 
 
+def test_an_emphatic_complaint_declined_goes_to_a_person(demo):
+    """A complaint the demo KB declines (nearest the price-increase entry, under the gate) is
+    handed off when it shouts: two newcomers' angry double-charge messages were told "I can't
+    help with that". The same words without the capitals are still declined."""
+    said = (
+        "My husband and I have been subscribers since you launched and the last two bills "
+        "were higher than what we signed up for {again}."
+    )
+    calm = demo.answer(said.format(again="again"))
+    assert calm.status == "out_of_scope"
+    shouted = demo.answer(said.format(again="AGAIN"))
+    assert (shouted.status, shouted.handoff_reason) == ("handoff", "frustration")
+    assert shouted.sources == []
+    exclaimed = demo.answer(said.format(again="again") + " Sort it out!")
+    assert (exclaimed.status, exclaimed.handoff_reason) == ("handoff", "frustration")
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("I have written to you FOUR times about the sound cutting out on every film", True),
+        ("the subtitles have been two seconds behind on every show for weeks now, fix it!", True),
+        ("Does anyone know of a site where I could build old MS-DOS style character art", False),
+        ("Is there a way to watch the new HBO series on my laptop while I am abroad", False),
+        ("Hi there team! Could you tell me what the weather will be like in Lisbon", False),
+        ("my bill went up AGAIN", False),
+        ("I need to make a quick decision, so roll a dice!", False),
+    ],
+)
+def test_emphasis_is_shouted_english_or_an_exclamation_in_a_long_enough_message(message, expected):
+    """`signals.emphatic`: an English word in capitals or an exclamation mark outside small
+    talk, in a message of COMPLAINT_WORDS words or more; an acronym is no shout."""
+    assert emphatic(message) is expected
+
+
 LIBRARY_FAQ = [
     ("How long can I borrow a book?", "Books are lent for three weeks and can be renewed twice."),
     ("How do I renew a loan?", "Renew online under My Loans or at any desk."),
@@ -1722,6 +1778,14 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         build_assistant(settings, "demo")
         build_assistant(settings, str(settings.demo_kb))
     assert "BUSINESS_PROFILE" not in caplog.text and "Reelhouse" in answer.answer
+    # The template's made-up shop, copied and not yet edited, reads as a real business.
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        (settings.demo_kb.parent / "business-profile-template.yaml").read_text(encoding="utf-8")
+    )
+    with caplog.at_level(logging.WARNING, logger="assistant.rag"):
+        build_assistant(replace(settings, profile_path=template), str(faq))
+    assert "BUSINESS_PROFILE is still the template's example" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -1749,6 +1813,16 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         # A request for an answer asks a question too; "tell me about it" asks none.
         ("I'm sick of it. Just tell me how to cancel!!", ["Just tell me how to cancel!!"]),
         ("tell me about it, the app is so slow", []),
+        # A request worded as a statement asks too; a second "and also" joins no word to it.
+        (
+            "I need to pause my plan while I'm away, and also how do I change my card?",
+            ["I need to pause my plan while I'm away", "also how do I change my card?"],
+        ),
+        (
+            "I'd like to change my email. Will my history stay?",
+            ["I'd like to change my email", "Will my history stay?"],
+        ),
+        ("I was charged twice, we want to get the money back", ["we want to get the money back"]),
     ],
 )
 def test_the_questions_a_message_asks(message, asked):
@@ -1796,15 +1870,19 @@ def test_a_part_agrees_with_the_whole_by_intent_on_a_labelled_kb(settings):
 
 @needs_shared
 def test_a_declined_message_is_not_answered_from_a_part_on_another_topic(settings):
-    """On StackFAQ, whose entries are not about streaming, "Sort it out!" alone finds a
-    spreadsheet-sorting entry that the whole complaint does not rank first."""
+    """On StackFAQ, whose entries are not about streaming, "Sort it out." alone finds a
+    spreadsheet-sorting entry that the whole complaint does not rank first. Said with an
+    exclamation mark the complaint goes to a person (`signals.emphatic`), still not answered
+    from that entry."""
     library = make_assistant(settings, str(STACKFAQ / "kb.csv"))
     message = (
         "Worst evening ever. The sound is out of sync with the picture on every film I put "
-        "on. Sort it out!"
+        "on. Sort it out{mark}"
     )
-    assert library.retriever.search("Sort it out!").in_scope
-    assert library.answer(message).status == "out_of_scope"
+    assert library.retriever.search("Sort it out.").in_scope
+    assert library.answer(message.format(mark=".")).status == "out_of_scope"
+    shouted = library.answer(message.format(mark="!"))
+    assert (shouted.status, shouted.handoff_reason) == ("handoff", "frustration")
 
 
 def test_two_answers_keep_the_order_asked_when_no_question_ranks_the_whole_first(demo):
@@ -1822,6 +1900,16 @@ def test_two_answers_keep_the_order_asked_when_no_question_ranks_the_whole_first
     whole = found("watchlist", "cancel-subscription").hits
     pair = demo._two_topics([first_asked, then_asked], whole)
     assert [hit.document.id for hit in pair] == ["cancel-subscription", "watchlist"]
+
+
+def test_a_request_beside_a_question_is_answered_as_a_second_question(demo):
+    """A newcomer's "I need to stop the paper while I'm on holiday, and also how do I change
+    my card details?" got the card steps alone: the request, worded as a statement, was not
+    one of the message's questions."""
+    answer = demo.answer(
+        "I need to change the email on my account, and also how do I turn on subtitles?"
+    )
+    assert answer.cited_sources == ["change-email", "subtitles-on-off"]
 
 
 def test_two_questions_about_two_entries_are_answered_from_both(demo):

@@ -133,6 +133,15 @@ def test_ask_without_one_question_says_what_it_needs(arguments, message):
     assert result.exit_code == 2 and message in result.output, result.output
 
 
+def _ingest_with_profile(tmp_path, profile):
+    """`assistant ingest` of a one-entry FAQ with BUSINESS_PROFILE=`profile`."""
+    kb = tmp_path / "faq.csv"
+    kb.write_text("question,answer\nHow do I pay?,By card.\n", encoding="utf-8")
+    return CliRunner().invoke(
+        main, ["ingest", "--kb", str(kb)], env={"BUSINESS_PROFILE": str(profile)}
+    )
+
+
 def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, tmp_path):
     """A profile without a phone line: the assistant's declines and handoffs leave the phone
     out, and `ingest` says so rather than claim every placeholder is filled."""
@@ -143,17 +152,35 @@ def test_ingest_warns_of_reply_placeholders_the_profile_leaves_empty(settings, t
         "  CUSTOMER_SUPPORT_HOURS: 24/7\n",
         encoding="utf-8",
     )
-    kb = tmp_path / "faq.csv"
-    kb.write_text("question,answer\nHow do I pay?,By card.\n", encoding="utf-8")
-    result = CliRunner().invoke(
-        main, ["ingest", "--kb", str(kb)], env={"BUSINESS_PROFILE": str(profile)}
-    )
+    result = _ingest_with_profile(tmp_path, profile)
     assert result.exit_code == 0, result.output
     assert "note: the business profile leaves 2 of the assistant's own" in result.output
     assert "{{LIVE_CHAT_URL}}: left out\n  {{CUSTOMER_SUPPORT_PHONE}}: left out" in result.output
     assert "every placeholder of the knowledge base is filled" in result.output
     assert "every placeholder is filled" not in result.output
     assert "\nbusiness profile " in result.output and "for your own" not in result.output
+
+
+def test_a_business_profile_path_that_leads_nowhere_is_an_error(tmp_path):
+    """A newcomer's mistyped BUSINESS_PROFILE gave a warning, replies speaking for "our
+    service", and exit status 0."""
+    missing = tmp_path / "nosuch-profile.yaml"
+    result = _ingest_with_profile(tmp_path, missing)
+    assert result.exit_code == 1, result.output
+    assert f"BUSINESS_PROFILE={missing}: no such file" in result.output
+
+
+def test_ingest_warns_of_the_template_s_example_profile(settings, tmp_path):
+    """A copy of the template left unedited speaks for its made-up bike shop: ingest says so."""
+    profile = tmp_path / "my-profile.yaml"
+    template = settings.demo_kb.parent / "business-profile-template.yaml"
+    profile.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+    result = _ingest_with_profile(tmp_path, profile)
+    assert result.exit_code == 0, result.output
+    assert "warning: the business profile is the template's example" in result.output
+    profile.write_text("company_name: Inkwell\n", encoding="utf-8")
+    result = _ingest_with_profile(tmp_path, profile)
+    assert result.exit_code == 0 and "template's example" not in result.output
 
 
 def test_ingest_rejects_a_bad_file(tmp_path):

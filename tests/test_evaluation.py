@@ -193,6 +193,7 @@ NEWCOMERS = Path(__file__).parent / "data"
     [
         ("tunely-faq.csv", "tunely-questions.csv", None, 60),
         ("pagecast-faq.csv", "pagecast-questions.csv", "pagecast-profile.yaml", 25),
+        ("inkdrop-faq.csv", "inkdrop-questions.csv", "inkdrop-profile.yaml", 39),
         (
             "harbour-ledger/kb",
             "harbour-ledger/questions.csv",
@@ -204,11 +205,11 @@ NEWCOMERS = Path(__file__).parent / "data"
 def test_a_newcomer_s_kb_is_measured_with_its_own_questions(
     kb, questions, profile, count, tmp_path
 ):
-    """Three newcomers' KBs, written outside the project with questions in their customers'
-    words: a music app's FAQ (CSV, 42 entries), an audiobook service's (21) and a newspaper's
-    help centre (Markdown articles split into 35 sections). `eval outcomes` scores every
-    question, each expected outcome names an entry of the KB (no warning), and nobody who
-    asks for a person is declined."""
+    """Four newcomers' KBs, written outside the project with questions in their customers'
+    words: a music app's FAQ (CSV, 42 entries), an audiobook service's (21), a comics app's
+    (31) and a newspaper's help centre (Markdown articles split into 35 sections). `eval
+    outcomes` scores every question, each expected outcome names an entry of the KB (no
+    warning), and nobody who asks for a person is declined."""
     args = ["eval", "outcomes", "--kb", str(NEWCOMERS / kb), "--questions"]
     args += [str(NEWCOMERS / questions), "--expect", "expected", "--json", "--misses"]
     env = {"DATA_DIR": str(tmp_path)}

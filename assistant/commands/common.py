@@ -23,6 +23,14 @@ def load_settings(service: bool = False) -> Settings:
     from assistant.privacy import Masker, mask_logs
 
     settings = Settings.from_env()
+    # A mistyped path would leave every reply speaking for nobody, with only a warning.
+    demo_profile = settings.demo_kb.parent / "business-profile.yaml"
+    if settings.profile_path != demo_profile and not settings.profile_path.is_file():
+        raise click.ClickException(
+            f"BUSINESS_PROFILE={settings.profile_path}: no such file (a relative path is read "
+            f"from {Path.cwd()}). Copy data/business-profile-template.yaml, fill it in and set "
+            "BUSINESS_PROFILE to the copy, or unset it for the demo's profile"
+        )
     level = settings.log_level if service or "LOG_LEVEL" in os.environ else "WARNING"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every command's logs (the worker's judge errors, gunicorn's) are masked like the API's.

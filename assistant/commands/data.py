@@ -233,7 +233,7 @@ def ingest(source: str, list_ids: bool) -> None:
     entries, duplicates, empty entries, categories and the placeholders the business profile
     does not fill."""
     from assistant import knowledge, replies
-    from assistant.rag import build_retriever, demo_profile_on_own_kb
+    from assistant.rag import build_retriever, demo_profile_on_own_kb, template_profile
 
     settings = load_settings()
     with loading_kb():
@@ -281,6 +281,11 @@ def ingest(source: str, list_ids: bool) -> None:
             else ""
         )
     )
+    if template_profile(settings, profile):
+        click.echo(
+            f"warning: the business profile is the template's example ({profile.company_name}):"
+            " put your company's name and contact details in it"
+        )
     own = replies.unfilled(profile)
     if own:
         # Not an error: a business without a phone line leaves CUSTOMER_SUPPORT_PHONE empty.

@@ -82,9 +82,11 @@ _OPENER = (
     r"(?:(?:how|what(?!\s+an?\b)|what's|when|where|why|which|who)\b"
     r"|(?:can|could|do|does|did|is|are|will|would|should|may|am)\s+"
     r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b"
-    r"|(?:(?:just|please|so)\s+)?(?:tell|show)\s+me\s+(?:how|what|when|where|why|which|if|whether)\b)"
+    r"|(?:(?:just|please|so)\s+)?(?:tell|show)\s+me\s+(?:how|what|when|where|why|which|if|whether)\b"
+    r"|(?:i|we)\s+(?:(?:just|really|also)\s+)?(?:want|need|would\s+like|wanna)\s+to\b"
+    r"|(?:i|we)['\u2019]d\s+like\s+to\b)"
 )
-_JOINER = r"(?:and|also|plus)\s+"
+_JOINER = r"(?:(?:and|also|plus)\s+)+"
 _QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
 # Questions end at a question mark, a full stop or semicolon, or before a comma or "and" that
 # opens the next one ("how do I cancel and will I get a refund?").
