@@ -188,8 +188,9 @@ class Settings:
             ),
             "kb_url": env.get("KB_URL", BITEXT_URL),
             "download_timeout": float(env.get("KB_DOWNLOAD_TIMEOUT", 10)),
+            # Empty (`BUSINESS_PROFILE=` in .env) is unset, not the current directory.
             "profile_path": Path(
-                env.get("BUSINESS_PROFILE", home / "data" / "business-profile.yaml")
+                env.get("BUSINESS_PROFILE") or home / "data" / "business-profile.yaml"
             ),
             "llm_provider": env.get("LLM_PROVIDER", "auto").strip().lower(),
             "openai_api_key": env.get("OPENAI_API_KEY") or None,

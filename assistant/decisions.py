@@ -16,6 +16,7 @@ from assistant.privacy import contact_details
 from assistant.replies import Replies, kb_topics
 from assistant.retrieval import Hit, Retriever, SearchResult
 from assistant.retrieval.query import (
+    is_request,
     name_pattern,
     questions,
     refers_back,
@@ -25,6 +26,7 @@ from assistant.retrieval.query import (
 )
 from assistant.retrieval.spelling import english_words
 from assistant.signals import (
+    CAPITALS,
     FRUSTRATION,
     HandoffSignals,
     emphatic,
@@ -102,6 +104,13 @@ class Decisions:
             name_pattern(profile.company_name, self._known_words, english_words())
             if profile.named
             else None
+        )
+        # A word the KB writes in capitals ("HDMI", "VPN") is a name, not a shout.
+        self._acronyms = frozenset(
+            word
+            for d in docs
+            for text in (*d.phrasings, d.response)
+            for word in CAPITALS.findall(text)
         )
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
@@ -288,7 +297,9 @@ class Decisions:
         answer.intent, answer.category = result.intent, result.category
         answer.confidence = result.confidence
         answer.sources = sources_of(result.hits)
-        if (not result.in_scope or not result.hits) and emphatic(question):
+        if (not result.in_scope or not result.hits) and emphatic(
+            without_name(question, self._name), self._acronyms
+        ):
             # An angry complaint declined is a customer left alone with a problem the KB may
             # cover in other words (its nearest entry is often the right one, under the gate).
             answer.status, answer.handoff_reason = "handoff", "frustration"
@@ -303,7 +314,7 @@ class Decisions:
             answer.status, answer.handoff_reason = "handoff", "low_confidence"
             answer.answer = UNSURE_PREFIX + self.replies.handoff
         else:
-            pair = self._two_topics(alone, result.hits)
+            pair = self._two_topics(alone, result.hits, asked)
             if pair is None:
                 return answer, result.hits, 1
             ids = {hit.document.id for hit in pair}
@@ -355,13 +366,19 @@ class Decisions:
         self, parts: list[str], results: list[SearchResult], topic: str, sure: float
     ) -> list[SearchResult]:
         """The retrievals (`results`, one per part of `parts`) of the parts that answer for a
-        declined message: in scope, on its `topic` or standing alone at `sure` confidence."""
+        declined message: in scope, on its `topic` or standing alone at `sure` confidence (a
+        request worded as a statement, `query.is_request`, at STATEMENT_SURE at least)."""
         return [
             result
             for part, result in zip(parts, results, strict=True)
             if result.in_scope
             and result.hits
-            and (result.hits[0].document.topic == topic or self._stands_alone(part, result, sure))
+            and (
+                result.hits[0].document.topic == topic
+                or self._stands_alone(
+                    part, result, max(sure, STATEMENT_SURE) if is_request(part) else sure
+                )
+            )
         ]
 
     def _stands_alone(self, part: str, result: SearchResult, sure: float) -> bool:
@@ -380,7 +397,7 @@ class Decisions:
         )
 
     def _two_topics(
-        self, tops: Sequence[SearchResult], hits: Sequence[Hit]
+        self, tops: Sequence[SearchResult], hits: Sequence[Hit], asked: Sequence[str] = ()
     ) -> tuple[Hit, Hit] | None:
         """The entries for two questions of the message ("How do I cancel? And will I lose my
         list?"), in the order they are asked, or None. `tops` are the retrievals of the
@@ -389,7 +406,10 @@ class Decisions:
         its own, `query.questions`). The message's first hit is one entry; the other is the
         best entry of the first other question that is in scope alone at
         SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
-        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A third
+        in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A request
+        worded as a statement (`asked`, the questions' texts; `query.is_request`) must be found
+        at STATEMENT_SURE, since it may say why rather than what: "How do I cancel my plan? I
+        want to switch to another service." found the profiles entry at 0.6-0.9. A third
         question is not answered apart. A message of several questions that is declined as a
         whole may be answered from one of them (`_part_in_scope`): an off-topic question
         beside it ("How do I cancel? And what's the weather in Paris?") lowers the whole
@@ -399,10 +419,11 @@ class Decisions:
         first = hits[0].document.topic
         own = [result.hits[0].document.topic if result.hits else None for result in tops]
         for position, alone in enumerate(tops):
+            request = position < len(asked) and is_request(asked[position])
             if (
                 self.retriever.in_scope_beside(alone)
                 and alone.hits
-                and alone.confidence >= SECOND_QUESTION_SURE
+                and alone.confidence >= (STATEMENT_SURE if request else SECOND_QUESTION_SURE)
                 and own[position] != first
             ):
                 # Asked before the question the first hit answers: it comes first.

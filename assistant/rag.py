@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from assistant import knowledge, prompts
+from assistant import knowledge, prompts, replies
 from assistant.answers import ABANDONED, Answer, Turn
 from assistant.config import Settings
 from assistant.decisions import Decisions
@@ -399,10 +399,19 @@ def demo_profile_on_own_kb(settings: Settings, profile: Profile, source: str | N
 
 
 def template_profile(settings: Settings, profile: Profile) -> bool:
-    """Whether `profile` is still the example of data/business-profile-template.yaml: a
-    newcomer nearly served it unedited, and its made-up shop reads as a real one."""
-    template = settings.demo_kb.parent / "business-profile-template.yaml"
-    return profile.company_name == knowledge.load_profile(template).company_name
+    """Whether `profile` still holds the example of data/business-profile-template.yaml, its
+    company's name or any of its contact details: a newcomer nearly served it unedited, and
+    its made-up shop reads as a real one. False when the template is not there."""
+    path = settings.demo_kb.parent / "business-profile-template.yaml"
+    if not path.is_file():
+        return False
+    template = knowledge.load_profile(path)
+    if profile.company_name == template.company_name:
+        return True
+    # The contact details themselves: hours ("9 to 5") may well be a real business's too.
+    contacts = {template.placeholders.get(name, "").strip() for name in replies.CHANNELS}
+    own = {profile.placeholders.get(name, "").strip() for name in replies.CHANNELS}
+    return bool((own & contacts) - {""})
 
 
 def build_assistant(settings: Settings, source: str | None = None) -> Assistant:

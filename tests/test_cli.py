@@ -168,6 +168,9 @@ def test_a_business_profile_path_that_leads_nowhere_is_an_error(tmp_path):
     result = _ingest_with_profile(tmp_path, missing)
     assert result.exit_code == 1, result.output
     assert f"BUSINESS_PROFILE={missing}: no such file" in result.output
+    # Empty, as `BUSINESS_PROFILE=` in a .env file leaves it, is unset: the demo's profile.
+    result = _ingest_with_profile(tmp_path, "")
+    assert result.exit_code == 0 and "\nthe demo profile " in result.output
 
 
 def test_ingest_warns_of_the_template_s_example_profile(settings, tmp_path):
@@ -177,6 +180,11 @@ def test_ingest_warns_of_the_template_s_example_profile(settings, tmp_path):
     profile.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
     result = _ingest_with_profile(tmp_path, profile)
     assert result.exit_code == 0, result.output
+    assert "warning: the business profile is the template's example" in result.output
+    # Renamed, but still sending customers to the template's made-up email address.
+    renamed = template.read_text(encoding="utf-8").replace("Spoke & Chain Cycles", "Inkwell")
+    profile.write_text(renamed, encoding="utf-8")
+    result = _ingest_with_profile(tmp_path, profile)
     assert "warning: the business profile is the template's example" in result.output
     profile.write_text("company_name: Inkwell\n", encoding="utf-8")
     result = _ingest_with_profile(tmp_path, profile)

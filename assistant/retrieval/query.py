@@ -57,11 +57,12 @@ _CLAUSES = re.compile(r"[,;.!?]+\s*|\s+[-\u2013\u2014]+\s+|\s+but\s+", re.IGNORE
 # "if" or "when" the want is a condition of the clause, not a new one ("I don't want to lose
 # my list when I want to cancel").
 _SUBORDINATORS = ("if", "when", "because", "so", "that", "unless", "once", "before", "after", "as")
+# What may stand between "I" and "want" in a request: "I just want to", "we really need to".
+_REQUEST_ADVERB = r"(?:(?:just|only|simply|actually|really|also)\s+)?"
 _WANT = re.compile(
     r"(?<=\w)"
     + "".join(rf"(?<!\b{word})" for word in _SUBORDINATORS)
-    + r"\s+(?=(?:i|we)\s+(?:(?:just|only|simply|actually|really)\s+)?"
-    r"(?:want|need|would\s+like|wanna)\b)",
+    + rf"\s+(?=(?:i|we)\s+{_REQUEST_ADVERB}(?:want|need|would\s+like|wanna)\b)",
     re.IGNORECASE,
 )
 _WORDS = re.compile(r"\w+")
@@ -73,6 +74,12 @@ CONTRACTION = re.compile(r"\w+['\u2019]\w+")
 SHOUTED_LETTERS = 8
 
 
+# A request worded as a statement, which asks as a question does: "I need to", "we'd like to".
+_REQUEST = (
+    rf"(?:i|we)\s+{_REQUEST_ADVERB}(?:(?:want|need|would\s+like)\s+to|wanna)\b"
+    r"|(?:i|we)['\u2019]d\s+like\s+to\b"
+)
+_REQUEST_START = re.compile(rf"^\W*(?:(?:and|also|plus)\s+)*(?:{_REQUEST})", re.IGNORECASE)
 # What opens a question: a question word, an auxiliary before its subject ("can I", "does
 # it"; not "can't log in" or "do not charge me", which are statements or orders), or a request
 # for the answer to one ("just tell me how to cancel"); and the word that joins a second
@@ -83,10 +90,12 @@ _OPENER = (
     r"|(?:can|could|do|does|did|is|are|will|would|should|may|am)\s+"
     r"(?:i|you|we|they|it|he|she|there|my|your|our|the|this|that|these|those)\b"
     r"|(?:(?:just|please|so)\s+)?(?:tell|show)\s+me\s+(?:how|what|when|where|why|which|if|whether)\b"
-    r"|(?:i|we)\s+(?:(?:just|really|also)\s+)?(?:want|need|would\s+like|wanna)\s+to\b"
-    r"|(?:i|we)['\u2019]d\s+like\s+to\b)"
+    rf"|{_REQUEST}"
+    r")"
 )
-_JOINER = r"(?:(?:and|also|plus)\s+)+"
+# "and also" is one joiner; written without repetition, the lookaheads of _QUESTIONS stay
+# linear in a message's length.
+_JOINER = r"(?:and\s+(?:also\s+)?|also\s+|plus\s+)"
 _QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
 # Questions end at a question mark, a full stop or semicolon, or before a comma or "and" that
 # opens the next one ("how do I cancel and will I get a refund?").
@@ -101,6 +110,13 @@ QUESTION_WORDS = 3
 def content_words(text: str) -> set[str]:
     """`text`'s lower-cased words of letters, besides contractions and FUNCTION_WORDS."""
     return set(LETTERS.findall(CONTRACTION.sub(" ", text.lower()))) - FUNCTION_WORDS
+
+
+def is_request(part: str) -> bool:
+    """Whether `part`, one of a message's questions (`questions`), is a request worded as a
+    statement ("I need to change my card"), without a question mark: it may say why the
+    customer asks as well as what ("How do I cancel? I want to switch to another service.")."""
+    return bool(_REQUEST_START.match(part)) and not part.rstrip().endswith("?")
 
 
 def questions(message: str) -> list[str]:
@@ -119,12 +135,12 @@ def questions(message: str) -> list[str]:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def sentences(message: str) -> list[str]:
-    """`message`'s sentences of QUESTION_WORDS words or more, in order, each with its runs of
+def sentences(message: str, min_words: int = QUESTION_WORDS) -> list[str]:
+    """`message`'s sentences of `min_words` words or more, in order, each with its runs of
     whitespace as one space. A sentence ends at ".", "!" or "?" before whitespace, so an
     abbreviation ("e.g. the app") ends one too: harmless where each part is searched alone."""
     parts = (part.strip() for part in _SENTENCE_END.split(_spaced(message)))
-    return [part for part in parts if len(_WORDS.findall(part)) >= QUESTION_WORDS]
+    return [part for part in parts if part and len(_WORDS.findall(part)) >= min_words]
 
 
 # What makes a short message lean on the one before: a pronoun standing for its topic ("when
