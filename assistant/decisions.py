@@ -60,6 +60,8 @@ MAX_PARTS = 8
 # entry at 0.99; "I pay for Premium and get a worse picture than free TV" the yearly plan at 0.89.
 STATEMENT_SURE = 0.9
 _WORD = re.compile(r"\w+")
+# A capitalised word after another word of its sentence: a name ("on your Roku or Apple TV").
+_NAMED = re.compile(r"(?<![.!?])\s+([A-Z][A-Za-z]{3,})")
 
 
 def _normalized(text: str) -> str:
@@ -105,13 +107,14 @@ class Decisions:
             if profile.named
             else None
         )
-        # A word the KB writes in capitals ("HDMI", "VPN") is a name, not a shout.
+        # A word the KB writes in capitals ("HDMI") or capitalised within a sentence ("Roku",
+        # "Amazon"), or the company's name, is a name in capitals, not a shout.
         self._acronyms = frozenset(
-            word
+            word.upper()
             for d in docs
             for text in (*d.phrasings, d.response)
-            for word in CAPITALS.findall(text)
-        )
+            for word in (*CAPITALS.findall(text), *_NAMED.findall(text))
+        ) | frozenset(word.upper() for word in _WORD.findall(profile.company_name))
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
 
@@ -366,19 +369,13 @@ class Decisions:
         self, parts: list[str], results: list[SearchResult], topic: str, sure: float
     ) -> list[SearchResult]:
         """The retrievals (`results`, one per part of `parts`) of the parts that answer for a
-        declined message: in scope, on its `topic` or standing alone at `sure` confidence (a
-        request worded as a statement, `query.is_request`, at STATEMENT_SURE at least)."""
+        declined message: in scope, on its `topic` or standing alone at `sure` confidence."""
         return [
             result
             for part, result in zip(parts, results, strict=True)
             if result.in_scope
             and result.hits
-            and (
-                result.hits[0].document.topic == topic
-                or self._stands_alone(
-                    part, result, max(sure, STATEMENT_SURE) if is_request(part) else sure
-                )
-            )
+            and (result.hits[0].document.topic == topic or self._stands_alone(part, result, sure))
         ]
 
     def _stands_alone(self, part: str, result: SearchResult, sure: float) -> bool:
@@ -407,9 +404,11 @@ class Decisions:
         best entry of the first other question that is in scope alone at
         SECOND_QUESTION_SURE confidence, on another topic (entry, or intent on a labelled KB);
         in scope as a question beside an in-scope one (`Retriever.in_scope_beside`). A request
-        worded as a statement (`asked`, the questions' texts; `query.is_request`) must be found
-        at STATEMENT_SURE, since it may say why rather than what: "How do I cancel my plan? I
-        want to switch to another service." found the profiles entry at 0.6-0.9. A third
+        worded as a statement after a question (`asked`, the questions' texts;
+        `query.is_request`) must be found at STATEMENT_SURE, since it may say why rather than
+        what: "How do I cancel my plan? I want to switch to another service." found the
+        profiles entry at 0.79; one that leads ("I need to pause my plan while I'm away, and
+        also how do I change my card?", 0.84) asks as a question does. A third
         question is not answered apart. A message of several questions that is declined as a
         whole may be answered from one of them (`_part_in_scope`): an off-topic question
         beside it ("How do I cancel? And what's the weather in Paris?") lowers the whole
@@ -420,6 +419,7 @@ class Decisions:
         own = [result.hits[0].document.topic if result.hits else None for result in tops]
         for position, alone in enumerate(tops):
             request = position < len(asked) and is_request(asked[position])
+            request = request and not all(is_request(part) for part in asked[:position])
             if (
                 self.retriever.in_scope_beside(alone)
                 and alone.hits

@@ -80,6 +80,7 @@ _REQUEST = (
     r"|(?:i|we)['\u2019]d\s+like\s+to\b"
 )
 _REQUEST_START = re.compile(rf"^\W*(?:(?:and|also|plus)\s+)*(?:{_REQUEST})", re.IGNORECASE)
+_TO_KNOW = re.compile(r"\s+(?:know|find\s+out|understand|ask|check)\b", re.IGNORECASE)
 # What opens a question: a question word, an auxiliary before its subject ("can I", "does
 # it"; not "can't log in" or "do not charge me", which are statements or orders), or a request
 # for the answer to one ("just tell me how to cancel"); and the word that joins a second
@@ -114,9 +115,14 @@ def content_words(text: str) -> set[str]:
 
 def is_request(part: str) -> bool:
     """Whether `part`, one of a message's questions (`questions`), is a request worded as a
-    statement ("I need to change my card"), without a question mark: it may say why the
-    customer asks as well as what ("How do I cancel? I want to switch to another service.")."""
-    return bool(_REQUEST_START.match(part)) and not part.rstrip().endswith("?")
+    statement ("I need to change my card"), without a question mark, and not one to know
+    something ("I need to know how to change my password", a question): after a question it
+    may say why the customer asks rather than what ("How do I cancel? I want to switch to
+    another service.")."""
+    found = _REQUEST_START.match(part)
+    if not found or part.rstrip().endswith("?"):
+        return False
+    return not _TO_KNOW.match(part, found.end())
 
 
 def questions(message: str) -> list[str]:
