@@ -4,6 +4,7 @@ from one or two retrieved entries."""
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import uuid
@@ -107,16 +108,21 @@ class Decisions:
             if profile.named
             else None
         )
-        # A word the KB writes in capitals ("HDMI") or capitalised within a sentence ("Roku",
-        # "Amazon"), or the company's name, is a name in capitals, not a shout.
-        self._acronyms = frozenset(
-            word.upper()
-            for d in docs
-            for text in (*d.phrasings, d.response)
-            for word in (*CAPITALS.findall(text), *_NAMED.findall(text))
-        ) | frozenset(word.upper() for word in _WORD.findall(profile.company_name))
         encoder = retriever.encoder
         self.multilingual = bool(encoder is not None and encoder.multilingual)
+
+    @functools.cached_property
+    def _acronyms(self) -> frozenset[str]:
+        """The upper-case forms of the words the KB writes in capitals ("HDMI") or capitalised
+        within a sentence ("Roku", "Amazon"), and of the company's name: names, not shouts.
+        Read at the first message that needs them, not at start: a scan of every answer,
+        which grows with the KB (57 ms a megabyte of text on our machine)."""
+        return frozenset(
+            word.upper()
+            for d in self.retriever.documents
+            for text in (*d.phrasings, d.response)
+            for word in (*CAPITALS.findall(text), *_NAMED.findall(text))
+        ) | frozenset(word.upper() for word in _WORD.findall(self.profile.company_name))
 
     def _search(self, question: str, history: Sequence[Turn]) -> SearchResult:
         """The question's own retrieval, unless it is a short follow-up that is unsure alone

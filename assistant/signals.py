@@ -199,10 +199,10 @@ class HandoffSignals:
 def emphatic(message: str, acronyms: frozenset[str] = frozenset()) -> bool:
     """Whether `message` is a complaint said with emphasis: COMPLAINT_WORDS runs of letters or
     more ("it's" is two, "PS5" one), with an English word of four letters or more in capitals
-    ("you took my money TWICE"; not one of `acronyms`, the KB's own words in capitals, nor
-    "HBO") in a message that is not friendly (VADER's compound under FRIENDLY: not "Love the
-    APP, quick question, ..."), or an exclamation mark outside small talk ("Fix it!", not "Hi
-    there!") in a message that is not positive at all (compound 0 or under).
+    ("you took my money TWICE"; not one of `acronyms`, names the KB writes in capitals, nor
+    "HBO") in a message that is not friendly (VADER's compound under FRIENDLY: not "LOVE the
+    new season, quick question, ..."), or an exclamation mark outside small talk ("Fix it!",
+    not "Hi there!") in a message that is not positive at all (compound 0 or under).
     Capitals and exclamation marks are VADER's emphasis cues (Hutto and Gilbert 2014, "VADER:
     A Parsimonious Rule-based Model for Sentiment Analysis of Social Media Text"); its score
     alone cannot tell a complaint from a question, as it rates one by its words ("...you took
