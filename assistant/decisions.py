@@ -424,8 +424,12 @@ class Decisions:
         first = hits[0].document.topic
         own = [result.hits[0].document.topic if result.hits else None for result in tops]
         for position, alone in enumerate(tops):
-            request = position < len(asked) and is_request(asked[position])
-            request = request and not all(is_request(part) for part in asked[:position])
+            # A request after a question of the message: not one that leads.
+            request = (
+                position < len(asked)
+                and is_request(asked[position])
+                and any(not is_request(part) for part in asked[:position])
+            )
             if (
                 self.retriever.in_scope_beside(alone)
                 and alone.hits

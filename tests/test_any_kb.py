@@ -1831,7 +1831,7 @@ def test_a_teams_own_kb_with_the_demo_profile_is_warned_of(settings, tmp_path, c
         # A request for an answer asks a question too; "tell me about it" asks none.
         ("I'm sick of it. Just tell me how to cancel!!", ["Just tell me how to cancel!!"]),
         ("tell me about it, the app is so slow", []),
-        # A request worded as a statement asks too; "and also" is one joiner.
+        # A request worded as a statement asks too; "also" is left for `without_joiner`.
         (
             "I need to pause my plan while I'm away, and also how do I change my card?",
             ["I need to pause my plan while I'm away", "also how do I change my card?"],

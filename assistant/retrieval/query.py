@@ -79,7 +79,6 @@ _REQUEST = (
     rf"(?:i|we)\s+{_REQUEST_ADVERB}(?:(?:want|need|would\s+like)\s+to|wanna)\b"
     r"|(?:i|we)['\u2019]d\s+like\s+to\b"
 )
-_REQUEST_START = re.compile(rf"^\W*(?:(?:and|also|plus)\s+)*(?:{_REQUEST})", re.IGNORECASE)
 _TO_KNOW = re.compile(r"\s+(?:know|find\s+out|understand|ask|check)\b", re.IGNORECASE)
 # What opens a question: a question word, an auxiliary before its subject ("can I", "does
 # it"; not "can't log in" or "do not charge me", which are statements or orders), or a request
@@ -98,6 +97,7 @@ _OPENER = (
 # linear in a message's length.
 _JOINER = r"(?:and\s+(?:also\s+)?|also\s+|plus\s+)"
 _QUESTION_START = re.compile(rf"(?:{_JOINER})?{_OPENER}", re.IGNORECASE)
+_REQUEST_START = re.compile(rf"^\W*(?:{_JOINER})?(?:{_REQUEST})", re.IGNORECASE)
 # Questions end at a question mark, a full stop or semicolon, or before a comma or "and" that
 # opens the next one ("how do I cancel and will I get a refund?").
 _QUESTIONS = re.compile(
